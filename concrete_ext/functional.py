@@ -1,0 +1,308 @@
+"""The public functional API (re-exported at the top level of concrete_ext).
+
+Each function validates its arguments, turns the temperature into a tensor, picks a backend
+(_backend.select) and calls the op ``torch.ops.concrete_ext.<name>`` (compiled CPU/CUDA kernels),
+its Triton twin, or the reference. Random functions take ``generator`` (default: torch's default
+generator of the tensor's device) or, keyword-only, an explicit ``seed`` and ``offset``: with a seed
+the noise is a pure function of (seed, offset, element index), the same on every backend.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from . import _backend, _ops
+from . import reference as ref
+
+__all__ = [
+    "gumbel_softmax",
+    "concrete_sample",
+    "exp_concrete_sample",
+    "exp_concrete_log_prob",
+    "concrete_log_prob",
+    "binary_concrete_sample",
+    "logit_binary_concrete_sample",
+    "logit_binary_concrete_log_prob",
+    "binary_concrete_log_prob",
+    "relaxed_kl_sample",
+    "gumbel_max_sample",
+    "noise",
+]
+
+Temperature = Union[float, Tensor]
+
+
+# ---- argument handling ----------------------------------------------------------------------------
+def _check_tensor(t, name: str) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype (float32, float64, float16 or "
+                        f"bfloat16), got {t.dtype}")
+    return t
+
+
+def _temperature(temperature: Temperature, like: Tensor, name: str = "temperature") -> Tensor:
+    """A tensor the ops accept: Python numbers become a float64 CPU scalar (read on the host)."""
+    if isinstance(temperature, Tensor):
+        if not temperature.is_floating_point():
+            raise TypeError(f"{name} must be a floating tensor, got {temperature.dtype}")
+        if temperature.device != like.device and not (
+                temperature.numel() == 1 and temperature.device.type == "cpu"):
+            raise ValueError(f"{name} is on {temperature.device} but the logits are on "
+                             f"{like.device} (a temperature on another device must be a single "
+                             "value on the CPU)")
+        return temperature
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"{name} must be a positive float or a tensor, got "
+                        f"{type(temperature).__name__}")
+    t = float(temperature)
+    if not (t > 0 and math.isfinite(t)):
+        raise ValueError(f"{name} must be positive and finite, got {temperature}")
+    return torch.tensor(t, dtype=torch.float64)
+
+
+def _seed(seed: Optional[int], offset: int) -> Tuple[Optional[int], int]:
+    """(seed as a signed int64, offset) for the op schema; seeds are taken modulo 2**64."""
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset < 2**63:
+        raise ValueError(f"offset must be an int in [0, 2**63), got {offset!r}")
+    if seed is None:
+        if offset != 0:
+            raise ValueError("offset is only meaningful with an explicit seed")
+        return None, 0
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if not -(2**63) <= seed < 2**64:
+        raise ValueError(f"seed must fit in 64 bits, got {seed}")
+    seed %= 2**64
+    return (seed - 2**64 if seed >= 2**63 else seed), offset
+
+
+def _check_generator(generator, device: torch.device):
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if generator.device.type != device.type:
+        raise ValueError(f"generator is for {generator.device} but the logits are on {device}")
+
+
+def _route(op_name: str, device: torch.device):
+    """(kind, callable) for one call: kind is 'op' or 'reference'."""
+    name = _backend.select(op_name, device)
+    if name == "reference":
+        return "reference", None
+    if name == "triton":
+        from . import _triton
+
+        return "op", _triton.KERNELS[op_name]
+    return "op", _ops.op(op_name)
+
+
+# ---- categorical ---------------------------------------------------------------------------------
+def exp_concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1,
+                        generator: Optional[torch.Generator] = None, *, seed: Optional[int] = None,
+                        offset: int = 0) -> Tensor:
+    """y ~ ExpConcrete(logits, temperature): log of a Concrete sample, on the log-simplex.
+
+    y = (logits + G) / tau - logsumexp((logits + G) / tau) along `dim`, G ~ Gumbel(0, 1).
+    Categories with -inf logits get exactly -inf. Differentiable in logits and temperature.
+    """
+    _check_tensor(logits, "logits")
+    t = _temperature(temperature, logits)
+    _check_generator(generator, logits.device)
+    s, o = _seed(seed, offset)
+    kind, fn = _route("exp_concrete_sample", logits.device)
+    if kind == "reference":
+        return ref.exp_concrete_sample(logits, t, dim, seed=seed, offset=offset, generator=generator)
+    return fn(logits, t, dim, s, o, generator)
+
+
+def concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1,
+                    generator: Optional[torch.Generator] = None, *, seed: Optional[int] = None,
+                    offset: int = 0) -> Tensor:
+    """x ~ Concrete(logits, temperature) on the simplex: softmax((logits + G) / tau) along `dim`."""
+    _check_tensor(logits, "logits")
+    t = _temperature(temperature, logits)
+    _check_generator(generator, logits.device)
+    s, o = _seed(seed, offset)
+    kind, fn = _route("concrete_sample", logits.device)
+    if kind == "reference":
+        return ref.concrete_sample(logits, t, dim, seed=seed, offset=offset, generator=generator)
+    return fn(logits, t, dim, s, o, generator)
+
+
+def gumbel_softmax(logits: Tensor, tau: Temperature = 1.0, hard: bool = False, eps: float = 1e-10,
+                   dim: int = -1, *, generator: Optional[torch.Generator] = None,
+                   seed: Optional[int] = None, offset: int = 0) -> Tensor:
+    """Drop-in for torch.nn.functional.gumbel_softmax (same positional arguments; `eps` is unused
+    there too), fused, with a generator and a tensor temperature.
+
+    hard=True returns the one-hot of the sampled category in the forward pass and the gradient of
+    the soft sample in backward (straight-through); the soft sample is recomputed from the saved
+    (seed, offset) instead of being kept.
+    """
+    del eps  # deprecated and unused, as in torch.nn.functional.gumbel_softmax
+    if not hard:
+        return concrete_sample(logits, tau, dim, generator, seed=seed, offset=offset)
+    _check_tensor(logits, "logits")
+    t = _temperature(tau, logits, "tau")
+    _check_generator(generator, logits.device)
+    s, o = _seed(seed, offset)
+    kind, fn = _route("gumbel_softmax_hard", logits.device)
+    if kind == "reference":
+        return ref.gumbel_softmax(logits, t, True, dim, seed=seed, offset=offset,
+                                  generator=generator)
+    return fn(logits, t, dim, s, o, generator)[0]
+
+
+def gumbel_max_sample(logits: Tensor, dim: int = -1, generator: Optional[torch.Generator] = None,
+                      *, seed: Optional[int] = None, offset: int = 0) -> Tensor:
+    """One-hot of argmax_k(logits_k + G_k): a draw of Discrete(alpha) (zero temperature)."""
+    _check_tensor(logits, "logits")
+    _check_generator(generator, logits.device)
+    s, o = _seed(seed, offset)
+    kind, fn = _route("gumbel_max_sample", logits.device)
+    if kind == "reference":
+        return ref.gumbel_max_sample(logits, dim, seed=seed, offset=offset, generator=generator)
+    return fn(logits, dim, s, o, generator)
+
+
+def _broadcast_value(value: Tensor, logits: Tensor, name: str = "value"):
+    _check_tensor(value, name)
+    if value.device != logits.device:
+        raise ValueError(f"{name} is on {value.device} but the logits are on {logits.device}")
+    if value.dtype != logits.dtype:
+        raise TypeError(f"{name} has dtype {value.dtype} but the logits have {logits.dtype}")
+    try:
+        return torch.broadcast_tensors(value, logits)
+    except RuntimeError as e:
+        raise ValueError(f"{name} of shape {tuple(value.shape)} does not broadcast with logits of "
+                         f"shape {tuple(logits.shape)}") from e
+
+
+def exp_concrete_log_prob(value: Tensor, logits: Tensor, temperature: Temperature,
+                          dim: int = -1) -> Tensor:
+    """log kappa(value): the ExpConcrete log-density of a point on the log-simplex; reduces `dim`.
+
+    Computed in log space (Appendix C.3), finite at low temperature where the simplex density
+    underflows. Masked (-inf) categories are left out.
+    """
+    _check_tensor(logits, "logits")
+    value, logits = _broadcast_value(value, logits)
+    t = _temperature(temperature, logits)
+    kind, fn = _route("exp_concrete_log_prob", logits.device)
+    if kind == "reference":
+        return ref.exp_concrete_log_prob(value, logits, t, dim)
+    return fn(value, logits, t, dim)
+
+
+def concrete_log_prob(value: Tensor, logits: Tensor, temperature: Temperature,
+                      dim: int = -1) -> Tensor:
+    """log p(x) of Concrete(logits, temperature) at a point x of the simplex; reduces `dim`."""
+    _check_tensor(logits, "logits")
+    value, logits = _broadcast_value(value, logits)
+    t = _temperature(temperature, logits)
+    kind, fn = _route("concrete_log_prob", logits.device)
+    if kind == "reference":
+        return ref.concrete_log_prob(value, logits, t, dim)
+    return fn(value, logits, t, dim)
+
+
+def relaxed_kl_sample(q_logits: Tensor, q_temperature: Temperature, p_logits: Tensor,
+                      p_temperature: Temperature, dim: int = -1,
+                      generator: Optional[torch.Generator] = None, *, seed: Optional[int] = None,
+                      offset: int = 0) -> Tuple[Tensor, Tensor, Tensor]:
+    """One fused pass: y ~ ExpConcrete(q), log kappa_q(y) and log kappa_p(y).
+
+    The single-sample relaxed KL estimate of Eq. 28 is ``log_q - log_p``. p_logits broadcast to
+    q_logits; categories masked in q are left out of both densities.
+    """
+    _check_tensor(q_logits, "q_logits")
+    _, p_logits = _broadcast_value(p_logits, q_logits, "p_logits")
+    tq = _temperature(q_temperature, q_logits, "q_temperature")
+    tp = _temperature(p_temperature, q_logits, "p_temperature")
+    _check_generator(generator, q_logits.device)
+    s, o = _seed(seed, offset)
+    kind, fn = _route("relaxed_kl_sample", q_logits.device)
+    if kind == "reference":
+        return ref.relaxed_kl_sample(q_logits, tq, p_logits, tp, dim, seed=seed, offset=offset,
+                                     generator=generator)
+    return fn(q_logits, tq, p_logits, tp, dim, s, o, generator)
+
+
+# ---- binary --------------------------------------------------------------------------------------
+def logit_binary_concrete_sample(logits: Tensor, temperature: Temperature,
+                                 generator: Optional[torch.Generator] = None, *,
+                                 seed: Optional[int] = None, offset: int = 0) -> Tensor:
+    """y = (logits + L) / temperature, L ~ Logistic(0, 1): BinConcrete in logit space (Eq. 26)."""
+    _check_tensor(logits, "logits")
+    t = _temperature(temperature, logits)
+    _check_generator(generator, logits.device)
+    s, o = _seed(seed, offset)
+    kind, fn = _route("logit_binary_concrete_sample", logits.device)
+    if kind == "reference":
+        return ref.logit_binary_concrete_sample(logits, t, seed=seed, offset=offset,
+                                                generator=generator)
+    return fn(logits, t, s, o, generator)
+
+
+def binary_concrete_sample(logits: Tensor, temperature: Temperature,
+                           generator: Optional[torch.Generator] = None, *,
+                           seed: Optional[int] = None, offset: int = 0) -> Tensor:
+    """x = sigmoid((logits + L) / temperature) in (0, 1): BinConcrete (Eq. 16)."""
+    _check_tensor(logits, "logits")
+    t = _temperature(temperature, logits)
+    _check_generator(generator, logits.device)
+    s, o = _seed(seed, offset)
+    kind, fn = _route("binary_concrete_sample", logits.device)
+    if kind == "reference":
+        return ref.binary_concrete_sample(logits, t, seed=seed, offset=offset, generator=generator)
+    return fn(logits, t, s, o, generator)
+
+
+def _binary_log_prob(op_name: str, ref_fn, value, logits, temperature):
+    _check_tensor(logits, "logits")
+    value, logits = _broadcast_value(value, logits)
+    t = _temperature(temperature, logits)
+    kind, fn = _route(op_name, logits.device)
+    if kind == "reference":
+        return ref_fn(value, logits, t)
+    return fn(value, logits, t)
+
+
+def logit_binary_concrete_log_prob(value: Tensor, logits: Tensor,
+                                   temperature: Temperature) -> Tensor:
+    """log density of y = logit of a BinConcrete sample: log tau - tau y + a - 2 softplus(a - tau y)."""
+    return _binary_log_prob("logit_binary_concrete_log_prob", ref.logit_binary_concrete_log_prob,
+                            value, logits, temperature)
+
+
+def binary_concrete_log_prob(value: Tensor, logits: Tensor, temperature: Temperature) -> Tensor:
+    """log density of BinConcrete at x in (0, 1) (Eq. 17), computed in logit space."""
+    return _binary_log_prob("binary_concrete_log_prob", ref.binary_concrete_log_prob,
+                            value, logits, temperature)
+
+
+# ---- noise ---------------------------------------------------------------------------------------
+def noise(kind: str, size, *, dtype: torch.dtype = torch.float32, device=None,
+          generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
+          offset: int = 0) -> Tensor:
+    """Noise of the package's random-number contract: "uniform", "exponential", "gumbel",
+    "logistic" (in `dtype`) or "bits" (the raw 32-bit Philox draws, as int64)."""
+    if kind not in ("bits", "uniform", "exponential", "gumbel", "logistic"):
+        raise ValueError(f"noise kind must be one of 'bits', 'uniform', 'exponential', 'gumbel', "
+                         f"'logistic', got {kind!r}")
+    like = torch.empty(size, dtype=dtype, device=device)
+    _check_generator(generator, like.device)
+    s, o = _seed(seed, offset)
+    kind_, fn = _route("noise_like", like.device)
+    if kind_ == "reference":
+        sd, off = ref.resolve_seed(seed, offset, generator, like.device)
+        return ref.noise(like.shape, kind, sd, off, dtype=dtype, device=like.device)
+    return fn(like, kind, s, o, generator)

@@ -1,0 +1,305 @@
+"""Plain-PyTorch reference of every op: the ground truth the kernels are tested against.
+
+Every function works in any floating dtype (float64 in the tests), differentiates through autograd,
+and reproduces the random-number contract of docs/ARCHITECTURE.md exactly: for a given
+(seed, offset) its 32-bit Philox draws equal the kernels' bit for bit (integer tensor ops), and its
+noise is computed from them in float64 and rounded to the working dtype.
+
+Conventions shared with the kernels:
+
+* a category whose logit is ``-inf`` is masked: its sample is exactly 0 (``-inf`` in log space),
+  it gets no gradient and it is left out of the densities;
+* a row whose logits are all ``-inf`` samples NaN;
+* the element ``k`` of row ``r`` (rows enumerate ``logits.movedim(dim, -1)`` in row-major order)
+  has linear index ``i = r * n + k``; binary ops use the row-major index of the element.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "philox4x32_10",
+    "philox_bits",
+    "noise_from_bits",
+    "noise",
+    "concrete_sample",
+    "exp_concrete_sample",
+    "gumbel_softmax",
+    "gumbel_max_sample",
+    "exp_concrete_log_prob",
+    "concrete_log_prob",
+    "binary_concrete_sample",
+    "logit_binary_concrete_sample",
+    "logit_binary_concrete_log_prob",
+    "binary_concrete_log_prob",
+    "relaxed_kl_sample",
+]
+
+_MASK32 = 0xFFFFFFFF
+_M0, _M1 = 0xD2511F53, 0xCD9E8D57
+_W0, _W1 = 0x9E3779B9, 0xBB67AE85
+_HALF = 0x80000000
+_TWO_M32 = 2.0**-32
+
+Temperature = Union[float, Tensor]
+
+
+# ---- Philox4x32-10 on int64 tensors --------------------------------------------------------------
+def _mulhilo(a: Tensor, m: int) -> Tuple[Tensor, Tensor]:
+    """(hi, lo) 32-bit halves of a * m for uint32 values held in int64 (no 64-bit overflow)."""
+    m_lo, m_hi = m & 0xFFFF, m >> 16
+    p1 = a * m_lo  # < 2^48
+    p2 = a * m_hi  # < 2^48
+    t = p1 + ((p2 & 0xFFFF) << 16)  # < 2^49
+    return ((p2 >> 16) + (t >> 32)) & _MASK32, t & _MASK32
+
+
+def philox4x32_10(c0: Tensor, c1: Tensor, c2: Tensor, c3: Tensor, k0: int, k1: int):
+    """Random123's philox4x32_R(10, ctr, key) on int64 tensors holding uint32 values."""
+    for r in range(10):
+        hi0, lo0 = _mulhilo(c0, _M0)
+        hi1, lo1 = _mulhilo(c2, _M1)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        if r < 9:
+            k0 = (k0 + _W0) & _MASK32
+            k1 = (k1 + _W1) & _MASK32
+    return c0, c1, c2, c3
+
+
+def _as_unsigned(v: int, name: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    if not -(2**63) <= v < 2**64:
+        raise ValueError(f"{name} must fit in 64 bits, got {v}")
+    return v % 2**64
+
+
+def philox_bits(numel: int, seed: int, offset: int = 0, device=None) -> Tensor:
+    """The 32-bit draws of elements 0 .. numel-1 of the call (seed, offset), as int64.
+
+    key = (seed low, seed high); counter = (offset low, offset high, i // 4 low, i // 4 high);
+    element i takes word i % 4.
+    """
+    seed, offset = _as_unsigned(seed, "seed"), _as_unsigned(offset, "offset")
+    groups = (numel + 3) // 4
+    g = torch.arange(groups, dtype=torch.int64, device=device)
+    c0 = torch.full_like(g, offset & _MASK32)
+    c1 = torch.full_like(g, offset >> 32)
+    out = philox4x32_10(c0, c1, g & _MASK32, g >> 32, seed & _MASK32, seed >> 32)
+    return torch.stack(out, dim=1).reshape(-1)[:numel]
+
+
+def noise_from_bits(bits: Tensor, kind: str) -> Tensor:
+    """The noise of DESIGN.md section 4 from 32-bit draws, in float64.
+
+    U = (r + 1/2) 2^-32; the upper half (r >= 2^31) works with V = 1 - U so nothing is lost near 1.
+    """
+    r = bits.to(torch.float64)
+    lower = bits < _HALF
+    u = (r + 0.5) * _TWO_M32
+    v = ((_MASK32 - bits).to(torch.float64) + 0.5) * _TWO_M32
+    if kind == "bits":
+        return bits
+    if kind == "uniform":
+        return torch.where(lower, u, 1.0 - v)
+    e = torch.where(lower, -torch.log(u), -torch.log1p(-v))
+    if kind == "exponential":
+        return e
+    if kind == "gumbel":
+        return -torch.log(e)
+    if kind == "logistic":
+        return torch.where(lower, torch.log(u) - torch.log1p(-u), torch.log1p(-v) - torch.log(v))
+    raise ValueError(f"noise kind must be one of 'bits', 'uniform', 'exponential', 'gumbel', "
+                     f"'logistic', got {kind!r}")
+
+
+def _below_one(dtype: torch.dtype) -> float:
+    return 1.0 - torch.finfo(dtype).eps / 2
+
+
+def noise(shape, kind: str, seed: int, offset: int = 0, dtype=torch.float32, device=None) -> Tensor:
+    """Noise of `shape` for the call (seed, offset): int64 draws for "bits", else `dtype`."""
+    shape = tuple(shape)
+    bits = philox_bits(math.prod(shape), seed, offset, device=device)
+    out = noise_from_bits(bits, kind)
+    if kind == "bits":
+        return out.reshape(shape)
+    out = out.to(dtype)
+    if kind == "uniform":
+        out = out.clamp(max=_below_one(dtype))
+    return out.reshape(shape)
+
+
+def resolve_seed(seed: Optional[int], offset: int, generator: Optional[torch.Generator],
+                 device) -> Tuple[int, int]:
+    """(seed, offset) of a call: the explicit pair, or a fresh seed from the generator."""
+    if seed is not None:
+        return _as_unsigned(seed, "seed"), _as_unsigned(offset, "offset")
+    if generator is not None:
+        gdev = generator.device
+    else:
+        gdev = torch.device(device) if device is not None else torch.device("cpu")
+    s = torch.randint(-(2**63), 2**63 - 1, (1,), generator=generator, dtype=torch.int64,
+                      device=gdev).item()
+    return s % 2**64, 0
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def _temperature(temperature: Temperature, like: Tensor) -> Tensor:
+    if isinstance(temperature, Tensor):
+        return temperature.to(like.dtype) if temperature.device == like.device else \
+            temperature.to(device=like.device, dtype=like.dtype)
+    return torch.tensor(float(temperature), dtype=like.dtype, device=like.device)
+
+
+def _row_tau(temperature: Temperature, moved: Tensor) -> Tensor:
+    """The temperature broadcast to the batch shape, with a trailing 1 for the category dim."""
+    t = _temperature(temperature, moved)
+    return t.expand(moved.shape[:-1]).unsqueeze(-1)
+
+
+def _moved_noise(moved: Tensor, kind: str, seed, offset, generator) -> Tensor:
+    s, o = resolve_seed(seed, offset, generator, moved.device)
+    return noise(moved.shape, kind, s, o, dtype=torch.float64, device=moved.device).to(moved.dtype)
+
+
+def _perturbed(logits: Tensor, temperature, dim, seed, offset, generator):
+    """(moved logits, masked, g, z) with z = (a + g) / tau, -inf where masked (no gradient there)."""
+    a = logits.movedim(dim, -1)
+    masked = a == float("-inf")
+    g = _moved_noise(a, "gumbel", seed, offset, generator)
+    a_safe = torch.where(masked, torch.zeros((), dtype=a.dtype, device=a.device), a)
+    z = torch.where(masked, float("-inf"), (a_safe + g) / _row_tau(temperature, a))
+    return a, masked, g, z
+
+
+# ---- categorical ---------------------------------------------------------------------------------
+def exp_concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1, *,
+                        seed: Optional[int] = None, offset: int = 0,
+                        generator: Optional[torch.Generator] = None) -> Tensor:
+    """y = (a + G) / tau - LSE((a + G) / tau): ExpConcrete sample on the log-simplex."""
+    _, masked, _, z = _perturbed(logits, temperature, dim, seed, offset, generator)
+    y = z - torch.logsumexp(z, dim=-1, keepdim=True)
+    return torch.where(masked, float("-inf"), y).movedim(-1, dim)
+
+
+def concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1, *,
+                    seed: Optional[int] = None, offset: int = 0,
+                    generator: Optional[torch.Generator] = None) -> Tensor:
+    """x = softmax((a + G) / tau): Concrete sample on the simplex."""
+    _, _, _, z = _perturbed(logits, temperature, dim, seed, offset, generator)
+    return torch.softmax(z, dim=-1).movedim(-1, dim)
+
+
+def _argmax_one_hot(scores: Tensor, dtype) -> Tensor:
+    # torch.argmax returns the first maximal index, as the kernels do.
+    idx = torch.argmax(torch.nan_to_num(scores, nan=float("-inf")), dim=-1, keepdim=True)
+    return torch.zeros_like(scores, dtype=dtype).scatter_(-1, idx, 1.0)
+
+
+def gumbel_softmax(logits: Tensor, tau: Temperature = 1.0, hard: bool = False, dim: int = -1, *,
+                   seed: Optional[int] = None, offset: int = 0,
+                   generator: Optional[torch.Generator] = None) -> Tensor:
+    """F.gumbel_softmax with this package's noise; hard mode is straight-through."""
+    a, _, g, z = _perturbed(logits, tau, dim, seed, offset, generator)
+    soft = torch.softmax(z, dim=-1)
+    if not hard:
+        return soft.movedim(-1, dim)
+    # The category is argmax(a + g), as in the kernels (the same as argmax of z for tau > 0).
+    one_hot = _argmax_one_hot((a + g).detach(), soft.dtype)
+    return (one_hot - soft.detach() + soft).movedim(-1, dim)
+
+
+def gumbel_max_sample(logits: Tensor, dim: int = -1, *, seed: Optional[int] = None,
+                      offset: int = 0, generator: Optional[torch.Generator] = None) -> Tensor:
+    """one_hot(argmax_k(a_k + G_k)): the zero-temperature limit."""
+    a = logits.movedim(dim, -1).detach()
+    g = _moved_noise(a, "gumbel", seed, offset, generator)
+    return _argmax_one_hot(a + g, a.dtype).movedim(-1, dim)
+
+
+def _log_kappa(y: Tensor, a: Tensor, tau: Tensor, masked: Tensor) -> Tensor:
+    """log kappa(y) over the unmasked categories (Appendix C.3); last dim is the category."""
+    zero = torch.zeros((), dtype=y.dtype, device=y.device)
+    y_safe = torch.where(masked, zero, y)
+    a_safe = torch.where(masked, zero, a)
+    w = torch.where(masked, float("-inf"), a_safe - tau * y_safe)
+    n = (~masked).sum(-1).to(y.dtype)
+    t = tau.squeeze(-1)
+    sum_w = torch.where(masked, zero, w).sum(-1)
+    return torch.lgamma(n) + (n - 1) * torch.log(t) + sum_w - n * torch.logsumexp(w, dim=-1)
+
+
+def exp_concrete_log_prob(value: Tensor, logits: Tensor, temperature: Temperature,
+                          dim: int = -1) -> Tensor:
+    """log kappa(value) of ExpConcrete(logits, temperature); reduces `dim`."""
+    value, logits = torch.broadcast_tensors(value, logits)
+    y, a = value.movedim(dim, -1), logits.movedim(dim, -1)
+    return _log_kappa(y, a, _row_tau(temperature, a), a == float("-inf"))
+
+
+def concrete_log_prob(value: Tensor, logits: Tensor, temperature: Temperature,
+                      dim: int = -1) -> Tensor:
+    """log p(x) = log kappa(log x) - sum_k log x_k of Concrete(logits, temperature)."""
+    value, logits = torch.broadcast_tensors(value, logits)
+    x, a = value.movedim(dim, -1), logits.movedim(dim, -1)
+    masked = a == float("-inf")
+    log_x = torch.log(torch.where(masked, torch.ones((), dtype=x.dtype, device=x.device), x))
+    log_x = torch.where(masked, float("-inf"), log_x)
+    jac = torch.where(masked, torch.zeros((), dtype=x.dtype, device=x.device), log_x).sum(-1)
+    return _log_kappa(log_x, a, _row_tau(temperature, a), masked) - jac
+
+
+def relaxed_kl_sample(q_logits: Tensor, q_temperature: Temperature, p_logits: Tensor,
+                      p_temperature: Temperature, dim: int = -1, *, seed: Optional[int] = None,
+                      offset: int = 0, generator: Optional[torch.Generator] = None):
+    """(y, log kappa_q(y), log kappa_p(y)) with y ~ ExpConcrete(q): the relaxed KL term (Eq. 28).
+
+    The densities are evaluated at y rounded to the working dtype, over the categories q does not
+    mask.
+    """
+    q_logits, p_logits = torch.broadcast_tensors(q_logits, p_logits)
+    y = exp_concrete_sample(q_logits, q_temperature, dim, seed=seed, offset=offset,
+                            generator=generator)
+    ym, aq, ap = y.movedim(dim, -1), q_logits.movedim(dim, -1), p_logits.movedim(dim, -1)
+    masked = aq == float("-inf")
+    log_q = _log_kappa(ym, aq, _row_tau(q_temperature, aq), masked)
+    log_p = _log_kappa(ym, ap, _row_tau(p_temperature, aq), masked)
+    return y, log_q, log_p
+
+
+# ---- binary --------------------------------------------------------------------------------------
+def logit_binary_concrete_sample(logits: Tensor, temperature: Temperature, *,
+                                 seed: Optional[int] = None, offset: int = 0,
+                                 generator: Optional[torch.Generator] = None) -> Tensor:
+    """y = (a + L) / tau, the logistic form of BinConcrete (Eq. 26)."""
+    s, o = resolve_seed(seed, offset, generator, logits.device)
+    l = noise(logits.shape, "logistic", s, o, dtype=torch.float64,
+              device=logits.device).to(logits.dtype)
+    return (logits + l) / _temperature(temperature, logits)
+
+
+def binary_concrete_sample(logits: Tensor, temperature: Temperature, *,
+                           seed: Optional[int] = None, offset: int = 0,
+                           generator: Optional[torch.Generator] = None) -> Tensor:
+    """x = sigmoid((a + L) / tau) in (0, 1) (Eq. 16)."""
+    return torch.sigmoid(logit_binary_concrete_sample(logits, temperature, seed=seed,
+                                                      offset=offset, generator=generator))
+
+
+def logit_binary_concrete_log_prob(value: Tensor, logits: Tensor,
+                                   temperature: Temperature) -> Tensor:
+    """log tau - tau y + a - 2 softplus(a - tau y)."""
+    t = _temperature(temperature, logits)
+    return torch.log(t) - t * value + logits - 2 * torch.nn.functional.softplus(logits - t * value)
+
+
+def binary_concrete_log_prob(value: Tensor, logits: Tensor, temperature: Temperature) -> Tensor:
+    """Eq. 17, computed in logit space: log p(y = logit x) - log x - log(1 - x)."""
+    lx, l1x = torch.log(value), torch.log1p(-value)
+    return logit_binary_concrete_log_prob(lx - l1x, logits, temperature) - lx - l1x

@@ -1,0 +1,145 @@
+// Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11) and the
+// transforms from one 32-bit draw to the noise every op uses. Shared by the CPU loops, the CUDA
+// kernels and the C++ unit test; no torch headers here so the test builds with a plain compiler.
+//
+// Random-number contract (DESIGN.md section 4, docs/ARCHITECTURE.md "Random numbers"):
+//   key     = (seed & 0xffffffff, seed >> 32)
+//   counter = (offset & 0xffffffff, offset >> 32, group & 0xffffffff, group >> 32)
+//   group   = i / 4 and the draw of element i is word i % 4 of philox(counter, key),
+// where i is the element's linear index in the canonical (rows, n) layout of the op and `offset`
+// counts 4-word blocks. This is exactly curand's layout for curand_init(seed, subsequence = i / 4,
+// offset = 4 * offset): a call that advances torch's CUDA generator by 4 owns the counters it uses
+// and never overlaps torch.rand's draws.
+#pragma once
+
+#include <cstdint>
+#include <cmath>
+
+#include "concrete_ext/math/libm.h"
+
+namespace concrete_ext {
+
+struct uint4x32 {
+  uint32_t x, y, z, w;
+  CE_HOST_DEVICE uint32_t operator[](int i) const {
+    return i == 0 ? x : (i == 1 ? y : (i == 2 ? z : w));
+  }
+};
+
+namespace philox_detail {
+constexpr uint32_t kM0 = 0xD2511F53u;
+constexpr uint32_t kM1 = 0xCD9E8D57u;
+constexpr uint32_t kW0 = 0x9E3779B9u;  // golden ratio
+constexpr uint32_t kW1 = 0xBB67AE85u;  // sqrt(3) - 1
+
+CE_HOST_DEVICE uint32_t mulhilo(uint32_t a, uint32_t b, uint32_t* hi) {
+#if defined(__CUDA_ARCH__)
+  *hi = __umulhi(a, b);
+  return a * b;
+#else
+  const uint64_t p = static_cast<uint64_t>(a) * b;
+  *hi = static_cast<uint32_t>(p >> 32);
+  return static_cast<uint32_t>(p);
+#endif
+}
+
+CE_HOST_DEVICE uint4x32 round(uint4x32 c, uint32_t k0, uint32_t k1) {
+  uint32_t hi0, hi1;
+  const uint32_t lo0 = mulhilo(kM0, c.x, &hi0);
+  const uint32_t lo1 = mulhilo(kM1, c.z, &hi1);
+  return uint4x32{hi1 ^ c.y ^ k0, lo1, hi0 ^ c.w ^ k1, lo0};
+}
+}  // namespace philox_detail
+
+// Philox4x32 with 10 rounds, as in Random123's philox4x32_R(10, ctr, key).
+CE_HOST_DEVICE uint4x32 philox4x32_10(uint4x32 ctr, uint32_t k0, uint32_t k1) {
+  using namespace philox_detail;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int r = 0; r < 9; ++r) {
+    ctr = round(ctr, k0, k1);
+    k0 += kW0;
+    k1 += kW1;
+  }
+  return round(ctr, k0, k1);
+}
+
+// The four draws of group `group` for a call with (seed, offset).
+CE_HOST_DEVICE uint4x32 philox_group(uint64_t seed, uint64_t offset, uint64_t group) {
+  const uint4x32 ctr{static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32),
+                     static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32)};
+  return philox4x32_10(ctr, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+}
+
+// The draw of element i (slow path: one Philox call per element; kernels share one call per group).
+CE_HOST_DEVICE uint32_t philox_draw(uint64_t seed, uint64_t offset, uint64_t i) {
+  return philox_group(seed, offset, i >> 2)[static_cast<int>(i & 3)];
+}
+
+// ---- 32-bit draw -> noise ------------------------------------------------------------------
+// U = (r + 1/2) 2^-32 lies strictly inside (0, 1) for every r. In fp32, U itself rounds to 1 for
+// r near 2^32, so the transforms never form U in the upper half: they use V = 1 - U, exact as
+// (2^32 - 1 - r + 1/2) 2^-32, and log1p(-V). T is float (fp32/fp16/bf16 ops) or double (fp64 ops).
+// The formulas are written with selects, not branches, and take their log from a policy `Ops`, so
+// the same text serves the CUDA kernels (LibmOps, math/libm.h) and the vectorised CPU loops
+// (vm::VecOps, math/vec_math.h).
+
+constexpr uint32_t kHalfRange = 0x80000000u;
+
+// (r + 1/2) 2^-32, computed in T (used for r < 2^31).
+template <typename T>
+CE_HOST_DEVICE T lower_uniform(uint32_t r) {
+  return (static_cast<T>(r) + T(0.5)) * T(2.3283064365386963e-10);  // 2^-32
+}
+// 1 - U = (2^32 - 1 - r + 1/2) 2^-32, computed in T (used for r >= 2^31).
+template <typename T>
+CE_HOST_DEVICE T upper_complement(uint32_t r) {
+  return (static_cast<T>(0xFFFFFFFFu - r) + T(0.5)) * T(2.3283064365386963e-10);
+}
+
+// log1p(-v) for v in (0, 1/2] by Goldberg's trick: log(w) v / (w - 1) with w = fl(1 - v); one log,
+// about as accurate as the log itself.
+template <typename T, typename Ops>
+CE_HOST_DEVICE T log1m(T v) {
+  const T w = T(1) - v;
+  return w == T(1) ? -v : Ops::log(w) * (v / (w - T(1)));
+}
+
+// U ~ Uniform(0, 1), strictly inside: fp32 values that would round to 1 are clamped to the largest
+// float below 1 (only for r >= 2^32 - 2^7).
+template <typename T>
+CE_HOST_DEVICE T uniform_from_bits(uint32_t r) {
+  const T below_one = T(1) - (sizeof(T) == 4 ? T(5.9604644775390625e-08) : T(1.1102230246251565e-16));
+  const T u = r < kHalfRange ? lower_uniform<T>(r) : T(1) - upper_complement<T>(r);
+  return u < below_one ? u : below_one;
+}
+
+// E = -log U ~ Exponential(1); in [1.16e-10, 22.87], positive and finite for every r.
+// Lower half -log U; upper half -log1p(-V); both through one log.
+template <typename T, typename Ops = LibmOps>
+CE_HOST_DEVICE T exponential_from_bits(uint32_t r) {
+  const bool lower = r < kHalfRange;
+  const T v = upper_complement<T>(r);
+  const T s = lower ? lower_uniform<T>(r) : T(1) - v;  // exact in the upper half (s in [1/2, 1])
+  const T l = -Ops::log(s);
+  return lower ? l : (s == T(1) ? v : l * (v / (T(1) - s)));
+}
+
+// G = -log(-log U) ~ Gumbel(0, 1); in about [-3.13, 22.87] and non-decreasing in r.
+template <typename T, typename Ops = LibmOps>
+CE_HOST_DEVICE T gumbel_from_bits(uint32_t r) {
+  return -Ops::log(exponential_from_bits<T, Ops>(r));
+}
+
+// L = log U - log(1 - U) ~ Logistic(0, 1); in about [-22.87, 22.87], non-decreasing and odd about
+// r = 2^31 - 1/2 (L(r) = -L(2^32 - 1 - r)).
+template <typename T, typename Ops = LibmOps>
+CE_HOST_DEVICE T logistic_from_bits(uint32_t r) {
+  const bool lower = r < kHalfRange;
+  const T u = lower ? lower_uniform<T>(r) : upper_complement<T>(r);  // min(U, 1 - U) in (0, 1/2]
+  const T l = Ops::log(u) - log1m<T, Ops>(u);
+  return lower ? l : -l;
+}
+
+}  // namespace concrete_ext
