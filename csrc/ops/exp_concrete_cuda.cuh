@@ -1,0 +1,55 @@
+// Device helpers shared by the categorical CUDA kernels (concrete_sample_cuda.cu,
+// gumbel_softmax_cuda.cu, exp_concrete_log_prob_cuda.cu). Formulas: concrete_ext/math/exp_concrete.h.
+#pragma once
+
+#include "concrete_ext/dispatch.h"
+#include "concrete_ext/math/exp_concrete.h"
+#include "cuda_common.cuh"
+#include "kernels.h"
+
+namespace concrete_ext {
+namespace cuda {
+
+namespace ec = exp_concrete;
+
+template <typename T>
+__device__ __forceinline__ T neg_inf() { return -INFINITY_T<T>(); }
+
+// Online (max, sum exp) update of a thread's running state with one value.
+template <typename T>
+__device__ __forceinline__ void online_add(MaxSum<T>& st, T v) {
+  if (v > st.max) {
+    st.sum = st.sum * LibmOps::exp(st.max - v) + T(1);
+    st.max = v;
+  } else if (v > neg_inf<T>()) {
+    st.sum += LibmOps::exp(v - st.max);
+  }
+}
+
+// The perturbed logits z = (a + g) / tau of one chunk (-inf beyond the row end).
+template <int V, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void perturbed_chunk(const scalar_t* __restrict__ a, int64_t base,
+                                                int64_t k0, int64_t n, bool vec_ok, SeedOffset so,
+                                                acc_t inv_tau, acc_t (&z)[V]) {
+  acc_t av[V];
+  load_chunk<V>(a + base, k0, n, vec_ok, av, neg_inf<acc_t>());
+  uint32_t r[V];
+  const int valid = static_cast<int>(n - k0 < V ? n - k0 : V);
+  chunk_bits<V>(so, static_cast<uint64_t>(base + k0), valid, r);
+#pragma unroll
+  for (int e = 0; e < V; ++e) {
+    z[e] = k0 + e < n ? ec::perturb(av[e], gumbel_from_bits<acc_t>(r[e]), inv_tau) : neg_inf<acc_t>();
+  }
+}
+
+// ---- launch helpers ----------------------------------------------------------------------------
+template <int G>
+dim3 row_grid(int64_t rows) {
+  return dim3(static_cast<unsigned>(grid_for(rows, Group<G>::kRowsPerBlock, Group<G>::kBlock)));
+}
+
+template <typename T>
+T* opt_ptr(at::Tensor* t) { return t ? t->data_ptr<T>() : nullptr; }
+
+}  // namespace cuda
+}  // namespace concrete_ext
