@@ -46,7 +46,7 @@ __global__ void binary_sample_kernel(const scalar_t* __restrict__ logits,
     chunk_bits<V>(so, static_cast<uint64_t>(i0), static_cast<int>(numel - i0 < V ? numel - i0 : V), r);
 #pragma unroll
     for (int e = 0; e < V; ++e) {
-      const acc_t l = logistic_from_bits<acc_t>(r[e]);
+      const acc_t l = logistic_from_bits<acc_t, FastNoiseOps>(r[e]);
       const acc_t inv = acc_t(1) / t[e];
       o[e] = logit_space ? bc::sample_logit(a[e], l, inv) : bc::sample(a[e], l, inv);
     }
@@ -165,9 +165,9 @@ __global__ void noise_kernel(scalar_t* __restrict__ out, int64_t* __restrict__ b
       }
       acc_t v;
       if (kind == 1) v = uniform_from_bits<acc_t>(r);
-      else if (kind == 2) v = exponential_from_bits<acc_t>(r);
-      else if (kind == 3) v = gumbel_from_bits<acc_t>(r);
-      else v = logistic_from_bits<acc_t>(r);
+      else if (kind == 2) v = exponential_from_bits<acc_t, FastNoiseOps>(r);
+      else if (kind == 3) v = gumbel_from_bits<acc_t, FastNoiseOps>(r);
+      else v = logistic_from_bits<acc_t, FastNoiseOps>(r);
       scalar_t o = static_cast<scalar_t>(v);
       if (kind == 1 && !(static_cast<acc_t>(o) < static_cast<acc_t>(below_one))) o = below_one;
       out[i0 + e] = o;

@@ -59,7 +59,7 @@ sample_kernel(const scalar_t* __restrict__ logits, scalar_t* __restrict__ out, i
 #pragma unroll
         for (int e = 0; e < V; ++e) {
           // exp(-inf - m) = 0 for padding and masked categories; NaN when the whole row is masked.
-          const acc_t ex = LibmOps::exp(z[c][e] - m);
+          const acc_t ex = FastNoiseOps::exp(z[c][e] - m);
           sum += ex;
           if (!log_space) z[c][e] = ex;
         }
@@ -72,7 +72,7 @@ sample_kernel(const scalar_t* __restrict__ logits, scalar_t* __restrict__ out, i
       if constexpr (LOOPED) {
         perturbed_chunk<V>(logits, base, k0, n, vec_ok, so, inv, o);
 #pragma unroll
-        for (int e = 0; e < V; ++e) o[e] = log_space ? o[e] - lse : LibmOps::exp(o[e] - m) * inv_s;
+        for (int e = 0; e < V; ++e) o[e] = log_space ? o[e] - lse : FastNoiseOps::exp(o[e] - m) * inv_s;
       } else {
 #pragma unroll
         for (int e = 0; e < V; ++e) o[e] = log_space ? z[c][e] - lse : z[c][e] * inv_s;
@@ -131,7 +131,7 @@ sample_backward_kernel(const scalar_t* __restrict__ grad, const scalar_t* __rest
 #pragma unroll
       for (int e = 0; e < V; ++e) {
         if (log_space) {
-          const acc_t dz = ec::dz_from_log(g[e], s[e], LibmOps::exp(s[e]), total);
+          const acc_t dz = ec::dz_from_log(g[e], s[e], FastNoiseOps::exp(s[e]), total);
           d[e] = dz * inv;
           if (grad_tau) acc += ec::dtau_term_log(dz, s[e]);
         } else {

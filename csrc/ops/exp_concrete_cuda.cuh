@@ -19,10 +19,10 @@ __device__ __forceinline__ T neg_inf() { return -INFINITY_T<T>(); }
 template <typename T>
 __device__ __forceinline__ void online_add(MaxSum<T>& st, T v) {
   if (v > st.max) {
-    st.sum = st.sum * LibmOps::exp(st.max - v) + T(1);
+    st.sum = st.sum * FastNoiseOps::exp(st.max - v) + T(1);
     st.max = v;
   } else if (v > neg_inf<T>()) {
-    st.sum += LibmOps::exp(v - st.max);
+    st.sum += FastNoiseOps::exp(v - st.max);
   }
 }
 
@@ -38,7 +38,8 @@ __device__ __forceinline__ void perturbed_chunk(const scalar_t* __restrict__ a, 
   chunk_bits<V>(so, static_cast<uint64_t>(base + k0), valid, r);
 #pragma unroll
   for (int e = 0; e < V; ++e) {
-    z[e] = k0 + e < n ? ec::perturb(av[e], gumbel_from_bits<acc_t>(r[e]), inv_tau) : neg_inf<acc_t>();
+    z[e] = k0 + e < n ? ec::perturb(av[e], gumbel_from_bits<acc_t, FastNoiseOps>(r[e]), inv_tau)
+                      : neg_inf<acc_t>();
   }
 }
 

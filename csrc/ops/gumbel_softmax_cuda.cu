@@ -96,7 +96,7 @@ hard_backward_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restri
       soft(c, k0, zc);
       load_chunk<V>(grad + base, k0, n, vec_ok, g, acc_t(0));
 #pragma unroll
-      for (int e = 0; e < V; ++e) part += LibmOps::exp(zc[e] - lse) * g[e];
+      for (int e = 0; e < V; ++e) part += FastNoiseOps::exp(zc[e] - lse) * g[e];
     });
     const acc_t sxg = R::all_reduce(part, SumOp(), red.s);
     // Pass 3: gradients.
@@ -107,7 +107,7 @@ hard_backward_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restri
       load_chunk<V>(grad + base, k0, n, vec_ok, g, acc_t(0));
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        const acc_t x = LibmOps::exp(zc[e] - lse);
+        const acc_t x = FastNoiseOps::exp(zc[e] - lse);
         const acc_t dz = ec::dz_from_simplex(g[e], x, sxg);
         d[e] = dz * inv;
         acc += ec::dtau_term_simplex(dz, x, zc[e] - lse);

@@ -26,6 +26,9 @@ struct LibmOps {
   static CE_HOST_DEVICE double log(double v) { return ::log(v); }
   static CE_HOST_DEVICE double exp(double v) { return ::exp(v); }
   static CE_HOST_DEVICE double log1p(double v) { return ::log1p(v); }
+  // log1p(-v) for v in (0, 1/2] (the upper half of the noise transforms).
+  template <typename T>
+  static CE_HOST_DEVICE T log1m(T v) { return log1p(-v); }
 };
 
 }  // namespace concrete_ext

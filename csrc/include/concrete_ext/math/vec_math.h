@@ -85,9 +85,14 @@ struct VecOps {
     const float d = w - 1.0f;
     return d == 0.0f ? v : vlog(w) * (v / d);
   }
+  // log1p(-v) for v in (0, 1/2]: the atanh series of philox.h (no log, vectorises).
+  static inline float log1m(float v) {
+    return log1m_series(v, [](float a, float b) { return a / b; });
+  }
   static inline double log(double v) { return std::log(v); }
   static inline double exp(double v) { return std::exp(v); }
   static inline double log1p(double v) { return std::log1p(v); }
+  static inline double log1m(double v) { return std::log1p(-v); }
 };
 
 }  // namespace vm
