@@ -143,7 +143,10 @@ def compare_op(name, fn, shape, dim, dtype, *, tensor_tau=True, masked=True, gra
         errs_g = [rel_err(g, t, dtype) for g, t in zip(gpu, truth)]
         errs_c = [rel_err(c, t, dtype) for c, t in zip(cpu, truth)]
         err_g, err_c = max(errs_g), max(errs_c)
-        allowed = tol if dtype == torch.float64 else max(tol, 2 * err_c)
+        # float64 rounding grows with the row: sums of n terms, and for the log-density gradients
+        # 1 - n softmax(w) cancels (one n for each).
+        n = shape[dim]
+        allowed = tol * n if dtype == torch.float64 else max(tol, 2 * err_c)
         record(f"{label} {what}", err_g, allowed, f"(cpu err {err_c:.3g})")
 
     judge(out_g, out_c, out_t, TOL[dtype], "fwd")
@@ -206,8 +209,15 @@ def main():
     def extras(dim):
         def value(log_space):
             def make(a, gen):
-                y = ce.exp_concrete_sample(a.double(), 0.8, dim, seed=7).to(a.dtype)
-                return [y if log_space else y.exp()]
+                y = ce.exp_concrete_sample(a.double(), 0.8, dim, seed=7)
+                if log_space:
+                    return [y.to(a.dtype)]
+                # A point of the simplex whose unmasked coordinates stay positive in the dtype
+                # (an unmasked 0 is outside the support: its log-density and gradient are not
+                # defined, and kernels may differ there).
+                tiny = torch.finfo(a.dtype).tiny
+                x = torch.where(a == float("-inf"), 0.0, y.exp().clamp(min=4 * tiny))
+                return [(x / x.sum(dim, keepdim=True)).to(a.dtype)]
             return make
         return {
             "exp_concrete_log_prob": value(True),

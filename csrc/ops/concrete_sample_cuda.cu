@@ -35,7 +35,7 @@ sample_kernel(const scalar_t* __restrict__ logits, scalar_t* __restrict__ out, i
         acc_t zc[V];
         perturbed_chunk<V>(logits, base, k0, n, vec_ok, so, inv, zc);
 #pragma unroll
-        for (int e = 0; e < V; ++e) online_add(st, zc[e]);
+        for (int e = 0; e < V; ++e) online_add<FastNoiseOps>(st, zc[e]);
       });
       st = RM::all_reduce(st, MaxSumOp(), red.m);
       m = st.max;

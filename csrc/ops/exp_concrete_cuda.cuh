@@ -15,14 +15,18 @@ namespace ec = exp_concrete;
 template <typename T>
 __device__ __forceinline__ T neg_inf() { return -INFINITY_T<T>(); }
 
-// Online (max, sum exp) update of a thread's running state with one value.
-template <typename T>
+// Online (max, sum exp) update of a thread's running state with one value. The sampling kernels
+// use the SFU exp (Ops = FastNoiseOps); the log-densities use the accurate one (LibmOps), because
+// their gradients take 1 - n softmax(w), which cancels for large n and amplifies any error in the
+// log-sum-exp (first H200 check: concrete_log_prob backward at n = 8192 in bf16 was 5x further
+// from the float64 truth than the CPU kernel with __expf here).
+template <typename Ops, typename T>
 __device__ __forceinline__ void online_add(MaxSum<T>& st, T v) {
   if (v > st.max) {
-    st.sum = st.sum * FastNoiseOps::exp(st.max - v) + T(1);
+    st.sum = st.sum * Ops::exp(st.max - v) + T(1);
     st.max = v;
   } else if (v > neg_inf<T>()) {
-    st.sum += FastNoiseOps::exp(v - st.max);
+    st.sum += Ops::exp(v - st.max);
   }
 }
 

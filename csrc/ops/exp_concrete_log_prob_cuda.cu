@@ -51,7 +51,7 @@ log_prob_kernel(const scalar_t* __restrict__ value, const scalar_t* __restrict__
       density_chunk<V>(value, logits, base, k0, n, vec_ok, t, log_space, y, w, live);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        online_add(st, w[e]);
+        online_add<LibmOps>(st, w[e]);
         sum_w += live[e] ? w[e] : acc_t(0);
         sum_y += live[e] ? y[e] : acc_t(0);
         count += live[e] ? acc_t(1) : acc_t(0);
@@ -97,7 +97,7 @@ log_prob_backward_kernel(const acc_t* __restrict__ grad, const scalar_t* __restr
       density_chunk<V>(value, logits, base, k0, n, vec_ok, t, log_space, y, w, live);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        online_add(st, w[e]);
+        online_add<LibmOps>(st, w[e]);
         count += live[e] ? acc_t(1) : acc_t(0);
       }
     });
@@ -156,7 +156,7 @@ relaxed_kl_kernel(const scalar_t* __restrict__ q_logits, const scalar_t* __restr
       perturbed_chunk<V>(q_logits, base, k0, n, vec_ok, so, inv, zc);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        online_add(st, zc[e]);
+        online_add<FastNoiseOps>(st, zc[e]);
         if constexpr (!LOOPED) z[c][e] = zc[e];
       }
     });
@@ -183,8 +183,8 @@ relaxed_kl_kernel(const scalar_t* __restrict__ q_logits, const scalar_t* __restr
         const bool live = !ec::masked(aq[e]);
         const acc_t wq = live ? ec::w_term(aq[e], y[e], tauq) : neg_inf<acc_t>();
         const acc_t wp = live ? ec::w_term(ap[e], y[e], taup) : neg_inf<acc_t>();
-        online_add(sq, wq);
-        online_add(sp, wp);
+        online_add<LibmOps>(sq, wq);
+        online_add<LibmOps>(sp, wp);
         swq += live ? wq : acc_t(0);
         swp += live ? wp : acc_t(0);
         count += live ? acc_t(1) : acc_t(0);
@@ -246,8 +246,8 @@ relaxed_kl_backward_kernel(const scalar_t* __restrict__ grad_y, const acc_t* __r
       chunk(k0, y, wq, wp, live);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        online_add(sq, wq[e]);
-        online_add(sp, wp[e]);
+        online_add<LibmOps>(sq, wq[e]);
+        online_add<LibmOps>(sp, wp[e]);
         count += live[e] ? acc_t(1) : acc_t(0);
       }
     });

@@ -75,7 +75,7 @@ hard_backward_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restri
       perturbed_chunk<V>(logits, base, k0, n, vec_ok, so, inv, zc);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        online_add(st, zc[e]);
+        online_add<FastNoiseOps>(st, zc[e]);
         if constexpr (!LOOPED) z[c][e] = zc[e];
       }
     });
