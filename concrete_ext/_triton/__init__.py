@@ -1,20 +1,57 @@
-"""Triton kernels (issue: Triton kernels for every op). Until they land, Triton serves no op and
-says so."""
+"""Triton kernels for every op of concrete_ext (the issue "Triton kernels for every op").
+
+KERNELS maps each op name of concrete_ext._ops.SCHEMAS to a callable with the signature of
+``torch.ops.concrete_ext.<name>``. The kernels live in one module per op family (noise,
+exp_concrete: categorical samples, densities: categorical log-densities and the relaxed KL,
+binary_concrete), and each op is a ``torch.library.triton_op`` in the namespace
+``concrete_ext_triton`` (differentiable through register_autograd, its backward calling the Triton
+backward kernels; traceable by torch.compile(fullgraph=True), which sees the kernels through
+``wrap_triton``; the op's own implementation doubles as its fake kernel). The random ops take the
+seed as an int64 device tensor [seed, offset] instead of (seed, offset, generator): the callables
+in KERNELS build it (common.rng_state) and keep the public signature.
+
+Triton runs CUDA tensors, or CPU tensors when TRITON_INTERPRET=1 was set before triton was
+imported (the tests do so).
+"""
 
 from __future__ import annotations
 
-from typing import List
+from typing import Callable, Dict, List, Optional
 
-KERNELS: dict = {}
+KERNELS: Dict[str, Callable] = {}
+_IMPORT_ERROR: Optional[str] = None
+
+try:
+    import triton  # noqa: F401
+    from torch.library import triton_op  # noqa: F401  (torch >= 2.6)
+except ImportError as e:  # pragma: no cover - exercised only without triton
+    _IMPORT_ERROR = f"triton is not importable ({e})"
+else:
+    try:
+        from . import binary_concrete, densities, exp_concrete, noise
+
+        for _module in (noise, exp_concrete, densities, binary_concrete):
+            KERNELS.update(_module.KERNELS)
+    except Exception as e:  # pragma: no cover - a Triton / torch version without an API we use
+        _IMPORT_ERROR = f"the Triton kernels failed to load ({type(e).__name__}: {e})"
+        KERNELS.clear()
 
 
 def unavailable_reasons() -> List[str]:
-    try:
-        import triton  # noqa: F401
-    except ImportError as e:
-        return [f"triton is not importable ({e})"]
-    return []
+    """Why no Triton kernel can run here (empty when they can)."""
+    return [_IMPORT_ERROR] if _IMPORT_ERROR else []
 
 
 def supports(op_name: str) -> bool:
     return op_name in KERNELS
+
+
+def interpreted() -> bool:
+    """Whether the kernels were defined for the Triton interpreter (TRITON_INTERPRET=1)."""
+    if not KERNELS:
+        return False
+    from triton.runtime.interpreter import InterpretedFunction
+
+    from .noise import _noise_kernel
+
+    return isinstance(_noise_kernel, InterpretedFunction)
