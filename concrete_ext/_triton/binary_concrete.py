@@ -192,9 +192,8 @@ def _log_prob_backward(grad: Tensor, value: Tensor, logits: Tensor, temperature:
     tau, stride = _temperature(temperature, logits)
     want_v, want_a, want_t = (bool(b) for b in output_mask)
     a = logits.contiguous()
-    none = a.new_empty([0])
-    gv = torch.empty_like(a, memory_format=torch.contiguous_format) if want_v else none
-    ga = torch.empty_like(a, memory_format=torch.contiguous_format) if want_a else none
+    gv = torch.empty_like(a, memory_format=torch.contiguous_format) if want_v else a.new_empty([0])
+    ga = torch.empty_like(a, memory_format=torch.contiguous_format) if want_a else a.new_empty([0])
     gt = a.new_empty(a.shape if want_t else [0], dtype=acc)
     if a.numel() == 0:
         return gv, ga, gt

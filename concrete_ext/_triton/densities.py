@@ -378,9 +378,8 @@ def _log_prob_backward(grad: Tensor, value: Tensor, logits: Tensor, temperature:
     acc = cm.acc_dtype(logits.dtype)
     tau, stride = cm.prepare_temperature(temperature, bshape, logits.device, acc)
     want_v, want_a, want_t = (bool(b) for b in output_mask)
-    none = logits.new_empty([0])
-    gv = _ops.empty_rows_like(logits, d) if want_v else none
-    ga = _ops.empty_rows_like(logits, d) if want_a else none
+    gv = _ops.empty_rows_like(logits, d) if want_v else logits.new_empty([0])
+    ga = _ops.empty_rows_like(logits, d) if want_a else logits.new_empty([0])
     gt = logits.new_empty(bshape if want_t else [0], dtype=acc)
     a = cm.to_rows(logits, d)
     rows, n = a.shape
@@ -464,10 +463,9 @@ def relaxed_kl_sample_backward_op(grad_sample: Optional[Tensor], grad_log_q: Opt
     tq, sq = cm.prepare_temperature(q_temperature, bshape, dev, acc, "q_temperature")
     tp, sp = cm.prepare_temperature(p_temperature, bshape, dev, acc, "p_temperature")
     want = [bool(b) for b in output_mask]
-    none = q_logits.new_empty([0])
-    gaq = _ops.empty_rows_like(q_logits, d) if want[0] else none
+    gaq = _ops.empty_rows_like(q_logits, d) if want[0] else q_logits.new_empty([0])
     gtq = q_logits.new_empty(bshape if want[1] else [0], dtype=acc)
-    gap = _ops.empty_rows_like(q_logits, d) if want[2] else none
+    gap = _ops.empty_rows_like(q_logits, d) if want[2] else q_logits.new_empty([0])
     gtp = q_logits.new_empty(bshape if want[3] else [0], dtype=acc)
     y = cm.to_rows(sample, d)
     rows, n = y.shape
