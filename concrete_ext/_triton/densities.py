@@ -62,7 +62,7 @@ def _log_prob_kernel(v_ptr, a_ptr, out_ptr, tau_ptr, tau_stride, rows, n, LOG_SP
         w, y, masked = _w_chunk(v_ptr, a_ptr, idx, m, tau, LOG_SPACE, FP64)
         mx = tl.max(w, axis=1)
         lse = mx + tl.log(tl.sum(tl.exp(w - mx[:, None]), axis=1))
-        count = tl.sum((~masked).to(tl.int32), axis=1)
+        count = tl.sum(tl.where(masked, 0, 1), axis=1)
         sum_w = tl.sum(tl.where(masked, 0.0, w), axis=1)
         sum_y = tl.sum(tl.where(masked, 0.0, y), axis=1)
     else:
@@ -75,7 +75,7 @@ def _log_prob_kernel(v_ptr, a_ptr, out_ptr, tau_ptr, tau_stride, rows, n, LOG_SP
             idx, m, k = rw.chunk(r, row_ok, n, c0, C)
             w, y, masked = _w_chunk(v_ptr, a_ptr, idx, m, tau, LOG_SPACE, FP64)
             mx, s = cm.lse_update(mx, s, w)
-            count += tl.sum((~masked).to(tl.int32), axis=1)
+            count += tl.sum(tl.where(masked, 0, 1), axis=1)
             sum_w += tl.sum(tl.where(masked, 0.0, w), axis=1)
             sum_y += tl.sum(tl.where(masked, 0.0, y), axis=1)
         lse = mx + tl.log(s)
@@ -113,7 +113,7 @@ def _log_prob_backward_kernel(g_ptr, v_ptr, a_ptr, gv_ptr, ga_ptr, gt_ptr, tau_p
         w, y, masked = _w_chunk(v_ptr, a_ptr, idx, m, tau, LOG_SPACE, FP64)
         mx = tl.max(w, axis=1)
         lse = mx + tl.log(tl.sum(tl.exp(w - mx[:, None]), axis=1))
-        count = tl.sum((~masked).to(tl.int32), axis=1)
+        count = tl.sum(tl.where(masked, 0, 1), axis=1)
         c, dv, da = _log_prob_grads(gr, tau, w, v_ptr, idx, m, masked, count, lse, LOG_SPACE,
                                     FP64)
         if WANT_V:
@@ -129,7 +129,7 @@ def _log_prob_backward_kernel(g_ptr, v_ptr, a_ptr, gv_ptr, ga_ptr, gt_ptr, tau_p
             idx, m, k = rw.chunk(r, row_ok, n, c0, C)
             w, y, masked = _w_chunk(v_ptr, a_ptr, idx, m, tau, LOG_SPACE, FP64)
             mx, s = cm.lse_update(mx, s, w)
-            count += tl.sum((~masked).to(tl.int32), axis=1)
+            count += tl.sum(tl.where(masked, 0, 1), axis=1)
         lse = mx + tl.log(s)
         syc = rw.full_rows(0.0, R, FP64)
         for c0 in range(0, n, C):
@@ -174,7 +174,7 @@ def _relaxed_kl_kernel(aq_ptr, ap_ptr, y_ptr, lq_ptr, lp_ptr, tq_ptr, tq_stride,
         lse_q = mq + tl.log(tl.sum(tl.exp(wq - mq[:, None]), axis=1))
         mp = tl.max(wp, axis=1)
         lse_p = mp + tl.log(tl.sum(tl.exp(wp - mp[:, None]), axis=1))
-        count = tl.sum((~masked).to(tl.int32), axis=1)
+        count = tl.sum(tl.where(masked, 0, 1), axis=1)
         sum_q = tl.sum(tl.where(masked, 0.0, wq), axis=1)
         sum_p = tl.sum(tl.where(masked, 0.0, wp), axis=1)
     else:
@@ -203,7 +203,7 @@ def _relaxed_kl_kernel(aq_ptr, ap_ptr, y_ptr, lq_ptr, lp_ptr, tq_ptr, tq_stride,
                           - tp[:, None] * cm.to_acc(yo, FP64))
             mq, sq = cm.lse_update(mq, sq, wq)
             mp, sp = cm.lse_update(mp, sp, wp)
-            count += tl.sum((~masked).to(tl.int32), axis=1)
+            count += tl.sum(tl.where(masked, 0, 1), axis=1)
             sum_q += tl.sum(tl.where(masked, 0.0, wq), axis=1)
             sum_p += tl.sum(tl.where(masked, 0.0, wp), axis=1)
         lse_q = mq + tl.log(sq)
@@ -269,7 +269,7 @@ def _relaxed_kl_backward_kernel(gy_ptr, glq_ptr, glp_ptr, y_ptr, aq_ptr, ap_ptr,
         lse_q = mq + tl.log(tl.sum(tl.exp(wq - mq[:, None]), axis=1))
         mp = tl.max(wp, axis=1)
         lse_p = mp + tl.log(tl.sum(tl.exp(wp - mp[:, None]), axis=1))
-        count = tl.sum((~masked).to(tl.int32), axis=1)
+        count = tl.sum(tl.where(masked, 0, 1), axis=1)
     else:
         mq = rw.full_rows(-INF, R, FP64)
         sq = zero
@@ -281,7 +281,7 @@ def _relaxed_kl_backward_kernel(gy_ptr, glq_ptr, glp_ptr, y_ptr, aq_ptr, ap_ptr,
             y, ys, masked, wq, wp = _kl_chunk(y_ptr, aq_ptr, ap_ptr, idx, m, tq, tp, FP64)
             mq, sq = cm.lse_update(mq, sq, wq)
             mp, sp = cm.lse_update(mp, sp, wp)
-            count += tl.sum((~masked).to(tl.int32), axis=1)
+            count += tl.sum(tl.where(masked, 0, 1), axis=1)
         lse_q = mq + tl.log(sq)
         lse_p = mp + tl.log(sp)
     # Pass 2: the row sums.
