@@ -10,7 +10,8 @@ pytest.importorskip("triton")
 
 from concrete_ext import _ops, reference as ref  # noqa: E402
 from concrete_ext._triton import KERNELS, common as cm  # noqa: E402
-from triton_helpers import compare, make_logits, make_temperature  # noqa: E402
+from triton_helpers import assert_low_precision, compare, make_logits, \
+    make_temperature  # noqa: E402
 
 pytestmark = [pytest.mark.triton, pytest.mark.filterwarnings("ignore::RuntimeWarning")]
 
@@ -52,6 +53,21 @@ def test_log_prob(name, shape, dtype, device):
     reference = lambda value, logits, temperature: getattr(ref, name)(value, logits, temperature)
     compare(kernel, reference, inputs, dtype, device, ["value", "logits", "temperature"],
             factor=4, grad_factor=4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision(dtype, device):
+    a = make_logits((4, 33), seed=1, masked=False).to(dtype)
+    t = make_temperature((33,), seed=2).to(dtype)
+    for name in SAMPLES:
+        out = KERNELS[name](a.to(device), t.to(device), 5, 0, None)
+        assert out.dtype == dtype
+        assert_low_precision(out, getattr(ref, name)(a.double(), t.double(), seed=5),
+                             getattr(ref, name)(a, t, seed=5), name)
+    x = ref.binary_concrete_sample(a, 2.0, seed=9)  # away from 0 and 1 in low precision
+    out = KERNELS["binary_concrete_log_prob"](x.to(device), a.to(device), t.to(device))
+    assert_low_precision(out, ref.binary_concrete_log_prob(x.double(), a.double(), t.double()),
+                         ref.binary_concrete_log_prob(x, a, t), "binary_concrete_log_prob")
 
 
 def test_saturated_sample_has_zero_gradient(device):

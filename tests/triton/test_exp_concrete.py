@@ -11,8 +11,8 @@ pytest.importorskip("triton")
 
 from concrete_ext import reference as ref  # noqa: E402
 from concrete_ext._triton import KERNELS, common as cm  # noqa: E402
-from triton_helpers import INF, LOOPED, ROW_NS, assert_close, compare, make_logits, \
-    make_temperature  # noqa: E402
+from triton_helpers import INF, LOOPED, ROW_NS, assert_close, assert_low_precision, compare, \
+    make_logits, make_temperature  # noqa: E402
 
 pytestmark = [pytest.mark.triton, pytest.mark.filterwarnings("ignore::RuntimeWarning")]
 
@@ -45,6 +45,20 @@ def test_sample_fp32_scalar_temperature(name, n, path, device):
               "temperature": torch.tensor(0.45, dtype=torch.float64)}
     with cm.launch_config(**PATHS[path]):
         compare(kernel, reference, inputs, torch.float32, device, ["logits", "temperature"])
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", ["exp_concrete_sample", "concrete_sample"])
+def test_sample_low_precision(name, dtype, path, device):
+    # Math in fp32; the result rounded once to fp16 / bf16.
+    a = make_logits((4, 33), seed=12).to(dtype)
+    t = make_temperature((4,), seed=13).to(dtype)
+    with cm.launch_config(**PATHS[path]):
+        out = KERNELS[name](a.to(device), t.to(device), -1, 6, 0, None)
+    assert out.dtype == dtype
+    assert_low_precision(out, getattr(ref, name)(a.double(), t.double(), -1, seed=6),
+                         getattr(ref, name)(a, t, -1, seed=6), name)
 
 
 @pytest.mark.parametrize("name", ["exp_concrete_sample", "concrete_sample"])

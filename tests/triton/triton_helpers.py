@@ -119,3 +119,23 @@ def compare(kernel: Callable, reference: Callable, inputs: Dict[str, object], dt
             assert g.shape == low[k].shape and g.dtype == low[k].dtype, (k, g.shape, g.dtype)
             assert_close(g, r, dtype, f"grad of {k}", grad_factor)
     return outs, grads
+
+
+def assert_low_precision(actual: torch.Tensor, expected64: torch.Tensor, ref_low: torch.Tensor,
+                         name: str = "result"):
+    """fp16 / bf16 rule of DESIGN.md section 5: the kernel's largest error against the float64
+    reference is at most twice that of the reference run in the low precision, plus 2 ulps of
+    max(1, max |expected|); non-finite entries must match exactly."""
+    a = actual.detach().to("cpu", torch.float64)
+    e = expected64.detach().to("cpu", torch.float64)
+    r = ref_low.detach().to("cpu", torch.float64)
+    fe = torch.isfinite(e)
+    assert torch.equal(torch.isfinite(a), fe), f"{name}: finite pattern differs"
+    assert bool(((a[~fe] == e[~fe]) | (a[~fe].isnan() & e[~fe].isnan())).all()), name
+    if not fe.any():
+        return
+    mag = max(1.0, e[fe].abs().max().item())
+    err_k = (a[fe] - e[fe]).abs().max().item()
+    err_r = (r[fe] - e[fe]).abs().max().item()
+    floor = 2 * torch.finfo(actual.dtype).eps * mag
+    assert err_k <= 2 * err_r + floor, f"{name}: error {err_k:.3g} > 2 x {err_r:.3g} + {floor:.3g}"
