@@ -134,14 +134,13 @@ def main(argv=None) -> int:
     from triton.backends.compiler import GPUTarget
 
     import concrete_ext._triton as T
-    from concrete_ext._triton import binary_concrete, common, densities, exp_concrete, noise
+    from concrete_ext._triton import common
 
     if T.unavailable_reasons() or T.interpreted():
         print("FAIL setup: " + ("; ".join(T.unavailable_reasons()) or "kernels are interpreted"))
         return 1
     compiler = Compiler(GPUTarget("cuda", args.arch, 32))
-    for module in (noise, exp_concrete, densities, binary_concrete):
-        module.wrap_triton = compiler.wrap
+    common.wrap_triton = compiler.wrap  # common.launch calls it for every compiled kernel
     dtypes = [torch.float32, torch.float64] + ([] if args.quick else [torch.float16,
                                                                        torch.bfloat16])
     ns = [7, 20, 1000] if args.quick else [1, 4, 7, 20, 129, 1000, 20000]

@@ -50,8 +50,7 @@ def interpreted() -> bool:
     """Whether the kernels were defined for the Triton interpreter (TRITON_INTERPRET=1)."""
     if not KERNELS:
         return False
-    from triton.runtime.interpreter import InterpretedFunction
-
+    from .common import is_interpreted
     from .noise import _noise_kernel
 
-    return isinstance(_noise_kernel, InterpretedFunction)
+    return is_interpreted(_noise_kernel)

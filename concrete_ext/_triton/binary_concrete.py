@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from .. import _ops
 from . import common as cm
@@ -144,7 +144,7 @@ def _sample(logits: Tensor, temperature: Tensor, rng_state: Tensor, logit: bool)
     if a.numel() == 0:
         return out
     grid, block, warps = cm.elem_launch(a.numel())
-    wrap_triton(_sample_kernel)[grid](a, out, tau, stride, rng_state, a.numel(), LOGIT=logit,
+    cm.launch(_sample_kernel)[grid](a, out, tau, stride, rng_state, a.numel(), LOGIT=logit,
                                       FP64=a.dtype == torch.float64, BLOCK=block, num_warps=warps)
     return out
 
@@ -160,7 +160,7 @@ def _sample_backward(grad: Tensor, sample: Tensor, temperature: Tensor, temperat
     if s.numel() == 0:
         return grad_logits, grad_tau
     grid, block, warps = cm.elem_launch(s.numel())
-    wrap_triton(_sample_backward_kernel)[grid](
+    cm.launch(_sample_backward_kernel)[grid](
         grad.contiguous(), s, grad_logits, grad_tau if temperature_grad else cm.dummy(s.device, acc),
         tau, stride, s.numel(), LOGIT=logit, WANT_T=temperature_grad,
         FP64=acc == torch.float64, BLOCK=block, num_warps=warps)
@@ -176,7 +176,7 @@ def _log_prob(value: Tensor, logits: Tensor, temperature: Tensor, logit: bool) -
     if a.numel() == 0:
         return out
     grid, block, warps = cm.elem_launch(a.numel())
-    wrap_triton(_log_prob_kernel)[grid](value.contiguous(), a, out, tau, stride, a.numel(),
+    cm.launch(_log_prob_kernel)[grid](value.contiguous(), a, out, tau, stride, a.numel(),
                                         LOGIT=logit, FP64=a.dtype == torch.float64, BLOCK=block,
                                         num_warps=warps)
     return out
@@ -199,7 +199,7 @@ def _log_prob_backward(grad: Tensor, value: Tensor, logits: Tensor, temperature:
         return gv, ga, gt
     fill = cm.dummy(a.device, a.dtype)
     grid, block, warps = cm.elem_launch(a.numel())
-    wrap_triton(_log_prob_backward_kernel)[grid](
+    cm.launch(_log_prob_backward_kernel)[grid](
         grad.to(acc).contiguous(), value.contiguous(), a, gv if want_v else fill,
         ga if want_a else fill, gt if want_t else cm.dummy(a.device, acc), tau, stride, a.numel(),
         LOGIT=logit, WANT_V=want_v, WANT_A=want_a, WANT_T=want_t, FP64=acc == torch.float64,

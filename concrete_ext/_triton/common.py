@@ -32,6 +32,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from torch.library import wrap_triton
 
 NAMESPACE = "concrete_ext_triton"
 
@@ -213,6 +214,18 @@ def lse_update(m, s, v):
 
 
 # ---- host side ------------------------------------------------------------------------------------
+def is_interpreted(kernel) -> bool:
+    """Whether `kernel` was defined under TRITON_INTERPRET=1 (an InterpretedFunction)."""
+    return type(kernel).__name__ == "InterpretedFunction"
+
+
+def launch(kernel):
+    """kernel[grid](...) through torch.library.wrap_triton, so that torch.compile and torch.export
+    see the kernel inside the triton_op; an interpreted kernel is launched directly (the
+    interpreter cannot be traced, and older torch releases reject it in wrap_triton)."""
+    return kernel if is_interpreted(kernel) else wrap_triton(kernel)
+
+
 
 
 @dataclasses.dataclass

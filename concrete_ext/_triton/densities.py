@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from .. import _ops
 from . import common as cm
@@ -360,7 +360,7 @@ def _log_prob(value: Tensor, logits: Tensor, temperature: Tensor, dim: int,
     if rows == 0:
         return out
     launch = cm.row_launch(rows, n, acc == torch.float64)
-    wrap_triton(_log_prob_kernel)[launch.grid](
+    cm.launch(_log_prob_kernel)[launch.grid](
         cm.to_rows(value, d), a, out.view(-1), tau, stride, rows, n, LOG_SPACE=log_space,
         **_launch_kw(launch, acc == torch.float64))
     return out
@@ -387,7 +387,7 @@ def _log_prob_backward(grad: Tensor, value: Tensor, logits: Tensor, temperature:
         return gv, ga, gt
     fill = cm.dummy(logits.device, logits.dtype)
     launch = cm.row_launch(rows, n, acc == torch.float64)
-    wrap_triton(_log_prob_backward_kernel)[launch.grid](
+    cm.launch(_log_prob_backward_kernel)[launch.grid](
         grad.to(acc).contiguous().view(-1), cm.to_rows(value, d), a,
         cm.rows_of(gv, d) if want_v else fill, cm.rows_of(ga, d) if want_a else fill,
         gt if want_t else cm.dummy(logits.device, acc), tau, stride, rows, n,
@@ -442,7 +442,7 @@ def relaxed_kl_sample_op(q_logits: Tensor, q_temperature: Tensor, p_logits: Tens
     if rows == 0:
         return y, log_q, log_p
     launch = cm.row_launch(rows, n, acc == torch.float64)
-    wrap_triton(_relaxed_kl_kernel)[launch.grid](
+    cm.launch(_relaxed_kl_kernel)[launch.grid](
         aq, cm.to_rows(p_logits, d), cm.rows_of(y, d), log_q.view(-1), log_p.view(-1), tq, sq, tp,
         sp, rng_state, rows, n, RUN=launch.run, **_launch_kw(launch, acc == torch.float64))
     return y, log_q, log_p
@@ -487,7 +487,7 @@ def relaxed_kl_sample_backward_op(grad_sample: Optional[Tensor], grad_log_q: Opt
     glq, glp = per_row(grad_log_q, "grad_log_q"), per_row(grad_log_p, "grad_log_p")
     fill, fill_acc = cm.dummy(dev, q_logits.dtype), cm.dummy(dev, acc)
     launch = cm.row_launch(rows, n, acc == torch.float64)
-    wrap_triton(_relaxed_kl_backward_kernel)[launch.grid](
+    cm.launch(_relaxed_kl_backward_kernel)[launch.grid](
         gy if gy is not None else fill, glq if glq is not None else fill_acc,
         glp if glp is not None else fill_acc, y, cm.to_rows(q_logits, d), cm.to_rows(p_logits, d),
         cm.rows_of(gaq, d) if want[0] else fill, gtq if want[1] else fill_acc,

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from .. import _ops
 from . import common as cm
@@ -238,7 +238,7 @@ def _sample(logits: Tensor, temperature: Tensor, dim: int, rng_state: Tensor,
     if rows == 0:
         return out
     launch = cm.row_launch(rows, n, acc == torch.float64)
-    wrap_triton(_sample_kernel)[launch.grid](
+    cm.launch(_sample_kernel)[launch.grid](
         x, cm.rows_of(out, d), tau, stride, rng_state, rows, n, LOG_SPACE=log_space,
         **_launch_kw(launch, acc == torch.float64))
     return out
@@ -258,7 +258,7 @@ def _sample_backward(grad: Tensor, sample: Tensor, temperature: Tensor, dim: int
     if rows == 0:
         return grad_logits, grad_tau.zero_()
     launch = cm.row_launch(rows, n, acc == torch.float64)
-    wrap_triton(_sample_backward_kernel)[launch.grid](
+    cm.launch(_sample_backward_kernel)[launch.grid](
         cm.to_rows(grad, d), s, cm.rows_of(grad_logits, d),
         grad_tau if temperature_grad else cm.dummy(sample.device, acc), tau, stride, rows, n,
         LOG_SPACE=log_space, WANT_T=temperature_grad,
@@ -274,7 +274,7 @@ def _argmax(logits: Tensor, d: int, rng_state: Tensor) -> Tensor:
         return out
     fp64 = logits.dtype == torch.float64
     launch = cm.row_launch(rows, n, fp64)
-    wrap_triton(_argmax_kernel)[launch.grid](x, cm.rows_of(out, d), rng_state, rows, n,
+    cm.launch(_argmax_kernel)[launch.grid](x, cm.rows_of(out, d), rng_state, rows, n,
                                              **_launch_kw(launch, fp64))
     return out
 
@@ -335,7 +335,7 @@ def gumbel_softmax_hard_backward_op(grad: Tensor, logits: Tensor, temperature: T
     if rows == 0:
         return grad_logits, grad_tau.zero_()
     launch = cm.row_launch(rows, n, acc == torch.float64)
-    wrap_triton(_hard_backward_kernel)[launch.grid](
+    cm.launch(_hard_backward_kernel)[launch.grid](
         cm.to_rows(grad, d), x, cm.rows_of(grad_logits, d),
         grad_tau if temperature_grad else cm.dummy(logits.device, acc), tau, stride, rng_state,
         rows, n, WANT_T=temperature_grad, **_launch_kw(launch, acc == torch.float64))

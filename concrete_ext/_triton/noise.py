@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from . import common as cm
 from .common import NAMESPACE
@@ -69,7 +69,7 @@ def noise_like_op(self: Tensor, kind: str, rng_state: Tensor) -> Tensor:
         return out
     grid, block, warps = cm.elem_launch(numel)
     clamp = k == 1 and self.dtype in _GAP
-    wrap_triton(_noise_kernel)[grid](
+    cm.launch(_noise_kernel)[grid](
         out, rng_state, numel, 1.0 - _GAP.get(self.dtype, 0.0), KIND=k,
         FP64=self.dtype == torch.float64, CLAMP=clamp, BLOCK=block, num_warps=warps)
     return out
