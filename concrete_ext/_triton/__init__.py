@@ -46,6 +46,21 @@ def supports(op_name: str) -> bool:
     return op_name in KERNELS
 
 
+def register_cuda_fallback() -> List[str]:
+    """Registers the Triton kernels as the CUDA kernels of the ``concrete_ext`` ops (forward and
+    backward ops alike, so the ops' own autograd runs the Triton backward kernels), for a build of
+    ``_C`` without CUDA kernels. Returns the names registered; raises if Triton is unavailable."""
+    import torch
+
+    from .. import _ops
+
+    if _IMPORT_ERROR:
+        raise RuntimeError(_IMPORT_ERROR)
+    for name, fn in KERNELS.items():
+        torch.library.impl(f"{_ops.NAMESPACE}::{name}", "CUDA", lib=_ops._lib)(fn)
+    return sorted(KERNELS)
+
+
 def interpreted() -> bool:
     """Whether the kernels were defined for the Triton interpreter (TRITON_INTERPRET=1)."""
     if not KERNELS:

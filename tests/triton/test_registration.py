@@ -171,3 +171,18 @@ def test_cuda_graph_replays_fresh_noise(device):
     g.replay()
     assert not torch.equal(first, out)
     torch.testing.assert_close(out.sum(-1), torch.ones(4, device=device))
+
+
+@compiled_only
+def test_cuda_fallback_registration(device):
+    if _ops.has_compiled("cuda"):
+        pytest.skip("the compiled CUDA kernels own the CUDA key of the concrete_ext ops")
+    assert _triton.register_cuda_fallback() == sorted(_ops.SCHEMAS)
+    a = make_logits((4, 9), seed=1).to(device).requires_grad_()
+    t = make_temperature((4,), seed=2).to(device).requires_grad_()
+    x = torch.ops.concrete_ext.concrete_sample(a, t, -1, 3, 0, None)
+    torch.testing.assert_close(x, KERNELS["concrete_sample"](a, t, -1, 3, 0, None))
+    ga, gt = torch.autograd.grad(x[:, 0].sum(), (a, t))
+    ra, rt = torch.autograd.grad(ref.concrete_sample(a, t, -1, seed=3)[:, 0].sum(), (a, t))
+    torch.testing.assert_close(ga, ra)
+    torch.testing.assert_close(gt, rt)
