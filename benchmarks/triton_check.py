@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import math
 import sys
 import time
 import traceback
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 
@@ -282,7 +281,6 @@ def main(argv=None) -> int:
     try:
         import triton
 
-        import concrete_ext  # noqa: F401
         from concrete_ext import _ops, _triton
     except Exception:
         print("FAIL setup: importing concrete_ext / triton\n" + traceback.format_exc())

@@ -28,9 +28,9 @@ except ImportError as e:  # pragma: no cover - exercised only without triton
     _IMPORT_ERROR = f"triton is not importable ({e})"
 else:
     try:
-        from . import binary_concrete, densities, exp_concrete, noise
+        from . import binary_concrete, densities, exp_concrete, noise, relaxed_kl
 
-        for _module in (noise, exp_concrete, densities, binary_concrete):
+        for _module in (noise, exp_concrete, densities, relaxed_kl, binary_concrete):
             KERNELS.update(_module.KERNELS)
     except Exception as e:  # pragma: no cover - a Triton / torch version without an API we use
         _IMPORT_ERROR = f"the Triton kernels failed to load ({type(e).__name__}: {e})"

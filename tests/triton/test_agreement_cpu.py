@@ -11,7 +11,7 @@ pytest.importorskip("triton")
 
 from concrete_ext import _ops  # noqa: E402
 from concrete_ext._triton import KERNELS, common as cm  # noqa: E402
-from triton_helpers import INF, LOOPED, make_logits, make_temperature  # noqa: E402
+from triton_helpers import LOOPED, make_logits, make_temperature  # noqa: E402
 
 pytestmark = [pytest.mark.triton, pytest.mark.filterwarnings("ignore::RuntimeWarning"),
               pytest.mark.skipif(not _ops.has_compiled("cpu"),

@@ -11,8 +11,8 @@ pytest.importorskip("triton")
 
 from concrete_ext import reference as ref  # noqa: E402
 from concrete_ext._triton import KERNELS, common as cm  # noqa: E402
-from triton_helpers import INF, LOOPED, ROW_NS, assert_close, assert_low_precision, compare, \
-    make_logits, make_temperature  # noqa: E402
+from triton_helpers import INF, LOOPED, ROW_NS, assert_low_precision, compare, make_logits, \
+    make_temperature  # noqa: E402
 
 pytestmark = [pytest.mark.triton, pytest.mark.filterwarnings("ignore::RuntimeWarning")]
 
