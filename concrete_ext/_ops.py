@@ -93,16 +93,21 @@ except ImportError as e:  # pragma: no cover - exercised only without a build
     C_IMPORT_ERROR = f"{type(e).__name__}: {e}"
 
 
+# Read once at import: the build does not change while the process runs, and a pybind call in the
+# dispatch path (backend selection) would make torch.compile(fullgraph=True) graph-break.
+_COMPILED_INFO: dict = (dict(_C.build_info()) if _C is not None
+                        else {"cpu": False, "cuda": False, "error": C_IMPORT_ERROR})
+_HAS_COMPILED = {"cpu": bool(_COMPILED_INFO.get("cpu", False)),
+                 "cuda": bool(_COMPILED_INFO.get("cuda", False))}
+
+
 def compiled_info() -> dict:
     """build_info() of _C, or a dict saying why it is missing."""
-    if _C is None:
-        return {"cpu": False, "cuda": False, "error": C_IMPORT_ERROR}
-    return dict(_C.build_info())
+    return dict(_COMPILED_INFO)
 
 
 def has_compiled(device_type: str) -> bool:
-    info = compiled_info()
-    return bool(info.get(device_type, False))
+    return _HAS_COMPILED.get(device_type, False)
 
 
 # ---- fake kernels ---------------------------------------------------------------------------------
