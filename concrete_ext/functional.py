@@ -224,7 +224,7 @@ def relaxed_kl_sample(q_logits: Tensor, q_temperature: Temperature, p_logits: Te
     q_logits; categories masked in q are left out of both densities.
     """
     _check_tensor(q_logits, "q_logits")
-    _, p_logits = _broadcast_value(p_logits, q_logits, "p_logits")
+    p_logits, q_logits = _broadcast_value(p_logits, q_logits, "p_logits")
     tq = _temperature(q_temperature, q_logits, "q_temperature")
     tp = _temperature(p_temperature, q_logits, "p_temperature")
     _check_generator(generator, q_logits.device)
