@@ -98,12 +98,12 @@ CE_HOST_DEVICE T upper_complement(uint32_t r) {
   return (static_cast<T>(0xFFFFFFFFu - r) + T(0.5)) * T(2.3283064365386963e-10);
 }
 
-// log1p(-v) for v in (0, 1/2] by Goldberg's trick: log(w) v / (w - 1) with w = fl(1 - v); one log,
-// about as accurate as the log itself.
+// log1p(-v) for v in (0, 1/2] by Goldberg's trick: log(w) v / (1 - w) with w = fl(1 - v) (that is
+// log1p(x) = log(1 + x) x / ((1 + x) - 1) at x = -v); one log, about as accurate as the log itself.
 template <typename T, typename Ops>
 CE_HOST_DEVICE T log1m(T v) {
   const T w = T(1) - v;
-  return w == T(1) ? -v : Ops::log(w) * (v / (w - T(1)));
+  return w == T(1) ? -v : Ops::log(w) * (v / (T(1) - w));
 }
 
 // U ~ Uniform(0, 1), strictly inside: fp32 values that would round to 1 are clamped to the largest
