@@ -122,6 +122,12 @@ def _below_one(dtype: torch.dtype) -> float:
     return 1.0 - torch.finfo(dtype).eps / 2
 
 
+def _above_zero(dtype: torch.dtype) -> float:
+    """The smallest positive (subnormal) value of dtype: float16 rounds U < 2^-25 to 0."""
+    info = torch.finfo(dtype)
+    return info.smallest_normal * info.eps
+
+
 def noise(shape, kind: str, seed: int, offset: int = 0, dtype=torch.float32, device=None) -> Tensor:
     """Noise of `shape` for the call (seed, offset): int64 draws for "bits", else `dtype`."""
     shape = tuple(shape)
@@ -131,7 +137,7 @@ def noise(shape, kind: str, seed: int, offset: int = 0, dtype=torch.float32, dev
         return out.reshape(shape)
     out = out.to(dtype)
     if kind == "uniform":
-        out = out.clamp(max=_below_one(dtype))
+        out = out.clamp(min=_above_zero(dtype), max=_below_one(dtype))
     return out.reshape(shape)
 
 
