@@ -191,6 +191,8 @@ def exp_concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1,
     """y = (a + G) / tau - LSE((a + G) / tau): ExpConcrete sample on the log-simplex."""
     _, masked, _, z = _perturbed(logits, temperature, dim, seed, offset, generator)
     y = z - torch.logsumexp(z, dim=-1, keepdim=True)
+    # Masked categories are exactly -inf, except in a row of all -inf logits, which is NaN.
+    masked = masked & ~masked.all(-1, keepdim=True)
     return torch.where(masked, float("-inf"), y).movedim(-1, dim)
 
 
