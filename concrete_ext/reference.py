@@ -152,6 +152,12 @@ def resolve_seed(seed: Optional[int], offset: int, generator: Optional[torch.Gen
         gdev = torch.device(device) if device is not None else torch.device("cpu")
     s = torch.randint(-(2**63), 2**63 - 1, (1,), generator=generator, dtype=torch.int64,
                       device=gdev).item()
+    if gdev.type == "cpu":
+        # The CPU kernels take their seed from CPUGeneratorImpl::random64(). This randint over
+        # the full int64 range consumes that same draw r and returns r % (2**64 - 1) - 2**63, so
+        # adding 2**63 back gives the kernels' seed (for every r but 2**64 - 1): with the same
+        # generator state the reference and the CPU kernels sample the same noise.
+        s += 2**63
     return s % 2**64, 0
 
 
