@@ -211,9 +211,13 @@ def concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1, *,
 
 
 def _argmax_one_hot(scores: Tensor, dtype) -> Tensor:
-    # torch.argmax returns the first maximal index, as the kernels do.
-    idx = torch.argmax(torch.nan_to_num(scores, nan=float("-inf")), dim=-1, keepdim=True)
-    return torch.zeros_like(scores, dtype=dtype).scatter_(-1, idx, 1.0)
+    # torch.argmax returns the first maximal index, as the kernels do; NaN never wins. A row where
+    # no score beats -inf (all logits -inf) has no distribution: its sample is NaN.
+    s = torch.where(scores.isnan(), float("-inf"), scores)
+    idx = torch.argmax(s, dim=-1, keepdim=True)
+    out = torch.zeros_like(scores, dtype=dtype).scatter_(-1, idx, 1.0)
+    empty = (s == float("-inf")).all(-1, keepdim=True)
+    return torch.where(empty, float("nan"), out)
 
 
 def gumbel_softmax(logits: Tensor, tau: Temperature = 1.0, hard: bool = False, dim: int = -1, *,

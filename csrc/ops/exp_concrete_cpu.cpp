@@ -190,6 +190,12 @@ void Kernels::gumbel_max(const at::Tensor& logits, at::Tensor& out, const RngArg
           }
         }
         scalar_t* orow = o + r * n;
+        if (!(best > -kInf<acc_t>)) {
+          // No category beat -inf: the logits are all -inf (or NaN), the row has no
+          // distribution and samples NaN, as the Concrete samples do.
+          for (int64_t k = 0; k < n; ++k) orow[k] = std::numeric_limits<scalar_t>::quiet_NaN();
+          continue;
+        }
         for (int64_t k = 0; k < n; ++k) orow[k] = scalar_t(0);
         orow[idx] = scalar_t(1);
       }
