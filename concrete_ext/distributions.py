@@ -109,9 +109,9 @@ class _CategoricalConcrete(Distribution):
     def _log_prob_args(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        logits = self.logits
-        shape = torch.broadcast_shapes(value.shape, logits.shape)
-        return value, logits, self.temperature.expand(shape[:-1])
+        # The value broadcasts against the whole batch shape, which includes the temperature's.
+        shape = torch.broadcast_shapes(value.shape, self.batch_shape + self.event_shape)
+        return value, self.logits.expand(shape), self.temperature.expand(shape[:-1])
 
 
 class ExpConcrete(_CategoricalConcrete):
