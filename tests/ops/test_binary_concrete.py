@@ -85,15 +85,18 @@ def test_sample_matches_reference_on_each_backend(device_backend, op, dtype):
                                grad_rule_2x=RULE_2X[op])
 
 
+@pytest.mark.parametrize("device_backend", backend_params("binary_concrete_sample"))
 @pytest.mark.parametrize("op", SAMPLES)
 @pytest.mark.parametrize("shape", [(1,), (2,), (3,), (7,), (129,), (4097,), (131072,),
                                    (3, 2049), (1, 1, 5)])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_sample_sizes(op, shape, dtype):
+def test_sample_sizes(device_backend, op, shape, dtype):
     logits = make_logits(shape, seed=len(shape))
     t = make_temperature(shape, seed=7)
-    (y,), _ = compare_with_reference(*_sample_fns(op), dict(logits=logits, temperature=t), dtype,
-                                     ["logits", "temperature"], grad_rule_2x=RULE_2X[op])
+    with use_backend(device_backend):
+        (y,), _ = compare_with_reference(*_sample_fns(op), dict(logits=logits, temperature=t),
+                                         dtype, ["logits", "temperature"],
+                                         grad_rule_2x=RULE_2X[op], device=device_backend[0])
     if op == "binary_concrete_sample":
         assert ((y >= 0) & (y <= 1)).all()
 
@@ -241,13 +244,17 @@ def test_log_prob_matches_reference(op, dtype, tname):
                            dtype, grads)
 
 
+@pytest.mark.parametrize("device_backend", backend_params("binary_concrete_log_prob"))
 @pytest.mark.parametrize("op", DENSITIES)
 @pytest.mark.parametrize("shape", [(1,), (3,), (129,), (4097,), (131072,)])
-def test_log_prob_sizes(op, shape):
+def test_log_prob_sizes(device_backend, op, shape):
     value = _value(op, make_logits(shape, seed=1), 1.5)
-    compare_with_reference(*_density_fns(op), dict(value=value, logits=make_logits(shape, seed=2),
-                                                   temperature=make_temperature(shape, seed=3)),
-                           torch.float32, ["value", "logits", "temperature"])
+    with use_backend(device_backend):
+        compare_with_reference(*_density_fns(op), dict(value=value,
+                                                       logits=make_logits(shape, seed=2),
+                                                       temperature=make_temperature(shape, seed=3)),
+                               torch.float32, ["value", "logits", "temperature"],
+                               device=device_backend[0])
 
 
 @pytest.mark.parametrize("op", DENSITIES)

@@ -65,22 +65,43 @@ def test_matches_reference_on_each_backend(device_backend, op, dtype):
                                ["logits", "temperature"], device=device)
 
 
+@pytest.mark.parametrize("op", OPS)
+def test_temperature_of_another_dtype(op):
+    # fp32 logits with an fp64 per-row temperature: the math runs in fp32, the temperature's
+    # gradient comes back in the temperature's dtype.
+    logits = make_logits((6, 9), seed=3, dtype=torch.float32)
+    t = make_temperature((6,), seed=4)  # float64
+    kernel, ref = _fns(op)
+    up = [torch.linspace(-1, 1, 54).reshape(6, 9)]  # not constant along a row
+    (y,), g = forward_backward(kernel, dict(logits=logits, temperature=t),
+                               ["logits", "temperature"], up)
+    (e,), ge = forward_backward(ref, dict(logits=logits.double(), temperature=t),
+                                ["logits", "temperature"], up)
+    assert y.dtype == torch.float32 and g["temperature"].dtype == torch.float64
+    assert_matches_reference(y, e, dtype=torch.float32)
+    assert_matches_reference(g["logits"], ge["logits"], dtype=torch.float32)
+    assert_matches_reference(g["temperature"], ge["temperature"], dtype=torch.float32)
+
+
 # Rows x n: the big rows kept to few rows. 131072 = 2^17 is the length the issue asks for.
 SIZES = [(33, 1), (33, 2), (33, 3), (33, 7), (9, 129), (3, 4097), (2, 131072), (10000, 7)]
 
 
+@pytest.mark.parametrize("device_backend", backend_params("concrete_sample"))
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("rows,n", SIZES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_sizes(op, rows, n, dtype):
+def test_sizes(device_backend, op, rows, n, dtype):
     logits = make_logits((rows, n), seed=n)
     t = make_temperature((rows,), seed=n + 1)
     kernel, ref = _fns(op)
     # The temperature gradient sums n terms of both signs: fp32 rounding grows like sqrt(n).
     factor = max(1.0, math.sqrt(n) / 8)
-    outs, _ = compare_with_reference(kernel, ref, dict(logits=logits, temperature=t), dtype,
-                                     ["logits", "temperature"], grad_tol_factor=factor)
-    y = outs[0].double()
+    with use_backend(device_backend):
+        outs, _ = compare_with_reference(kernel, ref, dict(logits=logits, temperature=t), dtype,
+                                         ["logits", "temperature"], grad_tol_factor=factor,
+                                         device=device_backend[0])
+    y = outs[0].double().cpu()
     total = y.exp().sum(-1) if op == "exp_concrete_sample" else y.sum(-1)
     # The row sum is accumulated in the working precision: about sqrt(n) roundings.
     atol = 8 * math.sqrt(n) * torch.finfo(dtype).eps

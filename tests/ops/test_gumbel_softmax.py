@@ -35,7 +35,7 @@ def _clear_rows(logits64: torch.Tensor, dim: int, seed: int, offset: int, rel: f
 
 def _check_one_hot(actual, expected64, logits64, dim, seed, offset, min_clear=0.9):
     assert actual.shape == expected64.shape
-    a = actual.double().movedim(dim, -1)
+    a = actual.detach().double().cpu().movedim(dim, -1)
     e = expected64.movedim(dim, -1)
     fin = torch.isfinite(e).all(-1)
     assert torch.equal(torch.isnan(a).all(-1), ~fin), "NaN rows differ"
@@ -116,12 +116,14 @@ def test_hard_on_each_backend(device_backend, dtype):
             (16,), seed=4)), dtype, ["logits", "temperature"], device=device_backend[0])
 
 
+@pytest.mark.parametrize("device_backend", backend_params("gumbel_softmax_hard"))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("rows,n", [(33, 1), (33, 2), (33, 3), (33, 7), (9, 129), (3, 4097),
                                     (2, 131072), (5000, 7)])
-def test_hard_sizes(dtype, rows, n):
-    _compare_hard(dict(logits=make_logits((rows, n), seed=n), temperature=make_temperature(
-        (rows,), seed=n)), dtype, ["logits", "temperature"])
+def test_hard_sizes(device_backend, dtype, rows, n):
+    with use_backend(device_backend):
+        _compare_hard(dict(logits=make_logits((rows, n), seed=n), temperature=make_temperature(
+            (rows,), seed=n)), dtype, ["logits", "temperature"], device=device_backend[0])
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
@@ -221,10 +223,12 @@ def test_gumbel_max_matches_reference(dtype, dim):
                                             offset=OFFSET))
 
 
+@pytest.mark.parametrize("device_backend", backend_params("gumbel_max_sample"))
 @pytest.mark.parametrize("rows,n", [(33, 1), (33, 2), (33, 3), (9, 129), (3, 4097), (2, 131072)])
-def test_gumbel_max_sizes(rows, n):
+def test_gumbel_max_sizes(device_backend, rows, n):
     logits = make_logits((rows, n), seed=n, dtype=torch.float32)
-    y = ce.gumbel_max_sample(logits, seed=1)
+    with use_backend(device_backend):
+        y = ce.gumbel_max_sample(logits.to(device_backend[0]), seed=1).cpu()
     _check_one_hot(y, R.gumbel_max_sample(logits.double(), seed=1), logits.double(), -1, 1, 0)
 
 

@@ -62,11 +62,12 @@ def test_matches_reference_on_each_backend(device_backend, op):
                                device=device_backend[0])
 
 
+@pytest.mark.parametrize("device_backend", backend_params("exp_concrete_log_prob"))
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("rows,n", [(17, 1), (17, 2), (17, 3), (17, 7), (5, 129), (3, 4097),
                                     (2, 131072), (3000, 7)])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_sizes(op, rows, n, dtype):
+def test_sizes(device_backend, op, rows, n, dtype):
     logits = make_logits((rows, n), seed=n, scale=1.0)
     t = make_temperature((rows,), seed=n)
     value = _value(op, logits, -1, 2.0)
@@ -77,8 +78,11 @@ def test_sizes(op, rows, n, dtype):
     # Log-densities of long rows are sums of n terms (about -30 n): the table's rtol applies to
     # them, and the temperature gradient sums n terms of both signs (rounding grows like n).
     factor = max(1.0, n / 64) if dtype == torch.float32 else max(1.0, math.sqrt(n) / 8)
-    (lp,), _ = compare_with_reference(*_fns(op), dict(value=value, logits=logits, temperature=t),
-                                      dtype, ALL, grad_tol_factor=factor)
+    with use_backend(device_backend):
+        (lp,), _ = compare_with_reference(*_fns(op), dict(value=value, logits=logits,
+                                                          temperature=t),
+                                          dtype, ALL, grad_tol_factor=factor,
+                                          device=device_backend[0])
     if n == 1:  # a single category: the point mass, log density 0
         assert (lp == 0).all()
 

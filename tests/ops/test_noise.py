@@ -45,12 +45,14 @@ def test_kernel_bits_known_answer():
     assert bits.tolist() == list(KAT[0][2])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("seed,offset", SEEDS)
 @pytest.mark.parametrize("shape", [(1,), (3,), (5,), (4097,), (3, 7, 5), (2048 * 3 + 3,)])
-def test_bits_equal_reference(seed, offset, shape):
-    k = ce.noise("bits", shape, seed=seed, offset=offset)
+def test_bits_equal_reference(device, seed, offset, shape):
+    k = ce.noise("bits", shape, seed=seed, offset=offset, device=device)
     r = R.noise(shape, "bits", seed, offset)
-    assert k.dtype == torch.int64 and k.shape == torch.Size(shape)
+    assert k.dtype == torch.int64 and k.shape == torch.Size(shape) and k.device.type == device
+    k = k.cpu()
     assert torch.equal(k, r)
     assert int(k.min()) >= 0 and int(k.max()) < M32
 
@@ -233,10 +235,12 @@ def test_noise_bad_arguments():
         ce.noise("uniform", (3,), generator=42)
 
 
-def test_noise_op_opcheck():
-    like = torch.empty(3, 5)
-    for kind in ("bits", "gumbel", "logistic"):
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_noise_op_opcheck(requires_grad):
+    like = torch.empty(3, 5).requires_grad_(requires_grad)
+    for kind in ("bits", "gumbel", "logistic", "uniform"):
         torch.library.opcheck(torch.ops.concrete_ext.noise_like.default, (like, kind, 5, 2, None))
+    assert not torch.ops.concrete_ext.noise_like(like, "gumbel", 5, 2, None).requires_grad
 
 
 @pytest.mark.cuda

@@ -66,15 +66,19 @@ def test_matches_reference_on_each_backend(device_backend, dtype):
                                device=device_backend[0])
 
 
+@pytest.mark.parametrize("device_backend", backend_params("relaxed_kl_sample"))
 @pytest.mark.parametrize("rows,n", [(17, 1), (17, 2), (17, 3), (17, 7), (5, 129), (3, 4097),
                                     (2, 131072)])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_sizes(rows, n, dtype):
+def test_sizes(device_backend, rows, n, dtype):
     inputs = _inputs((rows, n), seed=n)
     # log kappa of a long row is a sum of n terms (see test_log_prob.test_sizes).
     factor = max(1.0, n / 64) if dtype == torch.float32 else max(1.0, math.sqrt(n) / 8)
-    outs, _ = compare_with_reference(*_fns(), inputs, dtype, GRADS, names=NAMES,
-                                     tol_factor=factor, grad_tol_factor=factor)
+    with use_backend(device_backend):
+        outs, _ = compare_with_reference(*_fns(), inputs, dtype, GRADS, names=NAMES,
+                                         tol_factor=factor, grad_tol_factor=factor,
+                                         device=device_backend[0])
+    outs = [o.cpu() for o in outs]
     if n == 1:
         assert (outs[0] == 0).all() and (outs[1] == 0).all() and (outs[2] == 0).all()
 
