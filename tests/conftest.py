@@ -20,16 +20,13 @@ Conventions (DESIGN.md section 5):
 
 from __future__ import annotations
 
-import math
-import os
-from typing import Callable, Dict, Iterable, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import pytest
 import torch
 
 import concrete_ext as ce
 from concrete_ext import _backend
-from concrete_ext import reference as R
 
 # ---- devices, dtypes, markers ----------------------------------------------------------------
 CUDA = torch.cuda.is_available()

@@ -11,10 +11,9 @@ import torch
 import concrete_ext as ce
 from concrete_ext import reference as R
 
-from conftest import (DTYPES, INF, LOW_PRECISION, TOL, assert_matches_reference, backend_params,
-                      batch_shape, compare_with_reference, forward_backward, make_logits,
-                      make_temperature, requires_cuda, temperature_variants, tensors_equal,
-                      use_backend)
+from conftest import (DTYPES, INF, assert_matches_reference, backend_params, batch_shape,
+                      compare_with_reference, forward_backward, make_logits, make_temperature,
+                      requires_cuda, temperature_variants, use_backend)
 
 OPS = {
     "exp_concrete_sample": (ce.exp_concrete_sample, R.exp_concrete_sample),
@@ -168,9 +167,10 @@ def test_no_categories_raises(op):
         kf(torch.zeros(3, 0), 0.5, -1, seed=1)
 
 
+@pytest.mark.parametrize("device_backend", backend_params("concrete_sample"))
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_masked_categories(op, dtype):
+def test_masked_categories(device_backend, op, dtype):
     logits = make_logits((6, 7), seed=9)
     logits[0, 3] = -INF
     logits[1, :3] = -INF
@@ -179,9 +179,11 @@ def test_masked_categories(op, dtype):
     logits[3, ::2] = -INF
     t = make_temperature((6,), seed=2)
     kernel, ref = _fns(op)
-    outs, grads = compare_with_reference(kernel, ref, dict(logits=logits, temperature=t), dtype,
-                                         ["logits", "temperature"])
-    y, gl, gt = outs[0], grads["logits"], grads["temperature"]
+    with use_backend(device_backend):
+        outs, grads = compare_with_reference(kernel, ref, dict(logits=logits, temperature=t),
+                                             dtype, ["logits", "temperature"],
+                                             device=device_backend[0])
+    y, gl, gt = outs[0].cpu(), grads["logits"].cpu(), grads["temperature"].cpu()
     masked = logits.to(dtype) == -INF
     zero = -INF if op == "exp_concrete_sample" else 0.0
     assert (y[masked] == zero).all()
@@ -191,11 +193,13 @@ def test_masked_categories(op, dtype):
     assert torch.isfinite(y[~masked]).all() and torch.isfinite(gl).all() and torch.isfinite(gt).all()
 
 
+@pytest.mark.parametrize("device_backend", backend_params("concrete_sample"))
 @pytest.mark.parametrize("op", OPS)
-def test_all_masked_row_is_nan(op):
+def test_all_masked_row_is_nan(device_backend, op):
     logits = make_logits((3, 4), seed=1)
     logits[1] = -INF
-    y = OPS[op][0](logits, 0.5, seed=4)
+    with use_backend(device_backend):
+        y = OPS[op][0](logits.to(device_backend[0]), 0.5, seed=4).cpu()
     assert torch.isnan(y[1]).all()
     assert torch.isfinite(y[0]).all() and torch.isfinite(y[2]).all()
     assert_matches_reference(y, OPS[op][1](logits, 0.5, seed=4))

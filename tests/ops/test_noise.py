@@ -3,15 +3,13 @@
 transforms within a few ulps of the reference, their values at the extreme draws, and seeding
 through torch generators."""
 
-import math
-
 import pytest
 import torch
 
 import concrete_ext as ce
 from concrete_ext import reference as R
 
-from conftest import CUDA, DEVICES, LOW_PRECISION, requires_cuda
+from conftest import DEVICES, LOW_PRECISION, requires_cuda
 
 KINDS = ("uniform", "exponential", "gumbel", "logistic")
 M32 = 2**32
