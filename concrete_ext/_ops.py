@@ -93,16 +93,21 @@ except ImportError as e:  # pragma: no cover - exercised only without a build
     C_IMPORT_ERROR = f"{type(e).__name__}: {e}"
 
 
+# Read once at import: the build does not change while the process runs, and a pybind call in the
+# dispatch path (backend selection) would make torch.compile(fullgraph=True) graph-break.
+_COMPILED_INFO: dict = (dict(_C.build_info()) if _C is not None
+                        else {"cpu": False, "cuda": False, "error": C_IMPORT_ERROR})
+_HAS_COMPILED = {"cpu": bool(_COMPILED_INFO.get("cpu", False)),
+                 "cuda": bool(_COMPILED_INFO.get("cuda", False))}
+
+
 def compiled_info() -> dict:
     """build_info() of _C, or a dict saying why it is missing."""
-    if _C is None:
-        return {"cpu": False, "cuda": False, "error": C_IMPORT_ERROR}
-    return dict(_C.build_info())
+    return dict(_COMPILED_INFO)
 
 
 def has_compiled(device_type: str) -> bool:
-    info = compiled_info()
-    return bool(info.get(device_type, False))
+    return _HAS_COMPILED.get(device_type, False)
 
 
 # ---- fake kernels ---------------------------------------------------------------------------------
@@ -173,9 +178,9 @@ def _register_fakes():
     fake(f"{NAMESPACE}::concrete_log_prob")(log_prob)
 
     def log_prob_backward(grad, value, logits, temperature, dim, output_mask):
-        none = logits.new_empty([0])
-        return (empty_rows_like(logits, dim) if output_mask[0] else none,
-                empty_rows_like(logits, dim) if output_mask[1] else none,
+        # A gradient not asked for is an empty tensor of its own (outputs must not alias).
+        return (empty_rows_like(logits, dim) if output_mask[0] else logits.new_empty([0]),
+                empty_rows_like(logits, dim) if output_mask[1] else logits.new_empty([0]),
                 _per_row(logits, dim, output_mask[2]))
 
     fake(f"{NAMESPACE}::exp_concrete_log_prob_backward")(log_prob_backward)
@@ -189,10 +194,10 @@ def _register_fakes():
     @fake(f"{NAMESPACE}::relaxed_kl_sample_backward")
     def _(grad_sample, grad_log_q, grad_log_p, sample, q_logits, q_temperature, p_logits,
           p_temperature, dim, output_mask):
-        none = q_logits.new_empty([0])
-        return (empty_rows_like(q_logits, dim) if output_mask[0] else none,
+        none = q_logits.new_empty  # a fresh empty tensor per output: outputs must not alias
+        return (empty_rows_like(q_logits, dim) if output_mask[0] else none([0]),
                 _per_row(q_logits, dim, output_mask[1]),
-                empty_rows_like(q_logits, dim) if output_mask[2] else none,
+                empty_rows_like(q_logits, dim) if output_mask[2] else none([0]),
                 _per_row(q_logits, dim, output_mask[3]))
 
     def binary_sample(logits, temperature, seed, offset, generator):
@@ -215,10 +220,10 @@ def _register_fakes():
     fake(f"{NAMESPACE}::binary_concrete_log_prob")(binary_log_prob)
 
     def binary_log_prob_backward(grad, value, logits, temperature, output_mask):
-        none = logits.new_empty([0])
+        none = logits.new_empty  # a fresh empty tensor per output: outputs must not alias
         full = torch.empty_like(logits, memory_format=torch.contiguous_format)
-        return (full if output_mask[0] else none,
-                torch.empty_like(full) if output_mask[1] else none,
+        return (full if output_mask[0] else none([0]),
+                torch.empty_like(full) if output_mask[1] else none([0]),
                 logits.new_empty(logits.shape if output_mask[2] else [0], dtype=_acc(logits.dtype)))
 
     fake(f"{NAMESPACE}::logit_binary_concrete_log_prob_backward")(binary_log_prob_backward)

@@ -106,12 +106,16 @@ class _CategoricalConcrete(Distribution):
         shape = self._extended_shape(sample_shape)
         return self.logits.expand(shape), self.temperature.expand(shape[:-1])
 
+    def sample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape, generator=generator)
+
     def _log_prob_args(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        logits = self.logits
-        shape = torch.broadcast_shapes(value.shape, logits.shape)
-        return value, logits, self.temperature.expand(shape[:-1])
+        # The value broadcasts against the whole batch shape, which includes the temperature's.
+        shape = torch.broadcast_shapes(value.shape, self.batch_shape + self.event_shape)
+        return value, self.logits.expand(shape), self.temperature.expand(shape[:-1])
 
 
 class ExpConcrete(_CategoricalConcrete):
@@ -196,6 +200,10 @@ class _BinaryConcrete(Distribution):
     def _shaped(self, sample_shape):
         shape = self._extended_shape(sample_shape)
         return self.logits.expand(shape), self.temperature.expand(shape)
+
+    def sample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape, generator=generator)
 
     def _log_prob_args(self, value):
         if self._validate_args:

@@ -148,10 +148,10 @@ def gumbel_softmax(logits: Tensor, tau: Temperature = 1.0, hard: bool = False, e
     (seed, offset) instead of being kept.
     """
     del eps  # deprecated and unused, as in torch.nn.functional.gumbel_softmax
-    if not hard:
-        return concrete_sample(logits, tau, dim, generator, seed=seed, offset=offset)
     _check_tensor(logits, "logits")
-    t = _temperature(tau, logits, "tau")
+    t = _temperature(tau, logits, "tau")  # errors name the argument `tau`, as the caller wrote it
+    if not hard:
+        return concrete_sample(logits, t, dim, generator, seed=seed, offset=offset)
     _check_generator(generator, logits.device)
     s, o = _seed(seed, offset)
     kind, fn = _route("gumbel_softmax_hard", logits.device)
@@ -224,7 +224,7 @@ def relaxed_kl_sample(q_logits: Tensor, q_temperature: Temperature, p_logits: Te
     q_logits; categories masked in q are left out of both densities.
     """
     _check_tensor(q_logits, "q_logits")
-    _, p_logits = _broadcast_value(p_logits, q_logits, "p_logits")
+    p_logits, q_logits = _broadcast_value(p_logits, q_logits, "p_logits")
     tq = _temperature(q_temperature, q_logits, "q_temperature")
     tp = _temperature(p_temperature, q_logits, "p_temperature")
     _check_generator(generator, q_logits.device)

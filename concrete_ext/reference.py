@@ -122,6 +122,12 @@ def _below_one(dtype: torch.dtype) -> float:
     return 1.0 - torch.finfo(dtype).eps / 2
 
 
+def _above_zero(dtype: torch.dtype) -> float:
+    """The smallest positive (subnormal) value of dtype: float16 rounds U < 2^-25 to 0."""
+    info = torch.finfo(dtype)
+    return info.smallest_normal * info.eps
+
+
 def noise(shape, kind: str, seed: int, offset: int = 0, dtype=torch.float32, device=None) -> Tensor:
     """Noise of `shape` for the call (seed, offset): int64 draws for "bits", else `dtype`."""
     shape = tuple(shape)
@@ -131,7 +137,7 @@ def noise(shape, kind: str, seed: int, offset: int = 0, dtype=torch.float32, dev
         return out.reshape(shape)
     out = out.to(dtype)
     if kind == "uniform":
-        out = out.clamp(max=_below_one(dtype))
+        out = out.clamp(min=_above_zero(dtype), max=_below_one(dtype))
     return out.reshape(shape)
 
 
@@ -146,6 +152,12 @@ def resolve_seed(seed: Optional[int], offset: int, generator: Optional[torch.Gen
         gdev = torch.device(device) if device is not None else torch.device("cpu")
     s = torch.randint(-(2**63), 2**63 - 1, (1,), generator=generator, dtype=torch.int64,
                       device=gdev).item()
+    if gdev.type == "cpu":
+        # The CPU kernels take their seed from CPUGeneratorImpl::random64(). This randint over
+        # the full int64 range consumes that same draw r and returns r % (2**64 - 1) - 2**63, so
+        # adding 2**63 back gives the kernels' seed (for every r but 2**64 - 1): with the same
+        # generator state the reference and the CPU kernels sample the same noise.
+        s += 2**63
     return s % 2**64, 0
 
 
@@ -185,6 +197,8 @@ def exp_concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1,
     """y = (a + G) / tau - LSE((a + G) / tau): ExpConcrete sample on the log-simplex."""
     _, masked, _, z = _perturbed(logits, temperature, dim, seed, offset, generator)
     y = z - torch.logsumexp(z, dim=-1, keepdim=True)
+    # Masked categories are exactly -inf, except in a row of all -inf logits, which is NaN.
+    masked = masked & ~masked.all(-1, keepdim=True)
     return torch.where(masked, float("-inf"), y).movedim(-1, dim)
 
 
@@ -197,9 +211,13 @@ def concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1, *,
 
 
 def _argmax_one_hot(scores: Tensor, dtype) -> Tensor:
-    # torch.argmax returns the first maximal index, as the kernels do.
-    idx = torch.argmax(torch.nan_to_num(scores, nan=float("-inf")), dim=-1, keepdim=True)
-    return torch.zeros_like(scores, dtype=dtype).scatter_(-1, idx, 1.0)
+    # torch.argmax returns the first maximal index, as the kernels do; NaN never wins. A row where
+    # no score beats -inf (all logits -inf) has no distribution: its sample is NaN.
+    s = torch.where(scores.isnan(), float("-inf"), scores)
+    idx = torch.argmax(s, dim=-1, keepdim=True)
+    out = torch.zeros_like(scores, dtype=dtype).scatter_(-1, idx, 1.0)
+    empty = (s == float("-inf")).all(-1, keepdim=True)
+    return torch.where(empty, float("nan"), out)
 
 
 def gumbel_softmax(logits: Tensor, tau: Temperature = 1.0, hard: bool = False, dim: int = -1, *,

@@ -80,8 +80,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> binary_log_prob_backward_op(
                                       mask[0] ? &gv : nullptr, mask[1] ? &ga : nullptr,
                                       mask[2] ? &gt : nullptr, tau, logit_space);
   }
-  const at::Tensor none = at::empty({0}, a.options());
-  return {mask[0] ? gv : none, mask[1] ? ga : none, mask[2] ? gt : none.to(acc)};
+  // Gradients not asked for are empty tensors, each its own: outputs of an op must not alias.
+  auto none = [&](at::ScalarType t) { return at::empty({0}, a.options().dtype(t)); };
+  const at::ScalarType st = a.scalar_type();
+  return {mask[0] ? gv : none(st), mask[1] ? ga : none(st), mask[2] ? gt : none(acc)};
 }
 
 // ---- noise ---------------------------------------------------------------------------------------

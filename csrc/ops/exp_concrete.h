@@ -156,8 +156,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> log_prob_backward_op(
                                mask[1] ? &ga2d : nullptr, mask[2] ? &gt : nullptr, tau,
                                log_space);
   }
-  const at::Tensor none = at::empty({0}, logits.options());
-  return {mask[0] ? gv : none, mask[1] ? ga : none, mask[2] ? gt : none.to(acc)};
+  // Gradients not asked for are empty tensors, each its own: outputs of an op must not alias.
+  auto none = [&](at::ScalarType t) { return at::empty({0}, logits.options().dtype(t)); };
+  const at::ScalarType st = logits.scalar_type();
+  return {mask[0] ? gv : none(st), mask[1] ? ga : none(st), mask[2] ? gt : none(acc)};
 }
 
 // ---- relaxed KL: y ~ ExpConcrete(q), log kappa_q(y), log kappa_p(y) in one pass ------------------
@@ -223,9 +225,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> relaxed_kl_backward_o
                                  mask[0] ? &gaq2d : nullptr, mask[1] ? &gtq : nullptr,
                                  mask[2] ? &gap2d : nullptr, mask[3] ? &gtp : nullptr, tq, tp);
   }
-  const at::Tensor none = at::empty({0}, q_logits.options());
-  return {mask[0] ? gaq : none, mask[1] ? gtq : none.to(acc), mask[2] ? gap : none,
-          mask[3] ? gtp : none.to(acc)};
+  // Gradients not asked for are empty tensors, each its own: outputs of an op must not alias.
+  auto none = [&](at::ScalarType t) { return at::empty({0}, q_logits.options().dtype(t)); };
+  const at::ScalarType st = q_logits.scalar_type();
+  return {mask[0] ? gaq : none(st), mask[1] ? gtq : none(acc), mask[2] ? gap : none(st),
+          mask[3] ? gtp : none(acc)};
 }
 
 }  // namespace concrete_ext

@@ -22,6 +22,11 @@ namespace ec = exp_concrete;
 template <typename T>
 constexpr T kInf = std::numeric_limits<T>::infinity();
 
+// Row reductions (sums over the n categories) accumulate in double for every dtype: a float
+// running sum over a long row drifts (about 1e-4 relative at n = 2^17, ten times the error of
+// torch's own fp32 reductions), which shows in the samples' normaliser and the log-densities.
+using sum_t = double;
+
 // Rows [r0, r1) of the perturbed softmax: z = (a + g) / tau - max (per row), e = exp(z) and
 // sums[r - r0] = sum_k e. A row of all -inf logits gets NaN z, e and sum.
 template <typename scalar_t, typename acc_t>
@@ -45,9 +50,9 @@ void perturbed_rows(const scalar_t* a, int64_t r0, int64_t r1, int64_t n, TauVie
   exp_array(z, e, count);
   for (int64_t r = 0; r < r1 - r0; ++r) {
     const acc_t* er = e + r * n;
-    acc_t s = 0;
+    sum_t s = 0;
     for (int64_t k = 0; k < n; ++k) s += er[k];
-    sums[r] = s;
+    sums[r] = static_cast<acc_t>(s);
   }
 }
 
@@ -65,7 +70,8 @@ RowDensity density_row(const scalar_t* v, const scalar_t* a, int64_t n, acc_t ta
                        acc_t* y, acc_t* s) {
   for (int64_t k = 0; k < n; ++k) y[k] = static_cast<acc_t>(v[k]);
   if (!log_space) log_array(y, y, n);
-  acc_t m = -kInf<acc_t>, sum_w = 0, sum_y = 0;
+  acc_t m = -kInf<acc_t>;
+  sum_t sum_w = 0, sum_y = 0;
   int64_t count = 0;
   for (int64_t k = 0; k < n; ++k) {
     const acc_t ak = static_cast<acc_t>(a[k]);
@@ -79,12 +85,11 @@ RowDensity density_row(const scalar_t* v, const scalar_t* a, int64_t n, acc_t ta
   }
   for (int64_t k = 0; k < n; ++k) s[k] -= m;
   exp_array(s, s, n);
-  acc_t total = 0;
+  sum_t total = 0;
   for (int64_t k = 0; k < n; ++k) total += s[k];
-  const acc_t inv_total = acc_t(1) / total;
+  const acc_t inv_total = static_cast<acc_t>(1 / total);
   for (int64_t k = 0; k < n; ++k) s[k] *= inv_total;
-  return RowDensity{count, static_cast<double>(sum_w), static_cast<double>(sum_y),
-                    static_cast<double>(m + std::log(total))};
+  return RowDensity{count, sum_w, sum_y, static_cast<double>(m) + std::log(total)};
 }
 
 template <typename T>
@@ -135,19 +140,21 @@ void Kernels::sample_backward(const at::Tensor& grad, const at::Tensor& sample,
         scalar_t* dr = da + r * n;
         const acc_t inv = acc_t(1) / tv.at(r);
         for (int64_t k = 0; k < n; ++k) v[k] = static_cast<acc_t>(sr[k]);
-        acc_t acc = 0;
+        sum_t acc = 0;
         if (log_space) {
           exp_array(v, u, n);
-          acc_t sdy = 0;
-          for (int64_t k = 0; k < n; ++k) sdy += ec::unmasked_dy(static_cast<acc_t>(gr[k]), v[k]);
+          sum_t sdy_sum = 0;
+          for (int64_t k = 0; k < n; ++k) sdy_sum += ec::unmasked_dy(static_cast<acc_t>(gr[k]), v[k]);
+          const acc_t sdy = static_cast<acc_t>(sdy_sum);
           for (int64_t k = 0; k < n; ++k) {
             const acc_t dz = ec::dz_from_log(static_cast<acc_t>(gr[k]), v[k], u[k], sdy);
             dr[k] = static_cast<scalar_t>(dz * inv);
             acc += ec::dtau_term_log(dz, v[k]);
           }
         } else {
-          acc_t sxdx = 0;
-          for (int64_t k = 0; k < n; ++k) sxdx += v[k] * static_cast<acc_t>(gr[k]);
+          sum_t sxdx_sum = 0;
+          for (int64_t k = 0; k < n; ++k) sxdx_sum += v[k] * static_cast<acc_t>(gr[k]);
+          const acc_t sxdx = static_cast<acc_t>(sxdx_sum);
           if (gt) log_array(v, u, n);
           for (int64_t k = 0; k < n; ++k) {
             const acc_t dz = ec::dz_from_simplex(static_cast<acc_t>(gr[k]), v[k], sxdx);
@@ -155,7 +162,7 @@ void Kernels::sample_backward(const at::Tensor& grad, const at::Tensor& sample,
             if (gt) acc += ec::dtau_term_simplex(dz, v[k], u[k]);
           }
         }
-        if (gt) gt[r] = -inv * acc;
+        if (gt) gt[r] = static_cast<acc_t>(-inv * acc);
       }
     });
   });
@@ -190,6 +197,12 @@ void Kernels::gumbel_max(const at::Tensor& logits, at::Tensor& out, const RngArg
           }
         }
         scalar_t* orow = o + r * n;
+        if (!(best > -kInf<acc_t>)) {
+          // No category beat -inf: the logits are all -inf (or NaN), the row has no
+          // distribution and samples NaN, as the Concrete samples do.
+          for (int64_t k = 0; k < n; ++k) orow[k] = std::numeric_limits<scalar_t>::quiet_NaN();
+          continue;
+        }
         for (int64_t k = 0; k < n; ++k) orow[k] = scalar_t(0);
         orow[idx] = scalar_t(1);
       }
@@ -217,16 +230,17 @@ void Kernels::gumbel_softmax_hard_backward(const at::Tensor& grad, const at::Ten
         const scalar_t* gr = g + r * n;
         scalar_t* dr = da + r * n;
         const acc_t inv = acc_t(1) / tv.at(r), inv_sum = acc_t(1) / sums[r - r0];
-        acc_t sxg = 0;
-        for (int64_t k = 0; k < n; ++k) sxg += e[b + k] * inv_sum * static_cast<acc_t>(gr[k]);
-        acc_t acc = 0;
+        sum_t sxg_sum = 0;
+        for (int64_t k = 0; k < n; ++k) sxg_sum += e[b + k] * inv_sum * static_cast<acc_t>(gr[k]);
+        const acc_t sxg = static_cast<acc_t>(sxg_sum);
+        sum_t acc = 0;
         for (int64_t k = 0; k < n; ++k) {
           const acc_t x = e[b + k] * inv_sum;
           const acc_t dz = ec::dz_from_simplex(static_cast<acc_t>(gr[k]), x, sxg);
           dr[k] = static_cast<scalar_t>(dz * inv);
           acc += ec::dtau_term_simplex(dz, x, z[b + k]);
         }
-        if (gt) gt[r] = -inv * acc;
+        if (gt) gt[r] = static_cast<acc_t>(-inv * acc);
       }
     });
   });
@@ -244,9 +258,9 @@ void Kernels::log_prob(const at::Tensor& value, const at::Tensor& logits, at::Te
       for (int64_t r = r0; r < r1; ++r) {
         const acc_t t = tv.at(r);
         const RowDensity d = density_row(v + r * n, a + r * n, n, t, log_space, buf, buf + st);
-        acc_t lp = ec::log_prob<acc_t>(d.n, t, static_cast<acc_t>(d.sum_w),
-                                       static_cast<acc_t>(d.lse));
-        if (!log_space) lp -= static_cast<acc_t>(d.sum_y);
+        // Combined in double: sum_w and n LSE(w) are large and cancel.
+        double lp = ec::log_prob<double>(d.n, static_cast<double>(t), d.sum_w, d.lse);
+        if (!log_space) lp -= d.sum_y;
         o[r] = static_cast<scalar_t>(lp);
       }
     });
@@ -273,7 +287,7 @@ void Kernels::log_prob_backward(const at::Tensor& grad, const at::Tensor& value,
         const scalar_t* vr = v + r * n;
         const scalar_t* ar = a + r * n;
         const RowDensity d = density_row(vr, ar, n, t, log_space, y, s);
-        acc_t sum_yc = 0;
+        sum_t sum_yc = 0;
         for (int64_t k = 0; k < n; ++k) {
           const bool masked = ec::masked(static_cast<acc_t>(ar[k]));
           const acc_t c = masked ? acc_t(0) : ec::one_minus_ns<acc_t>(d.n, s[k]);
@@ -288,7 +302,7 @@ void Kernels::log_prob_backward(const at::Tensor& grad, const at::Tensor& value,
           }
           sum_yc += masked ? acc_t(0) : y[k] * c;
         }
-        if (gt) gt[r] = gr * ec::log_prob_dtau<acc_t>(d.n, t, sum_yc);
+        if (gt) gt[r] = static_cast<acc_t>(gr * ec::log_prob_dtau<double>(d.n, t, sum_yc));
       }
     });
   });
@@ -324,7 +338,8 @@ void Kernels::relaxed_kl(const at::Tensor& q_logits, const at::Tensor& p_logits,
           const scalar_t* ar = (side == 0 ? aq : ap) + r * n;
           const scalar_t* mr = aq + r * n;
           const acc_t t = side == 0 ? tvq.at(r) : tvp.at(r);
-          acc_t m = -kInf<acc_t>, sum_w = 0;
+          acc_t m = -kInf<acc_t>;
+          sum_t sum_w = 0;
           int64_t count = 0;
           for (int64_t k = 0; k < n; ++k) {
             const bool masked = ec::masked(static_cast<acc_t>(mr[k]));
@@ -337,9 +352,10 @@ void Kernels::relaxed_kl(const at::Tensor& q_logits, const at::Tensor& p_logits,
           }
           for (int64_t k = 0; k < n; ++k) s[k] -= m;
           exp_array(s, s, n);
-          acc_t total = 0;
+          sum_t total = 0;
           for (int64_t k = 0; k < n; ++k) total += s[k];
-          const acc_t l = ec::log_prob<acc_t>(count, t, sum_w, m + std::log(total));
+          const double l = ec::log_prob<double>(count, static_cast<double>(t), sum_w,
+                                                static_cast<double>(m) + std::log(total));
           (side == 0 ? lq : lp)[r] = static_cast<scalar_t>(l);
         }
       }
@@ -393,12 +409,12 @@ void Kernels::relaxed_kl_backward(const at::Tensor& grad_y, const at::Tensor& gr
           }
           for (int64_t k = 0; k < n; ++k) s[k] -= m;
           exp_array(s, s, n);
-          acc_t total = 0;
+          sum_t total = 0;
           for (int64_t k = 0; k < n; ++k) total += s[k];
-          const acc_t inv_total = acc_t(1) / total;
+          const acc_t inv_total = static_cast<acc_t>(1 / total);
           for (int64_t k = 0; k < n; ++k) s[k] *= inv_total;
         }
-        acc_t sdy = 0, sdyy = 0, sxy = 0, syq = 0, syp = 0;
+        sum_t sdy_sum = 0, sdyy = 0, sxy = 0, syq = 0, syp = 0;
         for (int64_t k = 0; k < n; ++k) {
           const bool masked = ec::masked(static_cast<acc_t>(aqr[k]));
           const acc_t cq = masked ? acc_t(0) : ec::one_minus_ns<acc_t>(count, sq[k]);
@@ -409,21 +425,25 @@ void Kernels::relaxed_kl_backward(const at::Tensor& grad_y, const at::Tensor& gr
           sp[k] = cp;
           dY[k] = d;
           const acc_t yk = masked ? acc_t(0) : yr[k];
-          sdy += d;
+          sdy_sum += d;
           sdyy += d * yk;
           sxy += x[k] * yk;
           syq += yk * cq;
           syp += yk * cp;
         }
         const acc_t invq = acc_t(1) / tauq;
+        const acc_t sdy = static_cast<acc_t>(sdy_sum);
         for (int64_t k = 0; k < n; ++k) {
           const acc_t dz = ec::dz_from_log(dY[k], yr[k], x[k], sdy);
           if (gaq) gaq[r * n + k] = static_cast<scalar_t>(dz * invq + gq * sq[k]);
           if (gap) gap[r * n + k] = static_cast<scalar_t>(gp * sp[k]);
         }
         // sum_k dz_k y_k = sum dY y - (sum x y)(sum dY).
-        if (gtq) gtq[r] = -invq * (sdyy - sxy * sdy) + gq * ec::log_prob_dtau<acc_t>(count, tauq, syq);
-        if (gtp) gtp[r] = gp * ec::log_prob_dtau<acc_t>(count, taup, syp);
+        if (gtq) {
+          gtq[r] = static_cast<acc_t>(-invq * (sdyy - sxy * sdy_sum) +
+                                      gq * ec::log_prob_dtau<double>(count, tauq, syq));
+        }
+        if (gtp) gtp[r] = static_cast<acc_t>(gp * ec::log_prob_dtau<double>(count, taup, syp));
       }
     });
   });
