@@ -139,12 +139,12 @@ def _log_prob_backward(grad, value, logits, temperature, dim, output_mask: List[
     g = _acc(grad).unsqueeze(-1)
     dy = -g * tau * c
     dv = dy if log_space else torch.where(masked, 0, (dy - g) / torch.where(masked, 1, v))
-    none = logits.new_empty([0])
-    gv = _into_rows(dv.movedim(-1, dim).to(logits.dtype), logits, dim) if output_mask[0] else none
-    ga = _into_rows((g * c).movedim(-1, dim).to(logits.dtype), logits, dim) if output_mask[1] else none
+    none = lambda: logits.new_empty([0])  # noqa: E731 (distinct tensors: no aliasing)
+    gv = _into_rows(dv.movedim(-1, dim).to(logits.dtype), logits, dim) if output_mask[0] else none()
+    ga = _into_rows((g * c).movedim(-1, dim).to(logits.dtype), logits, dim) if output_mask[1] else none()
     y_live = torch.where(masked, 0, y)
     gt = (g.squeeze(-1) * ((n.squeeze(-1) - 1) / tau.squeeze(-1) - (y_live * c).sum(-1))
-          if output_mask[2] else _acc(none))
+          if output_mask[2] else _acc(none()))
     return gv, ga, gt
 
 
@@ -179,16 +179,16 @@ def relaxed_kl_sample_backward(grad_sample: Optional[Tensor], grad_log_q: Option
     x = torch.where(masked, 0, torch.exp(y_l))
     sdy = d_y.sum(-1, keepdim=True)
     dz = torch.where(masked, 0, d_y - x * sdy)
-    none = q_logits.new_empty([0])
+    none = lambda: q_logits.new_empty([0])  # noqa: E731 (distinct tensors: no aliasing)
     gaq = _into_rows((dz / tq + gq * cq).movedim(-1, dim).to(q_logits.dtype), q_logits, dim) \
-        if output_mask[0] else none
+        if output_mask[0] else none()
     gap = _into_rows((gp * cp).movedim(-1, dim).to(q_logits.dtype), q_logits, dim) \
-        if output_mask[2] else none
+        if output_mask[2] else none()
     tq1, tp1, n1 = tq.squeeze(-1), tp.squeeze(-1), n.squeeze(-1)
     sum_dz_y = (d_y * y_l).sum(-1) - (x * y_l).sum(-1) * sdy.squeeze(-1)
     gtq = (-sum_dz_y / tq1 + gq.squeeze(-1) * ((n1 - 1) / tq1 - (y_l * cq).sum(-1))) \
-        if output_mask[1] else _acc(none)
-    gtp = gp.squeeze(-1) * ((n1 - 1) / tp1 - (y_l * cp).sum(-1)) if output_mask[3] else _acc(none)
+        if output_mask[1] else _acc(none())
+    gtp = gp.squeeze(-1) * ((n1 - 1) / tp1 - (y_l * cp).sum(-1)) if output_mask[3] else _acc(none())
     return gaq, gtq, gap, gtp
 
 
@@ -249,10 +249,10 @@ def _binary_log_prob_backward(grad, value, logits, temperature, output_mask, log
     fn = ref.logit_binary_concrete_log_prob if logit_space else ref.binary_concrete_log_prob
     inputs = [x for x, m in zip((v, a, t), output_mask) if m]
     res = iter(torch.autograd.grad(fn(v, a, t), inputs, _acc(grad)) if inputs else [])
-    none = logits.new_empty([0])
-    gv = next(res).to(logits.dtype).contiguous() if output_mask[0] else none
-    ga = next(res).to(logits.dtype).contiguous() if output_mask[1] else none
-    gt = next(res).contiguous() if output_mask[2] else _acc(none)
+    none = lambda: logits.new_empty([0])  # noqa: E731 (distinct tensors: no aliasing)
+    gv = next(res).to(logits.dtype).contiguous() if output_mask[0] else none()
+    ga = next(res).to(logits.dtype).contiguous() if output_mask[1] else none()
+    gt = next(res).contiguous() if output_mask[2] else _acc(none())
     return gv, ga, gt
 
 

@@ -385,3 +385,18 @@ def _register_reference_cpu():
 
 if _C is None:  # pragma: no cover - exercised only without a build
     _register_reference_cpu()
+
+
+def _register_triton_cuda():
+    """Without compiled CUDA kernels, the Triton kernels serve the ops' CUDA dispatch key."""
+    if has_compiled("cuda") or not torch.cuda.is_available():
+        return
+    try:
+        from . import _triton
+
+        _triton.register_cuda_fallback()
+    except Exception:  # noqa: BLE001 - concrete_ext.backends() reports why Triton is unavailable
+        pass
+
+
+_register_triton_cuda()

@@ -20,10 +20,16 @@ Conventions (DESIGN.md section 5):
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Dict, Optional, Sequence
 
 import pytest
 import torch
+
+# Without a GPU the Triton kernels run on CPU tensors through the interpreter, which must be
+# switched on before anything imports triton (collection imports the kernels).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import concrete_ext as ce
 from concrete_ext import _backend

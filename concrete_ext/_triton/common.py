@@ -377,8 +377,12 @@ def rng_state(seed: Optional[int], offset: int, generator: Optional[torch.Genera
     if seed is None:
         gdev = generator.device if generator is not None else device
         s = torch.randint(-(2**63), 2**63 - 1, (1,), generator=generator, dtype=torch.int64,
-                          device=gdev).to(device)
-        return torch.cat([s, torch.zeros(1, dtype=torch.int64, device=device)])
+                          device=gdev)
+        if torch.device(gdev).type == "cpu":
+            # As reference.resolve_seed: + 2**63 (mod 2**64, i.e. flip the top bit) gives the seed
+            # the CPU kernels draw from the same generator state.
+            s = torch.bitwise_xor(s, torch.tensor(-(2**63), dtype=torch.int64))
+        return torch.cat([s.to(device), torch.zeros(1, dtype=torch.int64, device=device)])
     state = torch.empty(2, dtype=torch.int64, device=device)
     state[0] = seed
     state[1] = offset

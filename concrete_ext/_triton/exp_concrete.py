@@ -150,7 +150,8 @@ def _argmax_chunk(a_ptr, seed, lo, hi, row0, r, row_ok, n, c0, R: tl.constexpr, 
 def _argmax_kernel(a_ptr, out_ptr, state_ptr, rows, n, FP64: tl.constexpr, R: tl.constexpr,
                    C: tl.constexpr, ONE_CHUNK: tl.constexpr, RUN: tl.constexpr):
     """One-hot of argmax_k (a_k + G_k) per row (Gumbel-max, paper Prop. 1c), ties to the lowest
-    index, NaN never wins, a row of all -inf picks category 0 (as math/gumbel_max.h)."""
+    index, NaN never wins; a row where no category beats -inf (all logits -inf) has no
+    distribution and samples NaN, as the Concrete samples do (and the CPU and CUDA kernels)."""
     row0, r, row_ok = rw.program_rows(rows, R)
     seed, lo, hi = cm.load_state(state_ptr)
     if ONE_CHUNK:
@@ -163,11 +164,13 @@ def _argmax_kernel(a_ptr, out_ptr, state_ptr, rows, n, FP64: tl.constexpr, R: tl
             better = cb > best
             best = tl.where(better, cb, best)
             pick = tl.where(better, ci, pick)
-    pick = tl.where(best > -INF, pick, 0)
+    live = best > -INF
     out_ty = out_ptr.dtype.element_ty
     for c0 in range(0, n, C):
         idx, m, k = rw.chunk(r, row_ok, n, c0, C)
-        tl.store(out_ptr + idx, (k[None, :] == pick[:, None]).to(out_ty), mask=m)
+        one_hot = (k[None, :] == pick[:, None]).to(tl.float32)
+        val = tl.where(live[:, None], one_hot, float("nan"))
+        tl.store(out_ptr + idx, val.to(out_ty), mask=m)
 
 
 @triton.jit

@@ -153,6 +153,10 @@ __global__ void noise_kernel(scalar_t* __restrict__ out, int64_t* __restrict__ b
   constexpr int V = 4;
   const SeedOffset so = unpack_seed(philox);
   const scalar_t below_one = static_cast<scalar_t>(1.0 - below_one_gap<scalar_t>());
+  // The smallest positive value of the dtype: fp16 would round the smallest draws down to 0.
+  const scalar_t above_zero = static_cast<scalar_t>(
+      std::is_same_v<scalar_t, c10::Half> ? 0x1p-24 : std::is_same_v<scalar_t, float> ? 0x1p-149
+      : std::is_same_v<scalar_t, double> ? 0x1p-1074 : 0x1p-133);
   for_each_chunk<V>(numel, [&](int64_t i0) {
     const uint4x32 q = philox_group(so.seed, so.offset, static_cast<uint64_t>(i0) >> 2);
 #pragma unroll
@@ -170,6 +174,7 @@ __global__ void noise_kernel(scalar_t* __restrict__ out, int64_t* __restrict__ b
       else v = logistic_from_bits<acc_t, FastNoiseOps>(r);
       scalar_t o = static_cast<scalar_t>(v);
       if (kind == 1 && !(static_cast<acc_t>(o) < static_cast<acc_t>(below_one))) o = below_one;
+      if (kind == 1 && !(static_cast<acc_t>(o) > acc_t(0))) o = above_zero;
       out[i0 + e] = o;
     }
   });

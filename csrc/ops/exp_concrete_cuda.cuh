@@ -14,6 +14,8 @@ namespace ec = exp_concrete;
 
 template <typename T>
 __device__ __forceinline__ T neg_inf() { return -INFINITY_T<T>(); }
+template <typename T>
+__device__ __forceinline__ T NAN_T() { return std::numeric_limits<T>::quiet_NaN(); }
 
 // Online (max, sum exp) update of a thread's running state with one value. The sampling kernels
 // use the SFU exp (Ops = FastNoiseOps); the log-densities use the accurate one (LibmOps), because

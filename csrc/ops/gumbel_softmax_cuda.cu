@@ -31,16 +31,22 @@ gumbel_max_kernel(const scalar_t* __restrict__ logits, scalar_t* __restrict__ ou
       perturbed_chunk<V>(logits, base, k0, n, vec_ok, so, acc_t(1), z);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        if (k0 + e < n) best = ArgMaxOp()(best, ArgMax<acc_t>{z[e], k0 + e});
+        // NaN never wins (a NaN score counts as -inf), as on the CPU.
+        const acc_t v = z[e] == z[e] ? z[e] : neg_inf<acc_t>();
+        if (k0 + e < n) best = ArgMaxOp()(best, ArgMax<acc_t>{v, k0 + e});
       }
     });
     best = R::all_reduce(best, ArgMaxOp(), red);
-    // A row with no maximum (all -inf or NaN) takes category 0, as on the CPU.
-    const int64_t idx = best.index < n ? best.index : 0;
+    // No category beat -inf (all logits -inf, or NaN): the row has no distribution and samples
+    // NaN, as the Concrete samples do (and the CPU kernel).
+    const bool none = !(best.value > neg_inf<acc_t>());
+    const int64_t idx = best.index;
     for_chunks<G, C, V, true>(n, lane, [&](int, int64_t k0) {
       acc_t o[V];
 #pragma unroll
-      for (int e = 0; e < V; ++e) o[e] = k0 + e == idx ? acc_t(1) : acc_t(0);
+      for (int e = 0; e < V; ++e) {
+        o[e] = none ? NAN_T<acc_t>() : (k0 + e == idx ? acc_t(1) : acc_t(0));
+      }
       store_chunk<V>(out + base, k0, n, vec_ok, o);
     });
   }
