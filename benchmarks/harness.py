@@ -494,6 +494,8 @@ def _one_line(rows: List[Dict[str, Any]]) -> str:
             parts.append(f"{r['provider']}=ran")
         else:
             parts.append(f"{r['provider']}{r['rep']}={r['median_ms']:.3g}ms")
+        if r["provider"] == "compile" and r["rep"] == 1 and r["warmup_s"] > 1:
+            parts.append(f"(compile warm-up {r['warmup_s']:.1f}s)")
     return " ".join(parts)
 
 
