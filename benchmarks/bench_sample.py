@@ -2,7 +2,7 @@
 gumbel_softmax(hard=True), forward / backward / full, against F.gumbel_softmax, torch.distributions
 (RelaxedOneHotCategorical, ExpRelaxedCategorical) and torch.compile of the formula.
 
-    python -m benchmarks.bench_sample [--quick]      (run.py runs it with the others)
+    python -m benchmarks.run --ops concrete_sample,exp_concrete_sample,gumbel_softmax_hard [--quick]
 
 Minimal bytes (N = rows x n elements of the dtype): forward reads the logits and writes the sample
 (2N); backward reads the sample (or, hard, the logits) and its gradient and writes the logits'

@@ -7,7 +7,7 @@ import csv
 import math
 import os
 from collections import defaultdict
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 from .harness import LIMITS, OURS, PEERS
 

@@ -21,12 +21,12 @@ import dataclasses
 import os
 import sys
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import torch
 
 from . import bench_binary, bench_log_prob, bench_relaxed_kl, bench_sample, bench_train, report
-from .harness import PEERS, Plan, Settings, Spec, env_info, run_specs, shape_str, time_fn
+from .harness import PEERS, Plan, Settings, Spec, env_info, run_specs, time_fn
 
 MODULES = (bench_sample, bench_log_prob, bench_binary, bench_relaxed_kl)
 N_ALL = (2, 4, 8, 16, 64, 256, 1024, 4096, 32768)
@@ -137,7 +137,7 @@ def peak_copy(s: Settings) -> List[float]:
     src = torch.rand(1 << 28, device="cuda")
     out = []
     for _ in range(2):
-        t = time_fn(lambda: src.clone(), s)
+        t = time_fn(src.clone, s)
         out.append(2 * src.numel() * 4 / (t.median_ms * 1e-3) / 1e9)
     del src
     torch.cuda.empty_cache()
