@@ -65,5 +65,5 @@ for s in $STEPS; do
 done
 grep -h "^== gpu_verify" "$LOG" | tail -1 | tee -a /dev/null
 if [ -n "${STATUS[bench]:-}" ]; then
-  awk '/^dtype +n +fwd ms/{p=1} p' "$LOG" | tail -30
+  awk '/^dtype +n +fwd ms|^== bench summary/{p=1} p' "$LOG" | tail -45
 fi
