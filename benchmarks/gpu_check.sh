@@ -4,8 +4,10 @@
 #
 #   bash benchmarks/gpu_check.sh [LOG_DIR]      (LOG_DIR defaults to benchmarks/results/gpu_check)
 #
-# Environment: GPU_CHECK_QUICK=1 shortens the verification and skips the long benchmark sweep;
-# GPU_CHECK_STEPS="build verify pytest triton bench" chooses the steps (all by default).
+# Environment: GPU_CHECK_QUICK=1 shortens the verification, the Triton check and the benchmarks;
+# GPU_CHECK_STEPS="build verify pytest triton bench" chooses the steps (all by default);
+# TIMEOUT_BUILD=..., TIMEOUT_PYTEST=... bound each step in seconds (600 by default), so a short
+# lease still prints its summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG_DIR=${1:-benchmarks/results/gpu_check}
@@ -17,13 +19,15 @@ PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 declare -A STATUS TIMES
 say() { echo "$@" | tee -a "$LOG"; }
-step() {  # step NAME COMMAND...
+step() {  # step NAME COMMAND...   (TIMEOUT_<NAME>=seconds bounds a step; default 600)
   local name=$1; shift
   local t0=$SECONDS
-  say "=== $name: $*"
-  "$@" 2>&1 | tee -a "$LOG"
+  local limit_var="TIMEOUT_${name^^}"
+  local limit=${!limit_var:-600}
+  say "=== $name (limit ${limit}s): $*"
+  timeout --signal=INT --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$LOG"
   local rc=${PIPESTATUS[0]}
-  STATUS[$name]=$([ "$rc" = 0 ] && echo PASS || echo "FAIL(rc=$rc)")
+  STATUS[$name]=$([ "$rc" = 0 ] && echo PASS || { [ "$rc" = 124 ] && echo "TIMEOUT" || echo "FAIL(rc=$rc)"; })
   TIMES[$name]=$((SECONDS - t0))
   return 0
 }
@@ -45,10 +49,10 @@ if has verify; then
 fi
 if has pytest; then
   # The suite's CUDA cases (the CPU ones run in CI); -x stops at the first failure to save time.
-  step pytest $PY -m pytest tests -q -x -k "cuda" -p no:cacheprovider
+  step pytest $PY -m pytest tests/ops tests/distributions -q -k "cuda" -p no:cacheprovider ${PYTEST_ARGS:-}
 fi
 if has triton && [ -f benchmarks/triton_check.py ]; then
-  step triton $PY benchmarks/triton_check.py
+  step triton $PY benchmarks/triton_check.py ${GPU_CHECK_QUICK:+--quick}
 fi
 if has bench; then
   if [ -f benchmarks/run.py ] && [ -z "${GPU_CHECK_QUICK:-}" ]; then
