@@ -17,6 +17,7 @@ LOG="$LOG_DIR/gpu_check.log"
 STEPS=${GPU_CHECK_STEPS:-"build verify pytest triton bench"}
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the in-place build, for every script
 declare -A STATUS TIMES
 say() { echo "$@" | tee -a "$LOG"; }
 step() {  # step NAME COMMAND...   (TIMEOUT_<NAME>=seconds bounds a step; default 600)
@@ -33,7 +34,8 @@ step() {  # step NAME COMMAND...   (TIMEOUT_<NAME>=seconds bounds a step; defaul
 }
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 
-say "gpu_check $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+COMMIT=${CE_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}  # the device copy has no .git: pass CE_COMMIT
+say "gpu_check $(date -u +%FT%TZ) commit $COMMIT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee -a "$LOG"
 $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)" 2>&1 | tee -a "$LOG"
 

@@ -172,7 +172,9 @@ def forward_backward(fn: Callable, inputs: Dict[str, object], grad_names: Sequen
     outs = _as_tuple(fn(**leaves))
     grads = {}
     if upstream is not None and grad_names:
-        pairs = [(o, g.to(o.dtype)) for o, g in zip(outs, upstream) if o.requires_grad]
+        # The same upstream values serve the kernel (on its device) and the reference (on the CPU).
+        pairs = [(o, g.to(device=o.device, dtype=o.dtype)) for o, g in zip(outs, upstream)
+                 if o.requires_grad]
         gs = torch.autograd.grad([p[0] for p in pairs], [leaves[k] for k in grad_names],
                                  [p[1] for p in pairs], allow_unused=True)
         grads = dict(zip(grad_names, gs))

@@ -90,7 +90,7 @@ sample_backward_kernel(const scalar_t* __restrict__ grad, const scalar_t* __rest
                        int64_t rows, int64_t n, TauView<acc_t> tau, bool log_space, bool vec_ok) {
   constexpr int V = vec_size<scalar_t>();
   constexpr int CC = LOOPED ? 1 : C;
-  using R = Reducer<G, acc_t>;
+  using R = Reducer<G, double>;  // row sums in double, as the CPU kernel (n up to 2^17)
   __shared__ typename R::Storage red;
   const int lane = Group<G>::lane();
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * Group<G>::kRowsPerBlock + Group<G>::slot();
@@ -99,7 +99,7 @@ sample_backward_kernel(const scalar_t* __restrict__ grad, const scalar_t* __rest
     const acc_t inv = acc_t(1) / tau.at(row);
     acc_t sv[CC][V], gv[CC][V];
     // Pass 1: sum of dy over unmasked entries (log form) or sum of x dx (simplex form).
-    acc_t part = 0;
+    double part = 0;
     for_chunks<G, C, V, LOOPED>(n, lane, [&](int c, int64_t k0) {
       acc_t s[V], g[V];
       load_chunk<V>(sample + base, k0, n, vec_ok, s, log_space ? neg_inf<acc_t>() : acc_t(0));
@@ -113,9 +113,9 @@ sample_backward_kernel(const scalar_t* __restrict__ grad, const scalar_t* __rest
         }
       }
     });
-    const acc_t total = R::all_reduce(part, SumOp(), red);
+    const acc_t total = static_cast<acc_t>(R::all_reduce(part, SumOp(), red));
     // Pass 2: d logits, and the temperature term.
-    acc_t acc = 0;
+    double acc = 0;
     for_chunks<G, C, V, LOOPED>(n, lane, [&](int c, int64_t k0) {
       acc_t s[V], g[V], d[V];
       if constexpr (LOOPED) {
@@ -143,8 +143,8 @@ sample_backward_kernel(const scalar_t* __restrict__ grad, const scalar_t* __rest
       store_chunk<V>(grad_logits + base, k0, n, vec_ok, d);
     });
     if (grad_tau) {  // uniform across the group: every thread takes the branch or none does
-      const acc_t t = R::all_reduce(acc, SumOp(), red);
-      if (lane == 0) grad_tau[row] = -inv * t;
+      const double t = R::all_reduce(acc, SumOp(), red);
+      if (lane == 0) grad_tau[row] = -inv * static_cast<acc_t>(t);
     }
   }
 }

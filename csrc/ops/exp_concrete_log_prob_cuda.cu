@@ -34,9 +34,11 @@ log_prob_kernel(const scalar_t* __restrict__ value, const scalar_t* __restrict__
   constexpr int V = vec_size<scalar_t>();
   using R = Reducer<G, acc_t>;
   using RM = Reducer<G, MaxSum<acc_t>>;
+  using RD = Reducer<G, double>;  // row sums that feed cancelling differences: in double
   __shared__ union {
     typename R::Storage s;
     typename RM::Storage m;
+    typename RD::Storage d;
   } red;
   const int lane = Group<G>::lane();
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * Group<G>::kRowsPerBlock + Group<G>::slot();
@@ -44,7 +46,8 @@ log_prob_kernel(const scalar_t* __restrict__ value, const scalar_t* __restrict__
     const int64_t base = row * n;
     const acc_t t = tau.at(row);
     MaxSum<acc_t> st = MaxSum<acc_t>::identity();
-    acc_t sum_w = 0, sum_y = 0, count = 0;
+    double sum_w = 0, sum_y = 0;
+    acc_t count = 0;
     for_chunks<G, C, V, true>(n, lane, [&](int, int64_t k0) {
       acc_t y[V], w[V];
       bool live[V];
@@ -58,13 +61,13 @@ log_prob_kernel(const scalar_t* __restrict__ value, const scalar_t* __restrict__
       }
     });
     st = RM::all_reduce(st, MaxSumOp(), red.m);
-    sum_w = R::all_reduce(sum_w, SumOp(), red.s);
-    sum_y = R::all_reduce(sum_y, SumOp(), red.s);
+    sum_w = RD::all_reduce(sum_w, SumOp(), red.d);
+    sum_y = RD::all_reduce(sum_y, SumOp(), red.d);
     count = R::all_reduce(count, SumOp(), red.s);
     if (lane == 0) {
       const int64_t nc = static_cast<int64_t>(count);
-      acc_t lp = ec::log_prob<acc_t>(nc, t, sum_w, st.lse());
-      if (!log_space) lp -= sum_y;
+      acc_t lp = ec::log_prob<acc_t>(nc, t, static_cast<acc_t>(sum_w), st.lse());
+      if (!log_space) lp -= static_cast<acc_t>(sum_y);
       out[row] = static_cast<scalar_t>(lp);
     }
   }
@@ -80,9 +83,11 @@ log_prob_backward_kernel(const acc_t* __restrict__ grad, const scalar_t* __restr
   constexpr int V = vec_size<scalar_t>();
   using R = Reducer<G, acc_t>;
   using RM = Reducer<G, MaxSum<acc_t>>;
+  using RD = Reducer<G, double>;  // row sums that feed cancelling differences: in double
   __shared__ union {
     typename R::Storage s;
     typename RM::Storage m;
+    typename RD::Storage d;
   } red;
   const int lane = Group<G>::lane();
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * Group<G>::kRowsPerBlock + Group<G>::slot();
@@ -104,7 +109,7 @@ log_prob_backward_kernel(const acc_t* __restrict__ grad, const scalar_t* __restr
     st = RM::all_reduce(st, MaxSumOp(), red.m);
     const int64_t nc = static_cast<int64_t>(R::all_reduce(count, SumOp(), red.s));
     const acc_t lse = st.lse();
-    acc_t sum_yc = 0;
+    double sum_yc = 0;
     for_chunks<G, C, V, true>(n, lane, [&](int, int64_t k0) {
       acc_t y[V], w[V], dv[V], da[V];
       bool live[V];
@@ -122,8 +127,8 @@ log_prob_backward_kernel(const acc_t* __restrict__ grad, const scalar_t* __restr
       if (grad_value) store_chunk<V>(grad_value + base, k0, n, vec_ok, dv);
     });
     if (grad_tau) {
-      const acc_t syc = R::all_reduce(sum_yc, SumOp(), red.s);
-      if (lane == 0) grad_tau[row] = g * ec::log_prob_dtau<acc_t>(nc, t, syc);
+      const double syc = RD::all_reduce(sum_yc, SumOp(), red.d);
+      if (lane == 0) grad_tau[row] = g * ec::log_prob_dtau<acc_t>(nc, t, static_cast<acc_t>(syc));
     }
   }
 }
@@ -139,9 +144,11 @@ relaxed_kl_kernel(const scalar_t* __restrict__ q_logits, const scalar_t* __restr
   constexpr int CC = LOOPED ? 1 : C;
   using R = Reducer<G, acc_t>;
   using RM = Reducer<G, MaxSum<acc_t>>;
+  using RD = Reducer<G, double>;  // row sums that feed cancelling differences: in double
   __shared__ union {
     typename R::Storage s;
     typename RM::Storage m;
+    typename RD::Storage d;
   } red;
   const SeedOffset so = unpack_seed(philox);
   const int lane = Group<G>::lane();
@@ -164,7 +171,8 @@ relaxed_kl_kernel(const scalar_t* __restrict__ q_logits, const scalar_t* __restr
     const acc_t lse = st.lse();
     // y as returned (rounded to scalar_t), and both densities at it over q's unmasked categories.
     MaxSum<acc_t> sq = MaxSum<acc_t>::identity(), sp = MaxSum<acc_t>::identity();
-    acc_t swq = 0, swp = 0, count = 0;
+    double swq = 0, swp = 0;
+    acc_t count = 0;
     for_chunks<G, C, V, LOOPED>(n, lane, [&](int c, int64_t k0) {
       acc_t zc[V], aq[V], ap[V], y[V];
       if constexpr (LOOPED) {
@@ -192,13 +200,13 @@ relaxed_kl_kernel(const scalar_t* __restrict__ q_logits, const scalar_t* __restr
     });
     sq = RM::all_reduce(sq, MaxSumOp(), red.m);
     sp = RM::all_reduce(sp, MaxSumOp(), red.m);
-    swq = R::all_reduce(swq, SumOp(), red.s);
-    swp = R::all_reduce(swp, SumOp(), red.s);
+    swq = RD::all_reduce(swq, SumOp(), red.d);
+    swp = RD::all_reduce(swp, SumOp(), red.d);
     count = R::all_reduce(count, SumOp(), red.s);
     if (lane == 0) {
       const int64_t nc = static_cast<int64_t>(count);
-      log_q[row] = static_cast<scalar_t>(ec::log_prob<acc_t>(nc, tauq, swq, sq.lse()));
-      log_p[row] = static_cast<scalar_t>(ec::log_prob<acc_t>(nc, taup, swp, sp.lse()));
+      log_q[row] = static_cast<scalar_t>(ec::log_prob<acc_t>(nc, tauq, static_cast<acc_t>(swq), sq.lse()));
+      log_p[row] = static_cast<scalar_t>(ec::log_prob<acc_t>(nc, taup, static_cast<acc_t>(swp), sp.lse()));
     }
   }
 }
@@ -215,9 +223,11 @@ relaxed_kl_backward_kernel(const scalar_t* __restrict__ grad_y, const acc_t* __r
   constexpr int V = vec_size<scalar_t>();
   using R = Reducer<G, acc_t>;
   using RM = Reducer<G, MaxSum<acc_t>>;
+  using RD = Reducer<G, double>;  // row sums that feed cancelling differences: in double
   __shared__ union {
     typename R::Storage s;
     typename RM::Storage m;
+    typename RD::Storage d;
   } red;
   const int lane = Group<G>::lane();
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * Group<G>::kRowsPerBlock + Group<G>::slot();
@@ -273,7 +283,7 @@ relaxed_kl_backward_kernel(const scalar_t* __restrict__ grad_y, const acc_t* __r
         dY[e] = live[e] ? gy[e] - gq * tauq * cq[e] - gp * taup * cp[e] : acc_t(0);
       }
     };
-    acc_t sdy = 0, sdyy = 0, sxy = 0, syq = 0, syp = 0;
+    double sdy = 0, sdyy = 0, sxy = 0, syq = 0, syp = 0;
     for_chunks<G, C, V, true>(n, lane, [&](int, int64_t k0) {
       acc_t y[V], cq[V], cp[V], dY[V];
       bool live[V];
@@ -288,18 +298,18 @@ relaxed_kl_backward_kernel(const scalar_t* __restrict__ grad_y, const acc_t* __r
         syp += yk * cp[e];
       }
     });
-    sdy = R::all_reduce(sdy, SumOp(), red.s);
-    sdyy = R::all_reduce(sdyy, SumOp(), red.s);
-    sxy = R::all_reduce(sxy, SumOp(), red.s);
-    syq = R::all_reduce(syq, SumOp(), red.s);
-    syp = R::all_reduce(syp, SumOp(), red.s);
+    sdy = RD::all_reduce(sdy, SumOp(), red.d);
+    sdyy = RD::all_reduce(sdyy, SumOp(), red.d);
+    sxy = RD::all_reduce(sxy, SumOp(), red.d);
+    syq = RD::all_reduce(syq, SumOp(), red.d);
+    syp = RD::all_reduce(syp, SumOp(), red.d);
     for_chunks<G, C, V, true>(n, lane, [&](int, int64_t k0) {
       acc_t y[V], cq[V], cp[V], dY[V], oq[V], op[V];
       bool live[V];
       per_elem(k0, y, cq, cp, dY, live);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        const acc_t dz = ec::dz_from_log(dY[e], y[e], LibmOps::exp(y[e]), sdy);
+        const acc_t dz = ec::dz_from_log(dY[e], y[e], LibmOps::exp(y[e]), static_cast<acc_t>(sdy));
         oq[e] = dz * invq + gq * cq[e];
         op[e] = gp * cp[e];
       }
@@ -307,8 +317,11 @@ relaxed_kl_backward_kernel(const scalar_t* __restrict__ grad_y, const acc_t* __r
       if (gp_logits) store_chunk<V>(gp_logits + base, k0, n, vec_ok, op);
     });
     if (lane == 0) {
-      if (gq_tau) gq_tau[row] = -invq * (sdyy - sxy * sdy) + gq * ec::log_prob_dtau<acc_t>(nc, tauq, syq);
-      if (gp_tau) gp_tau[row] = gp * ec::log_prob_dtau<acc_t>(nc, taup, syp);
+      if (gq_tau) {
+        gq_tau[row] = static_cast<acc_t>(-invq * (sdyy - sxy * sdy)) +
+                      gq * ec::log_prob_dtau<acc_t>(nc, tauq, static_cast<acc_t>(syq));
+      }
+      if (gp_tau) gp_tau[row] = gp * ec::log_prob_dtau<acc_t>(nc, taup, static_cast<acc_t>(syp));
     }
   }
 }
