@@ -9,6 +9,7 @@ the noise is a pure function of (seed, offset, element index), the same on every
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Optional, Tuple, Union
@@ -104,6 +105,19 @@ def _route(op_name: str, device: torch.device):
     return "op", _ops.op(op_name)
 
 
+def _random_call(op_name: str, device: torch.device, op_args: tuple, reference_fn,
+                 generator, seed, offset):
+    """The common tail of every random op: check the generator and the seed, route, and call
+    either the op with `op_args` followed by (seed, offset, generator), or the reference as
+    reference_fn(seed=..., offset=..., generator=...)."""
+    _check_generator(generator, device)
+    s, o = _seed(seed, offset)
+    kind, fn = _route(op_name, device)
+    if kind == "reference":
+        return reference_fn(seed=seed, offset=offset, generator=generator)
+    return fn(*op_args, s, o, generator)
+
+
 # ---- categorical ---------------------------------------------------------------------------------
 def exp_concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1,
                         generator: Optional[torch.Generator] = None, *, seed: Optional[int] = None,
@@ -115,12 +129,9 @@ def exp_concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1,
     """
     _check_tensor(logits, "logits")
     t = _temperature(temperature, logits)
-    _check_generator(generator, logits.device)
-    s, o = _seed(seed, offset)
-    kind, fn = _route("exp_concrete_sample", logits.device)
-    if kind == "reference":
-        return ref.exp_concrete_sample(logits, t, dim, seed=seed, offset=offset, generator=generator)
-    return fn(logits, t, dim, s, o, generator)
+    return _random_call("exp_concrete_sample", logits.device, (logits, t, dim),
+                        functools.partial(ref.exp_concrete_sample, logits, t, dim),
+                        generator, seed, offset)
 
 
 def concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1,
@@ -129,12 +140,9 @@ def concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1,
     """x ~ Concrete(logits, temperature) on the simplex: softmax((logits + G) / tau) along `dim`."""
     _check_tensor(logits, "logits")
     t = _temperature(temperature, logits)
-    _check_generator(generator, logits.device)
-    s, o = _seed(seed, offset)
-    kind, fn = _route("concrete_sample", logits.device)
-    if kind == "reference":
-        return ref.concrete_sample(logits, t, dim, seed=seed, offset=offset, generator=generator)
-    return fn(logits, t, dim, s, o, generator)
+    return _random_call("concrete_sample", logits.device, (logits, t, dim),
+                        functools.partial(ref.concrete_sample, logits, t, dim),
+                        generator, seed, offset)
 
 
 def gumbel_softmax(logits: Tensor, tau: Temperature = 1.0, hard: bool = False, eps: float = 1e-10,
@@ -152,25 +160,19 @@ def gumbel_softmax(logits: Tensor, tau: Temperature = 1.0, hard: bool = False, e
     t = _temperature(tau, logits, "tau")  # errors name the argument `tau`, as the caller wrote it
     if not hard:
         return concrete_sample(logits, t, dim, generator, seed=seed, offset=offset)
-    _check_generator(generator, logits.device)
-    s, o = _seed(seed, offset)
-    kind, fn = _route("gumbel_softmax_hard", logits.device)
-    if kind == "reference":
-        return ref.gumbel_softmax(logits, t, True, dim, seed=seed, offset=offset,
-                                  generator=generator)
-    return fn(logits, t, dim, s, o, generator)[0]
+    out = _random_call("gumbel_softmax_hard", logits.device, (logits, t, dim),
+                       functools.partial(ref.gumbel_softmax, logits, t, True, dim),
+                       generator, seed, offset)
+    return out if isinstance(out, Tensor) else out[0]  # the op also returns its rng_state
 
 
 def gumbel_max_sample(logits: Tensor, dim: int = -1, generator: Optional[torch.Generator] = None,
                       *, seed: Optional[int] = None, offset: int = 0) -> Tensor:
     """One-hot of argmax_k(logits_k + G_k): a draw of Discrete(alpha) (zero temperature)."""
     _check_tensor(logits, "logits")
-    _check_generator(generator, logits.device)
-    s, o = _seed(seed, offset)
-    kind, fn = _route("gumbel_max_sample", logits.device)
-    if kind == "reference":
-        return ref.gumbel_max_sample(logits, dim, seed=seed, offset=offset, generator=generator)
-    return fn(logits, dim, s, o, generator)
+    return _random_call("gumbel_max_sample", logits.device, (logits, dim),
+                        functools.partial(ref.gumbel_max_sample, logits, dim),
+                        generator, seed, offset)
 
 
 def _broadcast_value(value: Tensor, logits: Tensor, name: str = "value"):
@@ -186,6 +188,15 @@ def _broadcast_value(value: Tensor, logits: Tensor, name: str = "value"):
                          f"shape {tuple(logits.shape)}") from e
 
 
+def _density_call(op_name: str, reference_fn, value, logits, temperature, *dim):
+    """Every log-density: check, broadcast value and logits, route, call (dim for row ops)."""
+    _check_tensor(logits, "logits")
+    value, logits = _broadcast_value(value, logits)
+    t = _temperature(temperature, logits)
+    kind, fn = _route(op_name, logits.device)
+    return (reference_fn if kind == "reference" else fn)(value, logits, t, *dim)
+
+
 def exp_concrete_log_prob(value: Tensor, logits: Tensor, temperature: Temperature,
                           dim: int = -1) -> Tensor:
     """log kappa(value): the ExpConcrete log-density of a point on the log-simplex; reduces `dim`.
@@ -193,25 +204,15 @@ def exp_concrete_log_prob(value: Tensor, logits: Tensor, temperature: Temperatur
     Computed in log space (Appendix C.3), finite at low temperature where the simplex density
     underflows. Masked (-inf) categories are left out.
     """
-    _check_tensor(logits, "logits")
-    value, logits = _broadcast_value(value, logits)
-    t = _temperature(temperature, logits)
-    kind, fn = _route("exp_concrete_log_prob", logits.device)
-    if kind == "reference":
-        return ref.exp_concrete_log_prob(value, logits, t, dim)
-    return fn(value, logits, t, dim)
+    return _density_call("exp_concrete_log_prob", ref.exp_concrete_log_prob, value, logits,
+                         temperature, dim)
 
 
 def concrete_log_prob(value: Tensor, logits: Tensor, temperature: Temperature,
                       dim: int = -1) -> Tensor:
     """log p(x) of Concrete(logits, temperature) at a point x of the simplex; reduces `dim`."""
-    _check_tensor(logits, "logits")
-    value, logits = _broadcast_value(value, logits)
-    t = _temperature(temperature, logits)
-    kind, fn = _route("concrete_log_prob", logits.device)
-    if kind == "reference":
-        return ref.concrete_log_prob(value, logits, t, dim)
-    return fn(value, logits, t, dim)
+    return _density_call("concrete_log_prob", ref.concrete_log_prob, value, logits, temperature,
+                         dim)
 
 
 def relaxed_kl_sample(q_logits: Tensor, q_temperature: Temperature, p_logits: Tensor,
@@ -227,13 +228,9 @@ def relaxed_kl_sample(q_logits: Tensor, q_temperature: Temperature, p_logits: Te
     p_logits, q_logits = _broadcast_value(p_logits, q_logits, "p_logits")
     tq = _temperature(q_temperature, q_logits, "q_temperature")
     tp = _temperature(p_temperature, q_logits, "p_temperature")
-    _check_generator(generator, q_logits.device)
-    s, o = _seed(seed, offset)
-    kind, fn = _route("relaxed_kl_sample", q_logits.device)
-    if kind == "reference":
-        return ref.relaxed_kl_sample(q_logits, tq, p_logits, tp, dim, seed=seed, offset=offset,
-                                     generator=generator)
-    return fn(q_logits, tq, p_logits, tp, dim, s, o, generator)
+    return _random_call("relaxed_kl_sample", q_logits.device, (q_logits, tq, p_logits, tp, dim),
+                        functools.partial(ref.relaxed_kl_sample, q_logits, tq, p_logits, tp, dim),
+                        generator, seed, offset)
 
 
 # ---- binary --------------------------------------------------------------------------------------
@@ -243,13 +240,9 @@ def logit_binary_concrete_sample(logits: Tensor, temperature: Temperature,
     """y = (logits + L) / temperature, L ~ Logistic(0, 1): BinConcrete in logit space (Eq. 26)."""
     _check_tensor(logits, "logits")
     t = _temperature(temperature, logits)
-    _check_generator(generator, logits.device)
-    s, o = _seed(seed, offset)
-    kind, fn = _route("logit_binary_concrete_sample", logits.device)
-    if kind == "reference":
-        return ref.logit_binary_concrete_sample(logits, t, seed=seed, offset=offset,
-                                                generator=generator)
-    return fn(logits, t, s, o, generator)
+    return _random_call("logit_binary_concrete_sample", logits.device, (logits, t),
+                        functools.partial(ref.logit_binary_concrete_sample, logits, t),
+                        generator, seed, offset)
 
 
 def binary_concrete_sample(logits: Tensor, temperature: Temperature,
@@ -258,35 +251,22 @@ def binary_concrete_sample(logits: Tensor, temperature: Temperature,
     """x = sigmoid((logits + L) / temperature) in (0, 1): BinConcrete (Eq. 16)."""
     _check_tensor(logits, "logits")
     t = _temperature(temperature, logits)
-    _check_generator(generator, logits.device)
-    s, o = _seed(seed, offset)
-    kind, fn = _route("binary_concrete_sample", logits.device)
-    if kind == "reference":
-        return ref.binary_concrete_sample(logits, t, seed=seed, offset=offset, generator=generator)
-    return fn(logits, t, s, o, generator)
-
-
-def _binary_log_prob(op_name: str, ref_fn, value, logits, temperature):
-    _check_tensor(logits, "logits")
-    value, logits = _broadcast_value(value, logits)
-    t = _temperature(temperature, logits)
-    kind, fn = _route(op_name, logits.device)
-    if kind == "reference":
-        return ref_fn(value, logits, t)
-    return fn(value, logits, t)
+    return _random_call("binary_concrete_sample", logits.device, (logits, t),
+                        functools.partial(ref.binary_concrete_sample, logits, t),
+                        generator, seed, offset)
 
 
 def logit_binary_concrete_log_prob(value: Tensor, logits: Tensor,
                                    temperature: Temperature) -> Tensor:
     """log density of y = logit of a BinConcrete sample: log tau - tau y + a - 2 softplus(a - tau y)."""
-    return _binary_log_prob("logit_binary_concrete_log_prob", ref.logit_binary_concrete_log_prob,
-                            value, logits, temperature)
+    return _density_call("logit_binary_concrete_log_prob", ref.logit_binary_concrete_log_prob,
+                         value, logits, temperature)
 
 
 def binary_concrete_log_prob(value: Tensor, logits: Tensor, temperature: Temperature) -> Tensor:
     """log density of BinConcrete at x in (0, 1) (Eq. 17), computed in logit space."""
-    return _binary_log_prob("binary_concrete_log_prob", ref.binary_concrete_log_prob,
-                            value, logits, temperature)
+    return _density_call("binary_concrete_log_prob", ref.binary_concrete_log_prob, value, logits,
+                         temperature)
 
 
 # ---- noise ---------------------------------------------------------------------------------------
@@ -299,10 +279,10 @@ def noise(kind: str, size, *, dtype: torch.dtype = torch.float32, device=None,
         raise ValueError(f"noise kind must be one of 'bits', 'uniform', 'exponential', 'gumbel', "
                          f"'logistic', got {kind!r}")
     like = torch.empty(size, dtype=dtype, device=device)
-    _check_generator(generator, like.device)
-    s, o = _seed(seed, offset)
-    kind_, fn = _route("noise_like", like.device)
-    if kind_ == "reference":
+
+    def reference_noise(seed, offset, generator):
         sd, off = ref.resolve_seed(seed, offset, generator, like.device)
         return ref.noise(like.shape, kind, sd, off, dtype=dtype, device=like.device)
-    return fn(like, kind, s, o, generator)
+
+    return _random_call("noise_like", like.device, (like, kind), reference_noise, generator, seed,
+                        offset)
