@@ -180,6 +180,8 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .evaluate import DEFAULT_ROWS
+
     parser = argparse.ArgumentParser(prog="python -m concrete_ext.zoo",
                                      description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -202,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=("best", "last"), default="best",
                    help="best validation (early stopping, D.5; default) or the last checkpoint")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rows", type=int, default=16384, help="draws per work unit (memory)")
+    p.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="draws per work unit (memory)")
     p.add_argument("--data-root")
     p.add_argument("--threads", type=int)
     p.add_argument("--quiet", action="store_true")

@@ -27,7 +27,7 @@ from .progress import Progress
 
 __all__ = ["BoundEstimate", "plan", "partial_log_sums", "estimate_bound", "DEFAULT_ROWS"]
 
-DEFAULT_ROWS = 16384
+DEFAULT_ROWS = 4096
 
 
 @dataclass
