@@ -109,9 +109,11 @@ def cmd_train(args) -> int:
           f"{c.posterior_temperature:.4g}/{c.prior_temperature:.4g}, {n_params} parameters, "
           f"from step {trainer.step} to {c.steps}", file=sys.stderr)
     summary = trainer.run()
+    best = summary["best_valid"]
+    best = "none yet" if best is None else f"{best:.2f}"
     print(f"{summary['status']} at step {summary['step']} after {summary['elapsed_s'] / 60:.1f} "
-          f"min; best validation L_{c.eval_m} = {summary['best_valid']:.2f}; "
-          f"checkpoint in {run_dir}")
+          f"min; best validation L_{c.eval_m}: {best}; checkpoint in {run_dir}"
+          + ("; continue with --resume" if summary["status"] != "done" else ""))
     return 130 if summary["status"] == "interrupted" else 0
 
 
