@@ -42,6 +42,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--m", type=int, help="samples in the objective L_m (default 1)")
     g.add_argument("--posterior-temperature", type=float, help="lambda_1 (default by arity, D.5)")
     g.add_argument("--prior-temperature", type=float, help="lambda_2 (default by arity, D.5)")
+    g.add_argument("--nvil-hidden", type=int, help=f"tanh units of NVIL's baseline network "
+                   f"(default {d.nvil_hidden})")
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, help=f"training steps (default {d.steps})")
     g.add_argument("--minutes", type=float, help="stop after this much training time")
