@@ -282,6 +282,8 @@ class Trainer:
         status = "done"
         bar = Progress(c.steps, f"train {c.arch} {c.estimator} m={c.m}", initial=self.step,
                        unit="step", disable=not self.progress)
+        if self.step == 0 and self.best is None:  # the curve starts at the initial model
+            self.validate()
         try:
             while self.step < c.steps:
                 if self._stop:
