@@ -156,10 +156,11 @@ class Trainer:
         self.valid_x = valid[: config.eval_n]
         self.valid_name = "valid" if self.data.valid is not None else "train"
 
-        torch.manual_seed(mix64(config.seed, 0) >> 1)  # parameter initialisation
-        self.model = build_model(config, self.data.train_mean())
-        self.estimator = make_estimator(config.estimator, config.m, self.model.arch.sizes[-1],
-                                        config.nvil_hidden)
+        with torch.random.fork_rng(devices=[]):  # initialise from the seed, leave torch's RNG be
+            torch.manual_seed(mix64(config.seed, 0) >> 1)
+            self.model = build_model(config, self.data.train_mean())
+            self.estimator = make_estimator(config.estimator, config.m, self.model.arch.sizes[-1],
+                                            config.nvil_hidden)
         params = list(self.model.parameters()) + list(self.estimator.parameters())
         self.optimizer = torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, config.beta2),
                                           weight_decay=config.weight_decay, fused=True)
