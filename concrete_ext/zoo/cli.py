@@ -186,9 +186,12 @@ def cmd_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .evaluate import DEFAULT_ROWS
 
-    parser = argparse.ArgumentParser(prog="python -m concrete_ext.zoo",
-                                     description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m concrete_ext.zoo",
+        description="Density estimation with discrete latent variables (Section 5.2 of Maddison, "
+                    "Mnih & Teh, ICLR 2017): Concrete relaxation vs VIMCO / NVIL.",
+        epilog="Start with: python -m concrete_ext.zoo demo   (offline, about 2 minutes). "
+               "Details: docs/ZOO.md.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model of Section 5.2")
