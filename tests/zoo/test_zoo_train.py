@@ -135,8 +135,9 @@ def test_cli_train_eval_table_plot(tmp_path, capsys):
     assert cli.main(["eval", run, "--m", "20", "--split", "test,train", "--n", "30",
                      "--quiet"]) == 0
     evals = json.load(open(os.path.join(run, "eval.json")))
-    assert {"test@20/n30", "train@20/n30"} == set(evals)
-    assert evals["test@20/n30"]["n"] == 30 and evals["test@20/n30"]["nll"] > 0
+    assert {"test@20/n30s0", "train@20/n30s0"} == set(evals)
+    assert evals["test@20/n30s0"]["n"] == 30 and evals["test@20/n30s0"]["nll"] > 0
+    assert evals["test@20/n30s0"]["subset"] == "30 of 1000 images drawn with seed 0"
     capsys.readouterr()
     assert cli.main(["table", str(tmp_path)]) == 0
     out = capsys.readouterr().out
