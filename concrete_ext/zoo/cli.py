@@ -121,7 +121,7 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from . import runs
-    from .data import load_dataset
+    from .data import load_dataset, random_subset
     from .evaluate import estimate_bound
     from .train import load_model
 
@@ -153,13 +153,6 @@ def cmd_eval(args) -> int:
                   f"{est.mean:.2f} +- {est.sem:.2f} (NLL {est.nll:.2f}) on {est.n} images, "
                   f"{est.seconds:.0f} s")
     return 0
-
-
-def random_subset(size: int, n: int, seed: int):
-    """Sorted indices of n of ``size`` images, drawn without replacement with ``seed``."""
-    import numpy as np
-
-    return np.sort(np.random.RandomState(seed).choice(size, n, replace=False))
 
 
 def cmd_table(args) -> int:

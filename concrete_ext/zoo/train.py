@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from . import runs
-from .data import Dataset, load_dataset
+from .data import Dataset, load_dataset, random_subset
 from .estimators import ESTIMATORS, make_estimator
 from .evaluate import estimate_bound
 from .model import SBN
@@ -153,7 +153,7 @@ class Trainer:
                                                                      config.data_root)
         self.train_x = torch.as_tensor(self.data.train, dtype=torch.float32)
         valid = self.data.valid if self.data.valid is not None else self.data.binary("train")
-        self.valid_x = valid[: config.eval_n]
+        self.valid_x = valid[random_subset(len(valid), config.eval_n, config.seed)]
         self.valid_name = "valid" if self.data.valid is not None else "train"
 
         with torch.random.fork_rng(devices=[]):  # initialise from the seed, leave torch's RNG be
