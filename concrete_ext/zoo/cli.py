@@ -23,6 +23,8 @@ from typing import List, Optional
 __all__ = ["main", "build_parser"]
 
 DEFAULT_EVAL_M = 5000
+THREADS_HELP = ("torch CPU threads (default 1: the networks are small, and on a busy machine idle "
+                "OpenMP threads spinning on shared cores slow training tenfold)")
 PAPER_EVAL_M = 50000
 
 
@@ -201,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.add_argument("--run-dir", help="output folder (default runs/<dataset>_<arch>_...)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir exactly")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -219,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="draws per work unit (memory)")
     p.add_argument("--data-root")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
 
@@ -240,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default="200H~784V")
     p.add_argument("--eval-m", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
     return parser

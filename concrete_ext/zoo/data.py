@@ -9,8 +9,8 @@
 * ``omniglot``: the 28x28 Omniglot of Burda et al. (IWAE), ``chardata.mat`` (keys ``data`` and
   ``testdata``, 784 x N grey levels), 24,345 / 8,070 images, binarized once with the fixed seed
   ``OMNIGLOT_BINARIZATION_SEED`` (the paper used "a fixed binarization" without stating its seed).
-* ``mnist-sample``: a small sample of ``mnist`` shipped inside the package (``data/mnist_sample.npz``)
-  so the demo and the tests run offline.
+* ``mnist-sample``: a small random sample of ``mnist`` shipped inside the package
+  (``data/mnist_sample.npz``: 3,000 / 500 / 1,000 images) so the demo and the tests run offline.
 
 Each file is looked for, in order, in the folder given by ``root=``, in ``$CONCRETE_EXT_DATA``, and
 in the cache (``$CONCRETE_EXT_CACHE``, default ``~/.cache/concrete_ext/data``), under its sub-folder
@@ -357,6 +357,7 @@ def load_omniglot(root: Optional[str] = None, download: bool = True,
 
 # ---- the sample shipped with the package ---------------------------------------------------------
 SAMPLE_SIZES = {"train": 3000, "valid": 500, "test": 1000}
+SAMPLE_SEED = 0
 
 
 def _sample_digest(arrays: Dict[str, np.ndarray]) -> str:
@@ -367,15 +368,21 @@ def _sample_digest(arrays: Dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-# sha256 over the unpacked sample (see _sample_digest): the first SAMPLE_SIZES images of each split.
-SAMPLE_DIGEST = "1d9e492f6d7fb532432533923dbc6e9e311bc80e8c012ad48ce41323977e2154"
+# sha256 over the unpacked sample (see _sample_digest and build_mnist_sample).
+SAMPLE_DIGEST = "0a2385e907992bc76b0299000393f06ae8b73a3dae92025c93b6ff34c81f9c35"
+
+
+def sample_indices(split: str, size: int) -> np.ndarray:
+    """Which images of a full split the shipped sample holds (random, seed SAMPLE_SEED)."""
+    return random_subset(size, SAMPLE_SIZES[split], SAMPLE_SEED)
 
 
 def build_mnist_sample(out_path: str = SAMPLE_PATH, root: Optional[str] = None) -> str:
-    """Write the shipped sample: the first 3,000 / 500 / 1,000 images of the train / valid / test
-    splits of the fixed binarization, bit-packed. Returns the digest to put in SAMPLE_DIGEST."""
+    """Write the shipped sample: 3,000 / 500 / 1,000 images drawn at random (seed SAMPLE_SEED) from
+    the train / valid / test splits of the fixed binarization, bit-packed, in their original
+    order. Returns the digest to put in SAMPLE_DIGEST."""
     full = load_binarized_mnist(root, download=True)
-    arrays = {s: full.split(s)[:n] for s, n in SAMPLE_SIZES.items()}
+    arrays = {s: full.split(s)[sample_indices(s, len(full.split(s)))] for s in SAMPLE_SIZES}
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
     tmp = out_path + ".tmp.npz"
     np.savez_compressed(tmp, **{s: np.packbits(a, axis=1) for s, a in arrays.items()})
@@ -396,7 +403,8 @@ def load_mnist_sample(path: str = SAMPLE_PATH) -> Dataset:
                             f"{SAMPLE_DIGEST}); reinstall concrete_ext.")
     return Dataset("mnist-sample", arrays["train"], arrays["valid"], arrays["test"],
                    info={"binarization": "fixed, Salakhutdinov & Murray (2008)",
-                         "sample": "first 3000/500/1000 images of train/valid/test"})
+                         "sample": f"3000/500/1000 random images (seed {SAMPLE_SEED}) of "
+                                   "train/valid/test"})
 
 
 DATASETS = {
