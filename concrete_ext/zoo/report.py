@@ -18,6 +18,14 @@ def _fmt(v: Optional[float], digits: int = 1) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def _nll(e: Optional[Dict]) -> str:
+    """NLL +- its standard error over images."""
+    if not e:
+        return "-"
+    sem = e.get("sem")
+    return f"{e['nll']:.2f}" + (f" ± {sem:.2f}" if sem is not None and sem == sem else "")
+
+
 def _best_eval(evals: Dict, split: str) -> Optional[Dict]:
     """The evaluation of ``split`` with the largest m (then the most examples)."""
     found = [v for v in evals.values() if v.get("split") == split]
@@ -48,8 +56,8 @@ def collect(paths: Sequence[str]) -> List[Dict]:
 
 def format_table(rows: List[Dict], markdown: bool = False) -> str:
     """Our NLL (-L_m of the discrete model, with its m and number of images) beside the paper's."""
-    head = ["dataset", "model", "n", "m", "estimator", "steps", "min", "test NLL", "paper",
-            "train NLL", "paper", "eval"]
+    head = ["dataset", "model", "n", "m", "estimator", "steps", "min", "test NLL ± s.e.", "paper",
+            "train NLL ± s.e.", "paper", "eval"]
     lines = []
     for r in rows:
         test, train = r["test"], r["train"]
@@ -58,8 +66,7 @@ def format_table(rows: List[Dict], markdown: bool = False) -> str:
             r["dataset"], r["arch"], str(r["arity"]), str(r["m"]),
             _NAMES.get(r["estimator"], r["estimator"]),
             str(r["steps"]) if r["steps"] is not None else "-", _fmt(r["minutes"]),
-            _fmt(test["nll"], 2) if test else "-", _fmt(r["paper_test"]),
-            _fmt(train["nll"], 2) if train else "-", _fmt(r["paper_train"]), evals or "-"])
+            _nll(test), _fmt(r["paper_test"]), _nll(train), _fmt(r["paper_train"]), evals or "-"])
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(cells) + " |" for cells in lines]
