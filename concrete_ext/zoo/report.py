@@ -78,44 +78,54 @@ def format_table(rows: List[Dict], markdown: bool = False) -> str:
     return "\n".join(out)
 
 
+_STYLES = {"concrete": "-", "vimco": "--", "nvil": ":"}
+
+
 def plot_curves(paths: Sequence[str], out: str, title: Optional[str] = None) -> str:
-    """Training objective (left) and validation bound (right) against the step, one line per run;
-    written as a PNG to ``out``."""
+    """Training objective (left) and validation bound (right) against the step, one line per run
+    (colour: model and m; line style: estimator); written as a PNG to ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_train, ax_valid) = plt.subplots(1, 2, figsize=(12, 4.5))
-    count = 0
-    for run_dir in runs.run_dirs(list(paths)):
+    fig, (ax_train, ax_valid) = plt.subplots(1, 2, figsize=(12, 5))
+    colours = plt.get_cmap("tab20").colors
+    keys: List = []
+    handles = []
+    for run_dir in dict.fromkeys(runs.run_dirs(list(paths))):
         config = runs.read_json(os.path.join(run_dir, runs.CONFIG))
-        label = (f"{config['arch']} n={config['arity']} {config['estimator']} m={config['m']}")
+        key = (config["arch"], config["arity"], config["m"])
+        if key not in keys:
+            keys.append(key)
+        style = dict(color=colours[keys.index(key) % len(colours)],
+                     ls=_STYLES.get(config["estimator"], "-."), lw=1.2)
+        label = (f"{config['arch']} n={config['arity']} m={config['m']} "
+                 f"{_NAMES.get(config['estimator'], config['estimator'])}")
         metrics = runs.read_jsonl(os.path.join(run_dir, runs.METRICS))
         train = [r for r in metrics if r.get("kind") == "train"]
         valid = [r for r in metrics if r.get("kind") == "valid"]
         if train:
-            ax_train.plot([r["step"] for r in train], [r["objective"] for r in train],
-                          label=label, lw=1)
+            ax_train.plot([r["step"] for r in train], [r["objective"] for r in train], **style)
         if valid:
-            ax_valid.plot([r["step"] for r in valid], [r["bound"] for r in valid], "o-",
-                          label=label, ms=3, lw=1)
-        count += 1
-    if count == 0:
+            (h,) = ax_valid.plot([r["step"] for r in valid], [r["bound"] for r in valid],
+                                 marker="o", ms=3, label=label, **style)
+            handles.append(h)
+    if not keys:
         plt.close(fig)
         raise FileNotFoundError(f"no run folders (with config.json) in {list(paths)}")
-    ax_train.set(xlabel="step", ylabel="training objective (nats)",
-                 title="training objective (relaxed for Concrete)")
-    ax_valid.set(xlabel="step", ylabel="bound (nats)", title="validation L_m, discrete model")
+    ax_train.set(xlabel="step", ylabel="nats", title="training objective (relaxed for Concrete)")
+    ax_valid.set(xlabel="step", ylabel="nats", title="validation L_m of the discrete model")
     for ax in (ax_train, ax_valid):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    rows = (len(handles) + 2) // 3
+    fig.tight_layout(rect=(0, 0.03 * rows + 0.02, 1, 1))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = out + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, out)
     return out
