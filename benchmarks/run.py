@@ -25,7 +25,7 @@ from typing import Callable, List, Sequence, Tuple
 
 import torch
 
-from . import bench_binary, bench_log_prob, bench_relaxed_kl, bench_sample, bench_train, report
+from . import bench_binary, bench_log_prob, bench_relaxed_kl, bench_sample, report
 from .harness import PEERS, Plan, Settings, Spec, env_info, run_specs, time_fn
 
 MODULES = (bench_sample, bench_log_prob, bench_binary, bench_relaxed_kl)
@@ -253,7 +253,6 @@ def main(argv=None) -> int:
     log(report.header(env, extra))
     specs = build_specs(plan, ops)
     rows = run_specs(specs, s, env)
-    bench_train.maybe_run(log)
 
     name = "gpu" if args.gpu else "quick" if args.quick else "sweep"
     stamp = env["date"].replace("-", "").replace(":", "")[:13]

@@ -1,0 +1,257 @@
+"""``python -m concrete_ext.zoo`` (also the ``concrete-zoo`` console script).
+
+    demo    train a small Concrete VAE on the shipped MNIST sample for a minute or two (offline),
+            print its test bound and write a plot
+    train   train a model of Section 5.2 (progress bar, JSON-lines metrics, atomic checkpoints,
+            --resume continues exactly)
+    eval    L_m of the discrete model (streamed, m up to 50,000) on test / train / valid
+    table   results of runs beside the paper's Table 1 / Table 2
+    plot    training curves of runs as PNG
+
+``python -m concrete_ext.zoo <command> --help`` lists each command's options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from typing import List, Optional
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_EVAL_M = 5000
+THREADS_HELP = ("torch CPU threads (default 1: the networks are small, and on a busy machine idle "
+                "OpenMP threads spinning on shared cores slow training tenfold)")
+PAPER_EVAL_M = 50000
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from .data import DATASETS
+    from .estimators import ESTIMATORS
+    from .train import TrainConfig
+
+    d = TrainConfig()
+    g = p.add_argument_group("model and objective")
+    g.add_argument("--dataset", choices=sorted(DATASETS), help=f"data (default {d.dataset})")
+    g.add_argument("--arch", help=f"the paper's notation (default {d.arch})")
+    g.add_argument("--arity", type=int, choices=(2, 4, 8), help="states per stochastic node "
+                   "(default 2)")
+    g.add_argument("--estimator", choices=ESTIMATORS, help="concrete (default), vimco (m > 1), "
+                   "nvil (m = 1), or score: vimco or nvil by m")
+    g.add_argument("--m", type=int, help="samples in the objective L_m (default 1)")
+    g.add_argument("--posterior-temperature", type=float, help="lambda_1 (default by arity, D.5)")
+    g.add_argument("--prior-temperature", type=float, help="lambda_2 (default by arity, D.5)")
+    g.add_argument("--nvil-hidden", type=int, help=f"tanh units of NVIL's baseline network "
+                   f"(default {d.nvil_hidden})")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--steps", type=int, help=f"training steps (default {d.steps})")
+    g.add_argument("--minutes", type=float, help="stop after this much training time")
+    g.add_argument("--paper", action="store_true", help="the paper's 10^7 steps")
+    g.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    g.add_argument("--lr", type=float, help="Adam learning rate (default D.5: 3e-4 linear, "
+                   "1e-4 non-linear models)")
+    g.add_argument("--weight-decay", type=float, help="default 0")
+    g.add_argument("--seed", type=int, help="default 0")
+    g = p.add_argument_group("logging and checkpoints")
+    g.add_argument("--log-every", type=int, help=f"steps per metrics line (default {d.log_every})")
+    g.add_argument("--eval-every", type=int, help=f"steps between validation bounds (default "
+                   f"{d.eval_every})")
+    g.add_argument("--eval-m", type=int, help=f"m of the validation bound (default {d.eval_m})")
+    g.add_argument("--eval-n", type=int, help=f"validation images used (default {d.eval_n})")
+    g.add_argument("--checkpoint-every", type=int, help=f"default {d.checkpoint_every}")
+    g.add_argument("--data-root", help="folder holding the data files (else $CONCRETE_EXT_DATA, "
+                   "the cache, or a download)")
+
+
+def _train_config(args, saved=None):
+    """A TrainConfig from the options given (others: the saved config's, else the defaults)."""
+    from .train import PAPER_STEPS, TrainConfig
+
+    base = saved or TrainConfig()
+    values = {}
+    for f in dataclasses.fields(TrainConfig):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = v
+    if args.paper:
+        values["steps"] = PAPER_STEPS
+    return dataclasses.replace(base, **values)
+
+
+def _default_run_dir(c) -> str:
+    return os.path.join("runs", f"{c.dataset}_{c.arch}_{c.arity}ary_{c.estimator}_m{c.m}_s{c.seed}")
+
+
+def _threads(n: Optional[int]) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def cmd_train(args) -> int:
+    from . import runs
+    from .train import TrainConfig, Trainer
+
+    _threads(args.threads)
+    if args.resume:
+        if not args.run_dir:
+            print("--resume needs --run-dir", file=sys.stderr)
+            return 2
+        saved = TrainConfig.from_dict(runs.read_json(os.path.join(args.run_dir, runs.CONFIG)))
+        config = _train_config(args, saved)
+    else:
+        config = _train_config(args).resolved()
+    run_dir = args.run_dir or _default_run_dir(config)
+    trainer = Trainer(config, run_dir, resume=args.resume, progress=not args.quiet)
+    c = trainer.config
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    print(f"{run_dir}: {c.arch} arity {c.arity}, {c.estimator} m={c.m}, lr {c.lr:g}, temperatures "
+          f"{c.posterior_temperature:.4g}/{c.prior_temperature:.4g}, {n_params} parameters, "
+          f"from step {trainer.step} to {c.steps}", file=sys.stderr)
+    summary = trainer.run()
+    best = summary["best_valid"]
+    best = "none yet" if best is None else f"{best:.2f}"
+    print(f"{summary['status']} at step {summary['step']} after {summary['elapsed_s'] / 60:.1f} "
+          f"min; best validation L_{c.eval_m}: {best}; checkpoint in {run_dir}"
+          + ("; continue with --resume" if summary["status"] != "done" else ""))
+    return 130 if summary["status"] == "interrupted" else 0
+
+
+def cmd_eval(args) -> int:
+    from . import runs
+    from .data import load_dataset, random_subset
+    from .evaluate import estimate_bound
+    from .train import load_model
+
+    _threads(args.threads)
+    m = PAPER_EVAL_M if args.paper else args.m
+    for run_dir in runs.run_dirs(args.runs):
+        path = runs.latest(run_dir, args.checkpoint)
+        if path is None:
+            print(f"{run_dir}: no checkpoint", file=sys.stderr)
+            return 1
+        model, config, step = load_model(path)
+        data = load_dataset(config.dataset, args.data_root or config.data_root)
+        results = runs.read_json(os.path.join(run_dir, runs.EVAL), {})
+        for split in args.split.split(","):
+            x = data.binary(split)
+            subset = None
+            if args.n and args.n < len(x):
+                subset = f"{args.n} of {len(x)} images drawn with seed {args.subset_seed}"
+                x = x[random_subset(len(x), args.n, args.subset_seed)]
+            est = estimate_bound(model, x, m, seed=args.seed, rows=args.rows,
+                                 progress=not args.quiet, desc=f"{split} L_{m}")
+            rec = {**est.summary(), "split": split, "step": step,
+                   "checkpoint": os.path.basename(path), "dataset": config.dataset,
+                   "subset": subset,
+                   "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            results[f"{split}@{m}" + (f"/n{args.n}s{args.subset_seed}" if subset else "")] = rec
+            runs.write_json(os.path.join(run_dir, runs.EVAL), results)
+            print(f"{run_dir} ({os.path.basename(path)}, step {step}): {split} L_{m} = "
+                  f"{est.mean:.2f} +- {est.sem:.2f} (NLL {est.nll:.2f}) on {est.n} images, "
+                  f"{est.seconds:.0f} s")
+    return 0
+
+
+def cmd_table(args) -> int:
+    from .report import collect, format_table
+
+    rows = collect(args.runs)
+    if not rows:
+        print(f"no runs found in {args.runs}", file=sys.stderr)
+        return 1
+    print(format_table(rows, markdown=args.markdown))
+    print("\nNLL = -L_m of the discrete model (lower is better); 'paper': Maddison et al. (2017), "
+          "Table 1 (binary; VIMCO column for vimco/nvil) or Table 2 (n-ary, Concrete), "
+          "after 10^7 steps, L_50000.")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .report import plot_curves
+
+    out = plot_curves(args.runs, args.out, args.title)
+    print(out)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    _threads(args.threads)
+    run_demo(args.out, minutes=args.minutes, arch=args.arch, seed=args.seed, eval_m=args.eval_m,
+             progress=not args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .evaluate import DEFAULT_ROWS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m concrete_ext.zoo",
+        description="Density estimation with discrete latent variables (Section 5.2 of Maddison, "
+                    "Mnih & Teh, ICLR 2017): Concrete relaxation vs VIMCO / NVIL.",
+        epilog="Start with: python -m concrete_ext.zoo demo   (offline, about 2 minutes). "
+               "Details: docs/ZOO.md.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model of Section 5.2")
+    _add_train_args(p)
+    p.add_argument("--run-dir", help="output folder (default runs/<dataset>_<arch>_...)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir exactly")
+    p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="L_m of the discrete model on test / train / valid")
+    p.add_argument("runs", nargs="+", help="run folders (or folders of run folders)")
+    p.add_argument("--m", type=int, default=DEFAULT_EVAL_M, help=f"default {DEFAULT_EVAL_M}")
+    p.add_argument("--paper", action="store_true", help=f"the paper's m = {PAPER_EVAL_M}")
+    p.add_argument("--split", default="test", help="comma-separated: test,train,valid")
+    p.add_argument("--n", type=int, help="a random subset of n images of each split (the splits' "
+                   "orders are not random: the first 500 binarized-MNIST test images have 20% "
+                   "more pixels on than the average)")
+    p.add_argument("--subset-seed", type=int, default=0, help="seed of the --n subset")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                   help="best validation (early stopping, D.5; default) or the last checkpoint")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="draws per work unit (memory)")
+    p.add_argument("--data-root")
+    p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("table", help="results beside the paper's Tables 1 and 2")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--markdown", action="store_true")
+    p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("plot", help="training curves as PNG")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--out", default="curves.png")
+    p.add_argument("--title")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("demo", help="a small Concrete VAE on the shipped sample (offline)")
+    p.add_argument("--out", default="zoo-demo", help="run folder (default zoo-demo)")
+    p.add_argument("--minutes", type=float, default=1.5)
+    p.add_argument("--arch", default="200H~784V")
+    p.add_argument("--eval-m", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,126 @@
+"""A run folder on disk, and writing it so that nothing is lost on a crash.
+
+    <run>/config.json      the training configuration (TrainConfig), written once
+    <run>/metrics.jsonl    one JSON object a line: {"kind": "train" | "valid" | "end", "step", ...}
+    <run>/checkpoint.pt    the latest full training state (model, estimator, optimizer, RNGs, data
+                           order, step), replaced atomically every N steps and at the end
+    <run>/best.pt          the model with the best validation bound so far (early stopping, D.5)
+    <run>/eval.json        results of `eval`: {"test@5000": {...}, "train@5000": {...}}
+
+Every file is written to a temporary file in the same folder, flushed to disk, then renamed over the
+old one (``os.replace``), so a crash leaves either the old or the new file, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Dict, Iterator, List, Optional
+
+import torch
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_save", "append_jsonl",
+           "read_jsonl", "truncate_jsonl", "read_json", "write_json", "load_checkpoint",
+           "run_dirs", "latest", "CHECKPOINT", "BEST", "CONFIG", "METRICS", "EVAL"]
+
+CHECKPOINT, BEST, CONFIG, METRICS, EVAL = ("checkpoint.pt", "best.pt", "config.json",
+                                           "metrics.jsonl", "eval.json")
+
+
+def _atomic(path: str, write) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    _atomic(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save(obj, path: str) -> None:
+    """torch.save through a temporary file and os.replace."""
+    _atomic(path, lambda f: torch.save(obj, f))
+
+
+def load_checkpoint(path: str) -> Dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def append_jsonl(path: str, record: Dict) -> None:
+    """Append one line and flush it to disk (a crash loses at most the line being written)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: str) -> List[Dict]:
+    """The records of a JSON-lines file; a torn last line (crash while writing) is skipped."""
+    if not os.path.isfile(path):
+        return []
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def truncate_jsonl(path: str, max_step: int) -> None:
+    """Keep the records with step <= max_step (when resuming from a checkpoint at max_step)."""
+    records = [r for r in read_jsonl(path) if r.get("step", 0) <= max_step]
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
+def read_json(path: str, default=None):
+    if not os.path.isfile(path):
+        return default
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_json(path: str, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def run_dirs(paths: List[str]) -> Iterator[str]:
+    """Run folders among ``paths``: each path that holds a config.json, or its sub-folders that do."""
+    for p in paths:
+        if os.path.isfile(os.path.join(p, CONFIG)):
+            yield p
+        elif os.path.isdir(p):
+            for name in sorted(os.listdir(p)):
+                sub = os.path.join(p, name)
+                if os.path.isfile(os.path.join(sub, CONFIG)):
+                    yield sub
+
+
+def latest(run_dir: str, which: str = "best") -> Optional[str]:
+    """Path of best.pt (``which="best"``, falling back to checkpoint.pt) or of checkpoint.pt."""
+    best, last = os.path.join(run_dir, BEST), os.path.join(run_dir, CHECKPOINT)
+    if which == "best" and os.path.isfile(best):
+        return best
+    return last if os.path.isfile(last) else None
