@@ -94,14 +94,12 @@ def ddp(tmp_path_factory):
     spec = {"train": {**RUNS, "r2to1": dict(RUNS["concrete"], steps=4)},
             "resume": {"r1to2": 8}, "eval": EVAL}
     (out / "spec.json").write_text(json.dumps(spec))
-    t0 = time.time()
     results = launch([WORKER, str(out)])
-    seconds = time.time() - t0
     for r, (output, code) in enumerate(results):
         assert code == 0, f"rank {r} failed:\n{output}"
     reference = {name: _train(fields, str(out / "one" / name), data)
                  for name, fields in RUNS.items()}
-    return out, reference, data, seconds
+    return out, reference, data
 
 
 def _load(out, name, rank):
@@ -131,7 +129,7 @@ def test_two_ranks_train_like_one(ddp, name):
     """Same global batches, same noise per example, global centering / NVIL statistics: the
     2-rank run equals the 1-process run up to floating-point rounding (matmuls over 8 rows
     instead of 16, gradients summed in another order)."""
-    out, reference, _, _ = ddp
+    out, reference, _ = ddp
     two, one = _load(out, name, 0), reference[name]
     _close(two["model"], one.model.state_dict(), f"{name} model")
     _close(two["estimator"], one.estimator.state_dict(), f"{name} estimator")
@@ -151,7 +149,7 @@ def test_two_ranks_train_like_one(ddp, name):
 
 
 def test_resume_on_a_different_number_of_ranks(ddp):
-    out, reference, data, _ = ddp
+    out, reference, data = ddp
     one = reference["concrete"].model.state_dict()
     # 1 process for 4 steps, then 2 ranks to step 8
     _close(_load(out, "r1to2", 0)["model"], one, "1 -> 2 ranks")
@@ -172,10 +170,6 @@ def test_two_rank_evaluation_equals_one_process(ddp):
                          progress=False).per_example
     for r in range(2):
         assert np.array_equal(np.load(str(out / f"eval.rank{r}.npy")), one)
-
-
-def test_launch_time(ddp):
-    assert ddp[3] < 80, f"the 2-rank launch took {ddp[3]:.0f} s"
 
 
 CLI_TRAIN = ["train", "--dataset", "mnist-sample", "--arch", "12H-784V", "--estimator", "vimco",
