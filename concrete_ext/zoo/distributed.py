@@ -44,6 +44,7 @@ import datetime
 import inspect
 import os
 import sys
+import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -55,7 +56,8 @@ __all__ = ["World", "from_env", "batch_moments", "failure_message", "DEFAULT_TIM
            "FAULT_ENV"]
 
 DEFAULT_TIMEOUT_S = 300.0
-#: test hook: "RANK:STEP" makes that rank exit with status 3 when training reaches STEP
+#: test hook: "RANK:STEP" makes that rank exit with status 3 when training reaches STEP;
+#: "RANK:STEP:hang" makes it stop answering instead (sleep)
 FAULT_ENV = "CONCRETE_EXT_ZOO_FAIL_RANK_AT_STEP"
 #: errors of rank 0 raised again, with their type, on the other ranks (``World.from_main``)
 _ERRORS = {c.__name__: c for c in (ValueError, FileNotFoundError, FileExistsError, KeyError,
@@ -182,11 +184,14 @@ class World:
         return box[0][1]
 
     def fault_point(self, step: int) -> None:
-        """Test hook: exit abruptly on the rank and step named by $CONCRETE_EXT_ZOO_FAIL_RANK_AT_STEP."""
-        spec = os.environ.get(FAULT_ENV)
-        if spec and spec == f"{self.rank}:{step}":
-            print(f"rank {self.rank}: {FAULT_ENV} set, exiting at step {step}", file=sys.stderr,
-                  flush=True)
+        """Test hook: exit abruptly (or hang) on the rank and step named by $FAULT_ENV."""
+        spec = os.environ.get(FAULT_ENV, "").split(":")
+        if spec[:2] == [str(self.rank), str(step)]:
+            hang = spec[2:] == ["hang"]
+            print(f"rank {self.rank}: {FAULT_ENV} set, {'hanging' if hang else 'exiting'} at "
+                  f"step {step}", file=sys.stderr, flush=True)
+            if hang:
+                time.sleep(3600)
             os._exit(3)
 
     # ---- evaluation -----------------------------------------------------------------------------
@@ -256,4 +261,5 @@ def failure_message(error: BaseException, run_dir: Optional[str] = None) -> Opti
             "number of ranks" if run_dir else ""
     return (f"error: rank {dist.get_rank()} of {dist.get_world_size()}: communication with the "
             f"other ranks failed ({first[:200]}). Another rank probably stopped (crashed, was "
-            f"killed or ran out of memory): see its output{where}.")
+            f"killed, ran out of memory) or hangs (given up after --dist-timeout): see its "
+            f"output{where}.")

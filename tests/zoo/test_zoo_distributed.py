@@ -53,8 +53,9 @@ def _env(**extra) -> dict:
     return env
 
 
-def launch(args, world: int = 2, timeout: float = 120, **env):
-    """``python ARGS`` on ``world`` ranks with torchrun's variables; [(output, returncode)]."""
+def launch(args, world: int = 2, timeout: float = 120, wait=None, **env):
+    """``python ARGS`` on ``world`` ranks with torchrun's variables; [(output, returncode)] of the
+    ranks in ``wait`` (default all); the others are killed once those have ended."""
     port, procs = _free_port(), []
     try:
         for r in range(world):
@@ -66,7 +67,7 @@ def launch(args, world: int = 2, timeout: float = 120, **env):
                          MASTER_PORT=str(port), **env)))
         deadline = time.time() + timeout
         results = []
-        for p in procs:
+        for p in (procs if wait is None else [procs[r] for r in wait]):
             output = p.communicate(timeout=max(1.0, deadline - time.time()))[0]
             results.append((output, p.returncode))
         return results
@@ -175,7 +176,7 @@ def test_two_rank_evaluation_equals_one_process(ddp):
 CLI_TRAIN = ["train", "--dataset", "mnist-sample", "--arch", "12H-784V", "--estimator", "vimco",
              "--m", "2", "--steps", "6", "--batch-size", "8", "--log-every", "2",
              "--eval-every", "3", "--eval-m", "4", "--eval-n", "10", "--checkpoint-every", "2",
-             "--quiet", "--dist-timeout", "30"]
+             "--quiet"]
 
 
 def test_cli_under_torchrun(tmp_path):
@@ -212,7 +213,8 @@ def test_a_dead_rank_fails_the_job_quickly(tmp_path):
     checkpoint (step 2) is there to resume."""
     run = str(tmp_path / "run")
     t0 = time.time()
-    results = launch(["-m", "concrete_ext.zoo"] + CLI_TRAIN + ["--run-dir", run],
+    results = launch(["-m", "concrete_ext.zoo"] + CLI_TRAIN + ["--dist-timeout", "30",
+                                                               "--run-dir", run],
                      timeout=90, **{FAULT_ENV: "1:3"})
     elapsed = time.time() - t0
     (out0, code0), (out1, code1) = results
@@ -221,5 +223,19 @@ def test_a_dead_rank_fails_the_job_quickly(tmp_path):
     assert "error: rank 0 of 2: communication with the other ranks failed" in out0, out0
     assert "continue with --resume, on any number of ranks" in out0
     assert "Traceback" not in out0
-    assert elapsed < 60
+    assert elapsed < 60, elapsed
     assert runs.load_checkpoint(os.path.join(run, runs.CHECKPOINT))["step"] == 2
+
+
+def test_a_hanging_rank_fails_the_job_after_the_timeout(tmp_path):
+    """Rank 1 stops answering at step 3 (test hook): rank 0 gives up after --dist-timeout (5 s)
+    with the same clear message."""
+    run = str(tmp_path / "run")
+    args = ["-m", "concrete_ext.zoo"] + CLI_TRAIN + ["--dist-timeout", "5", "--run-dir", run]
+    t0 = time.time()
+    [(out0, code0)] = launch(args, timeout=90, wait=[0], **{FAULT_ENV: "1:3:hang"})
+    elapsed = time.time() - t0
+    assert code0 == 1, out0
+    assert "error: rank 0 of 2: communication with the other ranks failed" in out0, out0
+    assert "Traceback" not in out0
+    assert elapsed < 60, elapsed
