@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper", action="store_true", help=f"the paper's m = {PAPER_EVAL_M}")
     p.add_argument("--split", default="test", help="comma-separated: test,train,valid")
     p.add_argument("--n", type=int, help="a random subset of n images of each split (the splits' "
-                   "orders are not random: the first 500 binarized-MNIST test images have 20% "
+                   "orders are not random: the first 500 binarized-MNIST test images have 20%% "
                    "more pixels on than the average)")
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the --n subset")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best",
