@@ -3,10 +3,10 @@ environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) by the test
 
     python ddp_worker.py OUT     reads OUT/spec.json, writes OUT/<name>.rank<r>.pt
 
-spec: {"train": {name: TrainConfig fields}, "resume": {name: steps}, "eval": {...}}: trains each
-run in OUT/<name> on all ranks, resumes each run OUT/<name> to the given steps, evaluates a seeded
-model; every rank saves what it ended with, so the test can compare ranks with each other and
-with one process.
+spec: {"train": {name: TrainConfig fields}, "resume": {name: steps}, "refuse": [name],
+"eval": {...}}: trains each run in OUT/<name> on all ranks, resumes each run OUT/<name> to the given
+steps, tries to start a trained run again (refused), evaluates a seeded model; every rank saves
+what it ended with, so the test can compare ranks with each other and with one process.
 """
 
 from __future__ import annotations
@@ -63,6 +63,15 @@ def main(out: str) -> None:
         trainer.config.steps = steps
         trainer.run()
         _save(trainer, os.path.join(out, f"{name}.rank{world.rank}.pt"))
+    for name in spec.get("refuse", []):  # a new run over a checkpoint: refused on every rank
+        try:
+            Trainer(TrainConfig(**spec["train"][name]), os.path.join(out, name), progress=False,
+                    dataset=data, world=world)
+            error = None
+        except FileExistsError as e:
+            error = str(e)
+        with open(os.path.join(out, f"refuse.{name}.rank{world.rank}.json"), "w") as f:
+            json.dump(error, f)
     if "eval" in spec:
         e = spec["eval"]
         model, x = eval_inputs(e)

@@ -93,7 +93,7 @@ def ddp(tmp_path_factory):
     data = small_dataset()
     _train(RUNS["concrete"], str(out / "r1to2"), data, steps=4)
     spec = {"train": {**RUNS, "r2to1": dict(RUNS["concrete"], steps=4)},
-            "resume": {"r1to2": 8}, "eval": EVAL}
+            "resume": {"r1to2": 8}, "refuse": ["vimco"], "eval": EVAL}
     (out / "spec.json").write_text(json.dumps(spec))
     results = launch([WORKER, str(out)])
     for r, (output, code) in enumerate(results):
@@ -160,6 +160,14 @@ def test_resume_on_a_different_number_of_ranks(ddp):
     resumed.config.steps = 8
     resumed.run()
     _close(resumed.model.state_dict(), one, "2 ranks -> 1")
+
+
+def test_rank0_decides_and_every_rank_raises(ddp):
+    """Rank 0 alone looks at the run folder; its verdict (a new run over a checkpoint) is raised on
+    every rank, with its type and message, so no rank waits for the others forever."""
+    out = ddp[0]
+    errors = [json.loads((out / f"refuse.vimco.rank{r}.json").read_text()) for r in range(2)]
+    assert errors[0] == errors[1] and "already holds a checkpoint" in errors[0], errors
 
 
 def test_two_rank_evaluation_equals_one_process(ddp):
