@@ -13,7 +13,7 @@ VIMCO (m > 1) or NVIL (m = 1), and evaluated on the discrete model with streamed
 Modules: data (datasets, checksums, download), arch (notation), layers (stochastic layers),
 model (SBN), estimators (Concrete, VIMCO, NVIL), evaluate (streamed L_m), train (training loop,
 checkpoints), runs (run folders, atomic files), report (tables, plots), paper (published numbers),
-demo, cli. See docs/ZOO.md.
+demo, cli, distributed (several processes under torchrun). See docs/ZOO.md.
 """
 
 from __future__ import annotations

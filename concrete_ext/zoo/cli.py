@@ -8,7 +8,9 @@
     table   results of runs beside the paper's Table 1 / Table 2
     plot    training curves of runs as PNG
 
-``python -m concrete_ext.zoo <command> --help`` lists each command's options.
+``python -m concrete_ext.zoo <command> --help`` lists each command's options. ``train`` and ``eval``
+also run on several processes: ``torchrun --nproc_per_node=N -m concrete_ext.zoo train ...``
+(distributed.py).
 """
 
 from __future__ import annotations
@@ -85,6 +87,25 @@ def _default_run_dir(c) -> str:
     return os.path.join("runs", f"{c.dataset}_{c.arch}_{c.arity}ary_{c.estimator}_m{c.m}_s{c.seed}")
 
 
+def _add_world_args(p: argparse.ArgumentParser) -> None:
+    from .distributed import DEFAULT_TIMEOUT_S
+
+    g = p.add_argument_group("several processes (under torchrun; docs/ZOO.md)")
+    g.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda:LOCAL_RANK with NCCL "
+                   "under torchrun when CUDA is available, else the CPU (gloo)")
+    g.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                   help="seconds a rank waits for the others before failing (default "
+                        f"{DEFAULT_TIMEOUT_S:g})")
+
+
+def _world(args):
+    """This process's World (distributed.from_env), kept on args for main() to close."""
+    from .distributed import from_env
+
+    args.world = from_env(args.device, args.dist_timeout)
+    return args.world
+
+
 def _threads(n: Optional[int]) -> None:
     if n:
         import torch
@@ -97,27 +118,31 @@ def cmd_train(args) -> int:
     from .train import TrainConfig, Trainer
 
     _threads(args.threads)
-    if args.resume:
-        if not args.run_dir:
-            print("--resume needs --run-dir", file=sys.stderr)
-            return 2
-        saved = TrainConfig.from_dict(runs.read_json(os.path.join(args.run_dir, runs.CONFIG)))
-        config = _train_config(args, saved)
+    if args.resume and not args.run_dir:
+        print("--resume needs --run-dir", file=sys.stderr)
+        return 2
+    world = _world(args)
+    if args.resume:  # rank 0 reads the run folder
+        saved = world.from_main(lambda: runs.read_json(os.path.join(args.run_dir, runs.CONFIG)))
+        config = _train_config(args, TrainConfig.from_dict(saved))
     else:
         config = _train_config(args).resolved()
     run_dir = args.run_dir or _default_run_dir(config)
-    trainer = Trainer(config, run_dir, resume=args.resume, progress=not args.quiet)
+    trainer = Trainer(config, run_dir, resume=args.resume, progress=not args.quiet, world=world)
     c = trainer.config
     n_params = sum(p.numel() for p in trainer.model.parameters())
-    print(f"{run_dir}: {c.arch} arity {c.arity}, {c.estimator} m={c.m}, lr {c.lr:g}, temperatures "
-          f"{c.posterior_temperature:.4g}/{c.prior_temperature:.4g}, {n_params} parameters, "
-          f"from step {trainer.step} to {c.steps}", file=sys.stderr)
+    ranks = f", {world.size} ranks ({world.backend}, {world.device.type})" if world.distributed else ""
+    if world.is_main:
+        print(f"{run_dir}: {c.arch} arity {c.arity}, {c.estimator} m={c.m}, lr {c.lr:g}, "
+              f"temperatures {c.posterior_temperature:.4g}/{c.prior_temperature:.4g}, {n_params} "
+              f"parameters, from step {trainer.step} to {c.steps}{ranks}", file=sys.stderr)
     summary = trainer.run()
     best = summary["best_valid"]
     best = "none yet" if best is None else f"{best:.2f}"
-    print(f"{summary['status']} at step {summary['step']} after {summary['elapsed_s'] / 60:.1f} "
-          f"min; best validation L_{c.eval_m}: {best}; checkpoint in {run_dir}"
-          + ("; continue with --resume" if summary["status"] != "done" else ""))
+    if world.is_main:
+        print(f"{summary['status']} at step {summary['step']} after {summary['elapsed_s'] / 60:.1f} "
+              f"min; best validation L_{c.eval_m}: {best}; checkpoint in {run_dir}"
+              + ("; continue with --resume" if summary["status"] != "done" else ""))
     return 130 if summary["status"] == "interrupted" else 0
 
 
@@ -128,6 +153,7 @@ def cmd_eval(args) -> int:
     from .train import load_model
 
     _threads(args.threads)
+    world = _world(args)
     m = PAPER_EVAL_M if args.paper else args.m
     for run_dir in runs.run_dirs(args.runs):
         path = runs.latest(run_dir, args.checkpoint)
@@ -135,6 +161,7 @@ def cmd_eval(args) -> int:
             print(f"{run_dir}: no checkpoint", file=sys.stderr)
             return 1
         model, config, step = load_model(path)
+        model.to(world.device)
         data = load_dataset(config.dataset, args.data_root or config.data_root)
         results = runs.read_json(os.path.join(run_dir, runs.EVAL), {})
         for split in args.split.split(","):
@@ -143,8 +170,10 @@ def cmd_eval(args) -> int:
             if args.n and args.n < len(x):
                 subset = f"{args.n} of {len(x)} images drawn with seed {args.subset_seed}"
                 x = x[random_subset(len(x), args.n, args.subset_seed)]
-            est = estimate_bound(model, x, m, seed=args.seed, rows=args.rows,
-                                 progress=not args.quiet, desc=f"{split} L_{m}")
+            est = estimate_bound(model, x, m, seed=args.seed, rows=args.rows, world=world,
+                                 progress=not args.quiet and world.is_main, desc=f"{split} L_{m}")
+            if not world.is_main:  # rank 0 writes and reports
+                continue
             rec = {**est.summary(), "split": split, "step": step,
                    "checkpoint": os.path.basename(path), "dataset": config.dataset,
                    "subset": subset,
@@ -205,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir exactly")
     p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_world_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="L_m of the discrete model on test / train / valid")
@@ -213,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper", action="store_true", help=f"the paper's m = {PAPER_EVAL_M}")
     p.add_argument("--split", default="test", help="comma-separated: test,train,valid")
     p.add_argument("--n", type=int, help="a random subset of n images of each split (the splits' "
-                   "orders are not random: the first 500 binarized-MNIST test images have 20% "
+                   "orders are not random: the first 500 binarized-MNIST test images have 20%% "
                    "more pixels on than the average)")
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the --n subset")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best",
@@ -223,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root")
     p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true")
+    _add_world_args(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("table", help="results beside the paper's Tables 1 and 2")
@@ -255,3 +286,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except RuntimeError as e:  # a collective failed: another rank stopped (distributed.py)
+        from .distributed import failure_message
+
+        message = failure_message(e, getattr(args, "run_dir", None))
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 1
+    finally:
+        if getattr(args, "world", None) is not None:
+            args.world.close()

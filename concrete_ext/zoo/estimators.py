@@ -24,6 +24,7 @@ from typing import Dict, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from .distributed import batch_moments
 from .model import SBN, bound
 from .noise import NoiseSource
 
@@ -114,7 +115,7 @@ class NVIL(nn.Module):
         residual = signal - b.detach()
         if self.training:  # running statistics of the residual, first batch taken as they are
             with torch.no_grad():
-                mean, var = residual.mean(), residual.var(unbiased=False)
+                mean, var = batch_moments(residual)  # over all ranks' shards (distributed.py)
                 if not bool(self.started):
                     self.signal_mean.copy_(mean)
                     self.signal_var.copy_(var)

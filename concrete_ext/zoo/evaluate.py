@@ -8,7 +8,10 @@ Work is split into units of (a block of ``batch`` examples) x (a chunk of ``chun
 batch and chunk fixed by (m, rows) alone. The noise of a unit is a pure function of
 (seed, block, chunk), so the estimate is a pure function of (weights, data, m, seed, rows): it does
 not depend on the order of the units, nor on how they are shared between processes
-(``shard=(rank, world)`` computes every world-th unit; partial sums combine with logaddexp).
+(``shard=(rank, world)`` computes every world-th unit). Each unit's log-sum fills one entry of an
+(examples, chunks) table; tables of disjoint shards merge exactly (an all-reduce with max across
+ranks, distributed.py), and the per-example sum runs over the chunks in a fixed order, so a
+sharded estimate equals the one-process one bit for bit.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Tuple
+from typing import TYPE_CHECKING, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -25,7 +28,11 @@ from .model import SBN
 from .noise import NoiseSource, mix64
 from .progress import Progress
 
-__all__ = ["BoundEstimate", "plan", "partial_log_sums", "estimate_bound", "DEFAULT_ROWS"]
+if TYPE_CHECKING:
+    from .distributed import World
+
+__all__ = ["BoundEstimate", "plan", "unit_log_sums", "combine_units", "partial_log_sums",
+           "estimate_bound", "DEFAULT_ROWS"]
 
 DEFAULT_ROWS = 4096
 
@@ -63,10 +70,11 @@ def plan(m: int, rows: int = DEFAULT_ROWS) -> Tuple[int, int]:
 
 
 @torch.no_grad()
-def partial_log_sums(model: SBN, data, m: int, *, seed: int = 0, rows: int = DEFAULT_ROWS,
-                     shard: Tuple[int, int] = (0, 1), progress: bool = True,
-                     desc: str = "eval") -> torch.Tensor:
-    """log sum_i w_i per example over the units of this shard (-inf where none), float64.
+def unit_log_sums(model: SBN, data, m: int, *, seed: int = 0, rows: int = DEFAULT_ROWS,
+                  shard: Tuple[int, int] = (0, 1), progress: bool = True,
+                  desc: str = "eval") -> torch.Tensor:
+    """The (examples, chunks) table of log sum_i w_i over each chunk of samples, float64, for the
+    units of this shard (-inf in the entries of other shards' units).
 
     ``data``: (N, pixels) array or tensor in {0, 1}. The model is put in eval mode (centering
     frozen) for the duration.
@@ -79,7 +87,7 @@ def partial_log_sums(model: SBN, data, m: int, *, seed: int = 0, rows: int = DEF
     n = x_all.shape[0]
     batch, chunk = plan(m, rows)
     n_blocks, n_chunks = math.ceil(n / batch), math.ceil(m / chunk)
-    acc = torch.full((n,), float("-inf"), dtype=torch.float64, device=param.device)
+    table = torch.full((n, n_chunks), float("-inf"), dtype=torch.float64, device=param.device)
     units = [(b, c) for b in range(n_blocks) for c in range(n_chunks)][rank::world]
     total = sum((min(n, (b + 1) * batch) - b * batch) * min(chunk, m - c * chunk) for b, c in units)
     was_training = model.training
@@ -91,19 +99,43 @@ def partial_log_sums(model: SBN, data, m: int, *, seed: int = 0, rows: int = DEF
                 s = min(chunk, m - c * chunk)
                 noise = NoiseSource(seed=mix64(seed, b, c))
                 log_w = model.log_weights_discrete(x_all[e0:e1], s, noise).log_w
-                acc[e0:e1] = torch.logaddexp(acc[e0:e1], torch.logsumexp(log_w.double(), -1))
+                table[e0:e1, c] = torch.logsumexp(log_w.double(), -1)
                 bar.update((e1 - e0) * s)
     finally:
         model.train(was_training)
+    return table
+
+
+def combine_units(table: torch.Tensor) -> torch.Tensor:
+    """log sum_i w_i per example from a table of unit log-sums, chunk after chunk (a fixed order:
+    the result does not depend on which process computed which unit)."""
+    acc = torch.full(table.shape[:1], float("-inf"), dtype=table.dtype, device=table.device)
+    for c in range(table.shape[1]):
+        acc = torch.logaddexp(acc, table[:, c])
     return acc
 
 
+def partial_log_sums(model: SBN, data, m: int, **kw) -> torch.Tensor:
+    """log sum_i w_i per example over the units of this shard (-inf where none), float64;
+    keywords of ``unit_log_sums``."""
+    return combine_units(unit_log_sums(model, data, m, **kw))
+
+
 def estimate_bound(model: SBN, data, m: int, *, seed: int = 0, rows: int = DEFAULT_ROWS,
-                   progress: bool = True, desc: str = "eval") -> BoundEstimate:
-    """L_m of the discrete model averaged over ``data`` (streamed; see the module docstring)."""
+                   progress: bool = True, desc: str = "eval",
+                   world: Optional["World"] = None) -> BoundEstimate:
+    """L_m of the discrete model averaged over ``data`` (streamed; see the module docstring).
+
+    ``world`` (distributed.World): the units are shared between its ranks and the table is
+    combined on every rank, which all get the one-process estimate (same bits).
+    """
     start = time.time()
-    acc = partial_log_sums(model, data, m, seed=seed, rows=rows, progress=progress, desc=desc)
-    per = (acc - math.log(m)).cpu().numpy()
+    shard = world.shard_spec if world is not None else (0, 1)
+    table = unit_log_sums(model, data, m, seed=seed, rows=rows, shard=shard, progress=progress,
+                          desc=desc)
+    if world is not None:
+        table = world.combine_units(table)
+    per = (combine_units(table) - math.log(m)).cpu().numpy()
     n = len(per)
     sem = float(per.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
     return BoundEstimate(m=m, n=n, mean=float(per.mean()), sem=sem, seed=seed, rows=rows,

@@ -25,7 +25,7 @@ from torch import Tensor
 
 import concrete_ext as ce
 
-__all__ = ["StochasticLayer", "corners", "relaxed_kl_sample"]
+__all__ = ["StochasticLayer", "corners", "relaxed_kl_sample", "random_op"]
 
 ARITIES = (2, 4, 8)
 
@@ -43,6 +43,39 @@ def relaxed_kl_sample(q_logits: Tensor, q_temperature, p_logits: Tensor, p_tempe
                       **noise) -> Tuple[Tensor, Tensor, Tensor]:
     """(y ~ ExpConcrete(q), log kappa_q(y), log kappa_p(y)) along the last dim (Eq. 28)."""
     return ce.relaxed_kl_sample(q_logits, q_temperature, p_logits, p_temperature, -1, **noise)
+
+
+def _rows(t: Tensor, start: int, total: int) -> Tensor:
+    """t (its rows start .. of a batch of total rows, dim 0) padded with zeros to the batch."""
+    n = t.shape[0]
+    return torch.cat([t.new_zeros((start,) + t.shape[1:]), t,
+                      t.new_zeros((total - start - n,) + t.shape[1:])])
+
+
+def random_op(op, noise: Dict, *inputs: Tensor, **kwargs):
+    """``op(*inputs, **kwargs, **noise)``. With ``noise["rows"] = (start, total)`` (a shard of a
+    data-parallel batch, NoiseSource), the inputs are padded with zero rows to the whole batch,
+    the op runs on it and the outputs are cut back to the shard: the ops' noise is a function of
+    (seed, element index), so each row gets the noise it gets in a one-process run."""
+    rows = noise.get("rows")
+    if rows is None:
+        return op(*inputs, **kwargs, **noise)
+    noise = {k: v for k, v in noise.items() if k != "rows"}
+    start, total = rows
+    n = inputs[0].shape[0]
+    out = op(*[_rows(t, start, total) for t in inputs], **kwargs, **noise)
+    if isinstance(out, tuple):
+        return tuple(o[start:start + n] for o in out)
+    return out[start:start + n]
+
+
+def _noise(like: Tensor, *, kind: str, **noise) -> Tensor:
+    """``ce.noise`` of ``like``'s shape, dtype and device (as a function of a tensor for random_op)."""
+    return ce.noise(kind, like.shape, dtype=like.dtype, device=like.device, **noise)
+
+
+def _kl_sample(q_logits: Tensor, p_logits: Tensor, *, q_temperature, p_temperature, **noise):
+    return relaxed_kl_sample(q_logits, q_temperature, p_logits, p_temperature, **noise)
 
 
 class StochasticLayer:
@@ -82,11 +115,10 @@ class StochasticLayer:
         """(state, activity in {-1, 1}^units) of a draw of the discrete layer; no gradient."""
         logits = logits.detach()
         if self.arity == 2:
-            lo = ce.noise("logistic", logits.shape, dtype=logits.dtype, device=logits.device,
-                          **noise)
+            lo = random_op(_noise, noise, logits, kind="logistic")
             s = torch.where(logits + lo > 0, 1.0, -1.0).to(logits.dtype)
             return s, s
-        d = ce.gumbel_max_sample(self._shape(logits), -1, **noise)
+        d = random_op(ce.gumbel_max_sample, noise, self._shape(logits), dim=-1)
         return d, self._emit(d)
 
     def log_prob_discrete(self, state: Tensor, logits: Tensor) -> Tensor:
@@ -103,10 +135,10 @@ class StochasticLayer:
     def sample_relaxed(self, logits: Tensor, temperature, noise: Dict) -> Tuple[Tensor, Tensor]:
         """(y, log density of y summed over the layer) for y drawn at ``temperature``."""
         if self.arity == 2:
-            y = ce.logit_binary_concrete_sample(logits, temperature, **noise)
+            y = random_op(ce.logit_binary_concrete_sample, noise, logits, temperature=temperature)
             return y, ce.logit_binary_concrete_log_prob(y, logits, temperature).sum(-1)
         a = self._shape(logits)
-        y = ce.exp_concrete_sample(a, temperature, -1, **noise)
+        y = random_op(ce.exp_concrete_sample, noise, a, temperature=temperature, dim=-1)
         return y, ce.exp_concrete_log_prob(y, a, temperature, -1).sum(-1)
 
     def sample_relaxed_pair(self, q_logits: Tensor, q_temperature, p_logits: Tensor,
@@ -114,12 +146,14 @@ class StochasticLayer:
         """(y ~ q, log q(y), log p(y)), each log density summed over the layer; the n-ary case is
         one fused relaxed-KL pass (Eq. 28) when the build's op is correct."""
         if self.arity == 2:
-            y = ce.logit_binary_concrete_sample(q_logits, q_temperature, **noise)
+            y = random_op(ce.logit_binary_concrete_sample, noise, q_logits,
+                          temperature=q_temperature)
             lq = ce.logit_binary_concrete_log_prob(y, q_logits, q_temperature)
             lp = ce.logit_binary_concrete_log_prob(y, p_logits, p_temperature)
             return y, lq.sum(-1), lp.sum(-1)
         q, p = self._shape(q_logits), self._shape(p_logits)
-        y, lq, lp = relaxed_kl_sample(q, q_temperature, p, p_temperature, **noise)
+        y, lq, lp = random_op(_kl_sample, noise, q, p, q_temperature=q_temperature,
+                              p_temperature=p_temperature)
         return y, lq.sum(-1), lp.sum(-1)
 
     def log_prob_relaxed(self, y: Tensor, logits: Tensor, temperature) -> Tensor:

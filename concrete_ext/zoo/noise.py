@@ -5,15 +5,21 @@ the same stream. Evaluation uses explicit seeds instead: the noise of each work 
 examples times a chunk of samples) is a pure function of (seed, block, chunk), through the ops'
 ``seed=`` argument (Philox, DESIGN.md section 4). So an evaluation does not depend on the order
 the units are computed in, or on how they are split between workers.
+
+A generator's draw is made here, not inside the op: one 64-bit seed per call, taken from a CPU
+generator exactly as the ops take it (``random64``), so the noise is the same as passing the
+generator, on any device. Data-parallel training (distributed.py) adds ``rows=(start, total)``:
+the call's tensors hold rows ``start ..`` of a batch of ``total`` rows, and the random ops draw as
+over the whole batch (layers.py), so a row's noise does not depend on how the batch is sharded.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 
-__all__ = ["mix64", "NoiseSource"]
+__all__ = ["mix64", "NoiseSource", "draw_seed"]
 
 _MASK = (1 << 64) - 1
 
@@ -34,23 +40,39 @@ def mix64(*values: int) -> int:
     return h
 
 
+def draw_seed(generator: torch.Generator) -> int:
+    """One 64-bit seed from a CPU generator: the draw an op makes from it (host.h, random64)."""
+    return int(torch.empty((), dtype=torch.int64).random_(-2 ** 63, None, generator=generator))
+
+
 class NoiseSource:
     """Hands out the keyword arguments for one random op call: ``generator=`` or ``seed=``.
 
     With a seed, call ``i`` gets ``seed=mix64(seed, i)``, so the draws depend on the seed and the
-    order of the calls only.
+    order of the calls only. A CPU generator gives ``seed=`` its next 64-bit draw (the same noise as
+    ``generator=``, usable for tensors on any device); another generator is passed as it is.
+    ``rows=(start, total)``: the tensors are rows ``start ..`` of a batch of ``total`` rows (dim 0),
+    and the noise is drawn as for the whole batch (``layers.random_op``).
     """
 
-    def __init__(self, generator: Optional[torch.Generator] = None, seed: Optional[int] = None):
+    def __init__(self, generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
+                 rows: Optional[Tuple[int, int]] = None):
         if (generator is None) == (seed is None):
             raise ValueError("give exactly one of generator and seed")
         self.generator = generator
         self.seed = seed
+        self.rows = rows
         self.calls = 0
 
     def __call__(self) -> Dict:
         if self.seed is None:
-            return {"generator": self.generator}
-        s = mix64(self.seed, self.calls)
-        self.calls += 1
-        return {"seed": s}
+            if self.generator.device.type == "cpu":
+                kw: Dict = {"seed": draw_seed(self.generator)}
+            else:
+                kw = {"generator": self.generator}
+        else:
+            kw = {"seed": mix64(self.seed, self.calls)}
+            self.calls += 1
+        if self.rows is not None:
+            kw["rows"] = self.rows
+        return kw

@@ -8,6 +8,10 @@ data order and dynamic binarization, one for the model's noise), the current epo
 and position in it, and the step. Validation uses explicitly seeded noise and touches neither
 generator, so a run stopped and resumed at any checkpoint computes the same parameters, bit for bit,
 as one that was never stopped (same machine, same thread count).
+
+Several processes (torchrun): ``world`` (distributed.World) shards each global batch over the ranks
+and all-reduces what must be shared; rank 0 alone reads and writes the run folder. The checkpoint
+holds nothing rank-dependent, so a run resumes on any number of ranks. See distributed.py.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 
 from . import runs
 from .data import Dataset, load_dataset, random_subset
+from .distributed import World
 from .estimators import ESTIMATORS, make_estimator
 from .evaluate import estimate_bound
 from .model import SBN
@@ -130,25 +135,29 @@ class Trainer:
 
     With ``resume=True`` the run continues from ``run_dir/checkpoint.pt``; ``config`` may then be
     None (the saved one is used) or differ from it in the fields of TrainConfig.RESUMABLE only.
+    ``world``: this process's rank and device (distributed.from_env); default one CPU process.
     """
 
     def __init__(self, config: Optional[TrainConfig], run_dir: str, *, resume: bool = False,
-                 progress: bool = True, dataset: Optional[Dataset] = None):
+                 progress: bool = True, dataset: Optional[Dataset] = None,
+                 world: Optional[World] = None):
         self.run_dir = run_dir
-        self.progress = progress
+        self.world = world = world or World.single()
+        self.progress = progress and world.is_main
         ckpt_path = os.path.join(run_dir, runs.CHECKPOINT)
         state = None
-        if resume:
-            state = runs.load_checkpoint(ckpt_path)
+        if resume:  # rank 0 reads the checkpoint and sends it to the others
+            state = world.from_main(lambda: runs.load_checkpoint(ckpt_path))
             saved = TrainConfig.from_dict(state["config"])
             config = self._merge(saved, config)
-        elif os.path.exists(ckpt_path):
+        elif world.from_main(lambda: os.path.exists(ckpt_path)):
             raise FileExistsError(f"{run_dir} already holds a checkpoint: continue it with "
                                   "--resume, or choose another --run-dir")
         if config is None:
             raise ValueError("a new run needs a configuration")
         self.config = config = config.resolved()
-        os.makedirs(run_dir, exist_ok=True)
+        if world.is_main:
+            os.makedirs(run_dir, exist_ok=True)
         self.data = dataset if dataset is not None else load_dataset(config.dataset,
                                                                      config.data_root)
         self.train_x = torch.as_tensor(self.data.train, dtype=torch.float32)
@@ -161,6 +170,8 @@ class Trainer:
             self.model = build_model(config, self.data.train_mean())
             self.estimator = make_estimator(config.estimator, config.m, self.model.arch.sizes[-1],
                                             config.nvil_hidden)
+        self.model.to(world.device)
+        self.estimator.to(world.device)
         params = list(self.model.parameters()) + list(self.estimator.parameters())
         self.optimizer = torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, config.beta2),
                                           weight_decay=config.weight_decay, fused=True)
@@ -173,8 +184,14 @@ class Trainer:
         self._stop = False
         if state is not None:
             self._restore(state)
-            runs.truncate_jsonl(os.path.join(run_dir, runs.METRICS), self.step)
-        runs.write_json(os.path.join(run_dir, runs.CONFIG), config.to_dict())
+            if world.is_main:
+                runs.truncate_jsonl(os.path.join(run_dir, runs.METRICS), self.step)
+        if world.is_main:
+            runs.write_json(os.path.join(run_dir, runs.CONFIG), config.to_dict())
+        # the training forward pass: model and estimator, under DistributedDataParallel if several
+        # ranks; share = this rank's part of each global batch
+        self.objective = world.wrap(self.model, self.estimator, config.m)
+        self.share = 1.0
 
     # ---- state ----------------------------------------------------------------------------------
     @staticmethod
@@ -213,10 +230,12 @@ class Trainer:
         self.perm, self.best, self.elapsed = state["perm"], state["best"], state["elapsed"]
 
     def save(self) -> None:
-        runs.atomic_save(self.state_dict(), os.path.join(self.run_dir, runs.CHECKPOINT))
+        if self.world.is_main:
+            runs.atomic_save(self.state_dict(), os.path.join(self.run_dir, runs.CHECKPOINT))
 
     def _log(self, record: Dict) -> None:
-        runs.append_jsonl(os.path.join(self.run_dir, runs.METRICS), record)
+        if self.world.is_main:
+            runs.append_jsonl(os.path.join(self.run_dir, runs.METRICS), record)
 
     # ---- one step -------------------------------------------------------------------------------
     def next_batch(self) -> torch.Tensor:
@@ -237,24 +256,29 @@ class Trainer:
     def train_step(self) -> Dict:
         self.model.train()
         self.estimator.train()
-        x = self.next_batch()
-        out = self.estimator(self.model, x, self.config.m, NoiseSource(self.noise_gen))
-        if not torch.isfinite(out.loss):
+        # this rank's rows of the global batch; the noise drawn as for the whole batch
+        x, rows, self.share = self.world.shard(self.next_batch())
+        out = self.objective(x, NoiseSource(self.noise_gen, rows=rows))
+        if self.world.any(not torch.isfinite(out.loss))[0]:
             raise FloatingPointError(
                 f"non-finite loss at step {self.step + 1}; the last checkpoint is in "
                 f"{self.run_dir} (try a lower --lr)")
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        # weighted by the shard's share: the all-reduced gradient is that of the global mean
+        (out.loss * (self.share * self.world.size)).backward()
         self.optimizer.step()
+        self.world.sync_buffers(self.model, self.share)
         self.step += 1
         return {"loss": out.loss.item(), "objective": out.objective.mean().item(), **out.stats}
 
     def validate(self) -> float:
         c = self.config
-        est = estimate_bound(self.model, self.valid_x, c.eval_m, seed=c.seed, progress=False)
+        est = estimate_bound(self.model, self.valid_x, c.eval_m, seed=c.seed, progress=False,
+                             world=self.world)
         improved = self.best is None or est.mean > self.best
         if improved:
-            self.best = est.mean
+            self.best = est.mean  # the same on every rank: so is the estimate
+        if improved and self.world.is_main:
             runs.atomic_save({"format": FORMAT, "config": c.to_dict(), "step": self.step,
                               "model": self.model.state_dict(), "valid": est.mean},
                              os.path.join(self.run_dir, runs.BEST))
@@ -287,10 +311,13 @@ class Trainer:
             self.validate()
         try:
             while self.step < c.steps:
-                if self._stop:
+                self.world.fault_point(self.step)
+                stop, over = self.world.any(self._stop, self.elapsed >= budget)  # all ranks agree
+                if stop:
+                    self._stop = True
                     status = "interrupted"
                     break
-                if self.elapsed >= budget:
+                if over:
                     status = "time budget"
                     break
                 t0 = time.time()
@@ -302,6 +329,7 @@ class Trainer:
                 bar.update(1)
                 if self.step % c.log_every == 0 or self.step == c.steps:
                     now = time.time()
+                    window = self.world.weighted_sum(window, self.share)  # global means
                     rec = {k: v / window_steps for k, v in window.items()}
                     rec.update(kind="train", step=self.step, epoch=self.epoch,
                                steps_per_s=window_steps / max(now - window_start, 1e-9),
