@@ -100,14 +100,16 @@ class StochasticLayer:
         return torch.sigmoid(logits) if self.arity == 2 else torch.softmax(self._shape(logits), -1)
 
     # ---- relaxed ------------------------------------------------------------------------------
+    def draw_relaxed(self, logits: Tensor, temperature, noise: Dict) -> Tensor:
+        """A reparameterised relaxed draw y at ``temperature`` (no density computed)."""
+        if self.arity == 2:
+            return ce.logit_binary_concrete_sample(logits, temperature, **noise)
+        return ce.exp_concrete_sample(self._shape(logits), temperature, -1, **noise)
+
     def sample_relaxed(self, logits: Tensor, temperature, noise: Dict) -> Tuple[Tensor, Tensor]:
         """(y, log density of y summed over the layer) for y drawn at ``temperature``."""
-        if self.arity == 2:
-            y = ce.logit_binary_concrete_sample(logits, temperature, **noise)
-            return y, ce.logit_binary_concrete_log_prob(y, logits, temperature).sum(-1)
-        a = self._shape(logits)
-        y = ce.exp_concrete_sample(a, temperature, -1, **noise)
-        return y, ce.exp_concrete_log_prob(y, a, temperature, -1).sum(-1)
+        y = self.draw_relaxed(logits, temperature, noise)
+        return y, self.log_prob_relaxed(y, logits, temperature)
 
     def sample_relaxed_pair(self, q_logits: Tensor, q_temperature, p_logits: Tensor,
                             p_temperature, noise: Dict) -> Tuple[Tensor, Tensor, Tensor]:
