@@ -197,7 +197,7 @@ def plot_sweep(result: Dict, out: str, title: Optional[str] = None) -> str:
 
     recs = result["records"]
     temps = [r["temperature"] for r in recs]
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = plt.subplots(figsize=(7, 4.6))
     for lo, hi in _interior_spans(temps, [r["interior"] for r in recs]):
         ax.axvspan(lo, hi, color="0.85", lw=0)
     m = result["m"]
@@ -207,12 +207,14 @@ def plot_sweep(result: Dict, out: str, title: Optional[str] = None) -> str:
                 marker="s", ms=4, capsize=2, label="discrete graph")
     ax.set_xscale("log")
     ax.set_xticks(temps)
-    ax.set_xticklabels([f"{t:.3g}" for t in temps])
+    ax.set_xticklabels([f"{t:.2g}" for t in temps], fontsize=8)
     ax.minorticks_off()
     ax.set(xlabel="training temperature λ",
            ylabel=f"-E[L$_{{{m}}}^{{SP}}$] (nats, lower is better)",
-           title=title or f"{result['arch']} n={result['arity']}, {result['steps']} steps, "
-                          f"{result['split']} ({result['n']} images)")
+           title=title or f"{result['arch']}, arity {result['arity']}, L$_{{{m}}}^{{SP}}$\n"
+                          f"{result['steps']} training steps per temperature; "
+                          f"{result['split']} split, {result['n']} images")
+    ax.title.set_fontsize(10)
     ax.grid(alpha=0.3)
     shaded = matplotlib.patches.Patch(color="0.85", label="relaxed units in the interior "
                                                          "(median |a| < 0.5)")
