@@ -9,15 +9,15 @@ for minimisation by Adam), plus the per-example objective it tracks:
 * ``VIMCO`` (Mnih & Rezende, 2016): for the discrete L_m, the score-function term of sample j uses
   the learning signal L - L_{-j}, where L_{-j} replaces w_j by the geometric mean of the other
   weights; plus the pathwise-in-log-weights term sum_j w~_j grad log w_j. Computed in log space.
-The model is an ``SBN`` (density estimation, L_m of Eq. 8) or a ``ConditionalSBN`` (structured
-prediction, L_m^SP of Section 5.3: the proposal is the prior p(z | x_top), log w = log p(x_bottom |
-z)); the estimators see only the log-weights and the proposal's log-probability.
-
 * ``NVIL`` (Mnih & Gregor, 2014): for L_1, the learning signal l = log p(x, z) - log q(z | x) minus
   an input-dependent baseline b(x) (one tanh hidden layer, trained by squared error) and a running
   mean c, divided by max(1, running standard deviation) (both running averages with decay 0.8).
   The division rescales the inference network's gradient by a positive factor per step (an
   adaptive step size): with the factor at 1 the estimator is unbiased.
+
+The model is an ``SBN`` (density estimation, L_m of Eq. 8) or a ``ConditionalSBN`` (structured
+prediction, L_m^SP of Section 5.3: the proposal is the prior p(z | x_top), log w = log p(x_bottom |
+z)); the estimators see only the log-weights and the proposal's log-probability.
 """
 
 from __future__ import annotations

@@ -17,6 +17,10 @@ z_top, and x given z_1; the inference network samples z_1 given x, then z_top gi
 ``log_weights_discrete`` gives log p(x, z) and log q(z | x) of m draws of the discrete model (the
 terms of L_m, Eq. 8); ``log_weights_relaxed`` gives the same terms of the Concrete relaxation
 (Eq. 20 / 24-28), with densities of the relaxed nodes in log space.
+
+``ConditionalSBN`` is the structured-prediction model of Section 5.3 ("392V-240H-240H-392V":
+p(x_bottom, z | x_top), the prior as proposal); it offers the same two methods, so the estimators,
+training and evaluation serve both. ``make_model`` picks the class from the notation.
 """
 
 from __future__ import annotations

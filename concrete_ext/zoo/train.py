@@ -1,6 +1,7 @@
 """Training (Section 5.1 and Appendix D.5): Adam (beta1 0.9, beta2 0.999) on minibatches of 64,
 learning rates of D.5 by default, temperatures fixed throughout, validation bound tracked for
-early stopping, checkpoints that resume exactly.
+early stopping, checkpoints that resume exactly. The same loop trains density models (SBN) and
+structured-prediction models (ConditionalSBN, chosen by an arch with a leading V layer).
 
 Exact resumption: a checkpoint holds the model (with its centering averages), the estimator (NVIL's
 baseline network and running statistics), Adam's state, the two random generators (one for the
