@@ -128,8 +128,10 @@ def temperature_sweep(out_dir: str, temperatures: Sequence[float], base: TrainCo
             trainer = Trainer(config, run_dir, resume=os.path.isfile(ckpt), progress=progress,
                               dataset=data)
             summary = trainer.run()
-            if summary["status"] != "done":
-                raise RuntimeError(f"training at temperature {t:g} stopped: {summary['status']}")
+            if summary["status"] == "interrupted":  # Ctrl-C / SIGTERM: rerun to continue
+                raise RuntimeError(f"training at temperature {t:g} was interrupted at step "
+                                   f"{summary['step']}; run the same command to continue")
+            # a --minutes budget may end a run early: its step is recorded
         model, _, step = load_model(ckpt)
         end = [r for r in runs.read_jsonl(os.path.join(run_dir, runs.METRICS))
                if r.get("kind") == "end"]
