@@ -5,8 +5,13 @@
     train   train a model of Section 5.2 (progress bar, JSON-lines metrics, atomic checkpoints,
             --resume continues exactly)
     eval    L_m of the discrete model (streamed, m up to 50,000) on test / train / valid
-    table   results of runs beside the paper's Table 1 / Table 2
+    table   results of runs beside the paper's Table 1 / Table 2 / Figure 4
     plot    training curves of runs as PNG
+    temperature  Figure 4 (right): structured prediction trained at a range of temperatures,
+            continuous and discrete objectives (PNG, JSON, CSV)
+
+Structured prediction (Section 5.3) is chosen by an architecture with a leading observed layer,
+e.g. ``--arch 392V-240H-240H-392V``, or by ``--task sp`` (whose default arch that is).
 
 ``python -m concrete_ext.zoo <command> --help`` lists each command's options. ``train`` and ``eval``
 also run on several processes: ``torchrun --nproc_per_node=N -m concrete_ext.zoo train ...``
@@ -25,6 +30,8 @@ from typing import List, Optional
 __all__ = ["main", "build_parser"]
 
 DEFAULT_EVAL_M = 5000
+SP_EVAL_M = 100  # L^SP_100, Section 5.3
+SP_DEFAULT_ARCH = "392V-240H-240H-392V"
 THREADS_HELP = ("torch CPU threads (default 1: the networks are small, and on a busy machine idle "
                 "OpenMP threads spinning on shared cores slow training tenfold)")
 PAPER_EVAL_M = 50000
@@ -38,13 +45,18 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     g = p.add_argument_group("model and objective")
     g.add_argument("--dataset", choices=sorted(DATASETS), help=f"data (default {d.dataset})")
-    g.add_argument("--arch", help=f"the paper's notation (default {d.arch})")
+    g.add_argument("--task", choices=("density", "sp"), help="density estimation (Section 5.2) "
+                   "or structured prediction of the bottom half of an image from its top half "
+                   f"(Section 5.3; default arch {SP_DEFAULT_ARCH}); inferred from --arch")
+    g.add_argument("--arch", help=f"the paper's notation (default {d.arch}; a leading V layer "
+                   "means structured prediction)")
     g.add_argument("--arity", type=int, choices=(2, 4, 8), help="states per stochastic node "
                    "(default 2)")
     g.add_argument("--estimator", choices=ESTIMATORS, help="concrete (default), vimco (m > 1), "
                    "nvil (m = 1), or score: vimco or nvil by m")
     g.add_argument("--m", type=int, help="samples in the objective L_m (default 1)")
-    g.add_argument("--posterior-temperature", type=float, help="lambda_1 (default by arity, D.5)")
+    g.add_argument("--posterior-temperature", type=float, help="lambda_1 (default by arity, D.5; "
+                   "structured prediction: the temperature of the whole relaxed graph)")
     g.add_argument("--prior-temperature", type=float, help="lambda_2 (default by arity, D.5)")
     g.add_argument("--nvil-hidden", type=int, help=f"tanh units of NVIL's baseline network "
                    f"(default {d.nvil_hidden})")
@@ -78,9 +90,16 @@ def _train_config(args, saved=None):
         v = getattr(args, f.name, None)
         if v is not None:
             values[f.name] = v
-    if args.paper:
+    if getattr(args, "paper", False):
         values["steps"] = PAPER_STEPS
-    return dataclasses.replace(base, **values)
+    task = getattr(args, "task", None)
+    if task == "sp" and "arch" not in values and saved is None:
+        values["arch"] = SP_DEFAULT_ARCH
+    config = dataclasses.replace(base, **values)
+    if task and config.task != task:
+        raise ValueError(f"--task {task} does not match --arch {config.arch} (structured "
+                         "prediction needs a leading V layer, density estimation none)")
+    return config
 
 
 def _default_run_dir(c) -> str:
@@ -132,10 +151,12 @@ def cmd_train(args) -> int:
     c = trainer.config
     n_params = sum(p.numel() for p in trainer.model.parameters())
     ranks = f", {world.size} ranks ({world.backend}, {world.device.type})" if world.distributed else ""
+    temps = (f"temperature {c.posterior_temperature:.4g}" if c.task == "sp" else
+             f"temperatures {c.posterior_temperature:.4g}/{c.prior_temperature:.4g}")
     if world.is_main:
-        print(f"{run_dir}: {c.arch} arity {c.arity}, {c.estimator} m={c.m}, lr {c.lr:g}, "
-              f"temperatures {c.posterior_temperature:.4g}/{c.prior_temperature:.4g}, {n_params} "
-              f"parameters, from step {trainer.step} to {c.steps}{ranks}", file=sys.stderr)
+        print(f"{run_dir}: {c.arch} ({c.task}) arity {c.arity}, {c.estimator} m={c.m}, "
+              f"lr {c.lr:g}, {temps}, {n_params} parameters, from step {trainer.step} to "
+              f"{c.steps}{ranks}", file=sys.stderr)
     summary = trainer.run()
     best = summary["best_valid"]
     best = "none yet" if best is None else f"{best:.2f}"
@@ -154,7 +175,6 @@ def cmd_eval(args) -> int:
 
     _threads(args.threads)
     world = _world(args)
-    m = PAPER_EVAL_M if args.paper else args.m
     for run_dir in runs.run_dirs(args.runs):
         path = runs.latest(run_dir, args.checkpoint)
         if path is None:
@@ -162,6 +182,12 @@ def cmd_eval(args) -> int:
             return 1
         model, config, step = load_model(path)
         model.to(world.device)
+        sp = config.task == "sp"
+        if args.paper:
+            m = SP_EVAL_M if sp else PAPER_EVAL_M
+        else:
+            m = args.m or (SP_EVAL_M if sp else DEFAULT_EVAL_M)
+        name = f"L^SP_{m}" if sp else f"L_{m}"
         data = load_dataset(config.dataset, args.data_root or config.data_root)
         results = runs.read_json(os.path.join(run_dir, runs.EVAL), {})
         for split in args.split.split(","):
@@ -171,7 +197,7 @@ def cmd_eval(args) -> int:
                 subset = f"{args.n} of {len(x)} images drawn with seed {args.subset_seed}"
                 x = x[random_subset(len(x), args.n, args.subset_seed)]
             est = estimate_bound(model, x, m, seed=args.seed, rows=args.rows, world=world,
-                                 progress=not args.quiet and world.is_main, desc=f"{split} L_{m}")
+                                 progress=not args.quiet and world.is_main, desc=f"{split} {name}")
             if not world.is_main:  # rank 0 writes and reports
                 continue
             rec = {**est.summary(), "split": split, "step": step,
@@ -180,7 +206,7 @@ def cmd_eval(args) -> int:
                    "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
             results[f"{split}@{m}" + (f"/n{args.n}s{args.subset_seed}" if subset else "")] = rec
             runs.write_json(os.path.join(run_dir, runs.EVAL), results)
-            print(f"{run_dir} ({os.path.basename(path)}, step {step}): {split} L_{m} = "
+            print(f"{run_dir} ({os.path.basename(path)}, step {step}): {split} {name} = "
                   f"{est.mean:.2f} +- {est.sem:.2f} (NLL {est.nll:.2f}) on {est.n} images, "
                   f"{est.seconds:.0f} s")
     return 0
@@ -194,9 +220,10 @@ def cmd_table(args) -> int:
         print(f"no runs found in {args.runs}", file=sys.stderr)
         return 1
     print(format_table(rows, markdown=args.markdown))
-    print("\nNLL = -L_m of the discrete model (lower is better); 'paper': Maddison et al. (2017), "
-          "Table 1 (binary; VIMCO column for vimco/nvil) or Table 2 (n-ary, Concrete), "
-          "after 10^7 steps, L_50000.")
+    print("\nNLL = -L_m of the discrete model (lower is better; structured prediction: -L^SP_m, "
+          "the bottom half given the top half); 'paper': Maddison et al. (2017), Table 1 "
+          "(binary; VIMCO column for vimco/nvil) or Table 2 (n-ary, Concrete), after 10^7 steps, "
+          "L_50000; Figure 4's table for 392V-... models (L^SP_100; VIMCO column for vimco/nvil).")
     return 0
 
 
@@ -206,6 +233,26 @@ def cmd_plot(args) -> int:
     out = plot_curves(args.runs, args.out, args.title)
     print(out)
     return 0
+
+
+def cmd_temperature(args) -> int:
+    from .sweep import temperature_sweep
+    from .train import TrainConfig
+
+    _threads(args.threads)
+    try:
+        temps = [float(t) for t in args.temperatures.split(",") if t.strip()]
+    except ValueError:
+        print(f"--temperatures must be numbers separated by commas, got {args.temperatures!r}",
+              file=sys.stderr)
+        return 2
+    base = _train_config(args, TrainConfig(arch="392V-240H-240H-240H-392V", estimator="concrete",
+                                           m=1, steps=2000))
+    result = temperature_sweep(args.out, temps, base, split=args.split, n=args.n,
+                               subset_seed=args.subset_seed, draws=args.draws,
+                               eval_m=args.eval_bound_m, progress=not args.quiet)
+    print(os.path.join(args.out, "fig4.png"))
+    return 0 if result["records"] else 1
 
 
 def cmd_demo(args) -> int:
@@ -222,8 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="python -m concrete_ext.zoo",
-        description="Density estimation with discrete latent variables (Section 5.2 of Maddison, "
-                    "Mnih & Teh, ICLR 2017): Concrete relaxation vs VIMCO / NVIL.",
+        description="Density estimation (Section 5.2) and structured output prediction "
+                    "(Section 5.3) with discrete latent variables (Maddison, Mnih & Teh, ICLR "
+                    "2017): Concrete relaxation vs VIMCO / NVIL.",
         epilog="Start with: python -m concrete_ext.zoo demo   (offline, about 2 minutes). "
                "Details: docs/ZOO.md.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -239,8 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="L_m of the discrete model on test / train / valid")
     p.add_argument("runs", nargs="+", help="run folders (or folders of run folders)")
-    p.add_argument("--m", type=int, default=DEFAULT_EVAL_M, help=f"default {DEFAULT_EVAL_M}")
-    p.add_argument("--paper", action="store_true", help=f"the paper's m = {PAPER_EVAL_M}")
+    p.add_argument("--m", type=int, help=f"default {DEFAULT_EVAL_M} (structured prediction: "
+                   f"{SP_EVAL_M}, the paper's L^SP_{SP_EVAL_M})")
+    p.add_argument("--paper", action="store_true", help=f"the paper's m = {PAPER_EVAL_M} "
+                   f"(structured prediction: {SP_EVAL_M})")
     p.add_argument("--split", default="test", help="comma-separated: test,train,valid")
     p.add_argument("--n", type=int, help="a random subset of n images of each split (the splits' "
                    "orders are not random: the first 500 binarized-MNIST test images have 20%% "
@@ -256,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_world_args(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("table", help="results beside the paper's Tables 1 and 2")
+    p = sub.add_parser("table", help="results beside the paper's Tables 1 and 2 and Figure 4")
     p.add_argument("runs", nargs="+")
     p.add_argument("--markdown", action="store_true")
     p.set_defaults(func=cmd_table)
@@ -266,6 +316,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="curves.png")
     p.add_argument("--title")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("temperature", help="Figure 4 (right): structured prediction trained on "
+                       "L_1^SP at several temperatures; continuous and discrete objectives",
+                       description="Trains one Concrete run per temperature in OUT/T<lambda> "
+                       "(resumable; finished runs are kept), then writes OUT/fig4.png, fig4.json "
+                       "and fig4.csv. Defaults: --arch 392V-240H-240H-240H-392V, --m 1, "
+                       "--steps 2000; training options as for train.")
+    _add_train_args(p)
+    p.add_argument("--temperatures", default="0.1,0.25,0.5,0.67,1,2,4",
+                   help="comma-separated training temperatures (default 0.1,0.25,0.5,0.67,1,2,4)")
+    p.add_argument("--out", default="fig4", help="output folder (default fig4)")
+    p.add_argument("--split", default="test", help="split the objectives are measured on")
+    p.add_argument("--n", type=int, default=500, help="random images of the split (default 500)")
+    p.add_argument("--subset-seed", type=int, default=0, help="seed of the images and the noise")
+    p.add_argument("--draws", type=int, default=10, help="draws per image for E[L_m] (default 10)")
+    p.add_argument("--eval-bound-m", type=int, default=SP_EVAL_M,
+                   help=f"m of the extra discrete L^SP_m column (default {SP_EVAL_M})")
+    p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_temperature)
 
     p = sub.add_parser("demo", help="a small Concrete VAE on the shipped sample (offline)")
     p.add_argument("--out", default="zoo-demo", help="run folder (default zoo-demo)")

@@ -14,6 +14,10 @@ for minimisation by Adam), plus the per-example objective it tracks:
   mean c, divided by max(1, running standard deviation) (both running averages with decay 0.8).
   The division rescales the inference network's gradient by a positive factor per step (an
   adaptive step size): with the factor at 1 the estimator is unbiased.
+
+The model is an ``SBN`` (density estimation, L_m of Eq. 8) or a ``ConditionalSBN`` (structured
+prediction, L_m^SP of Section 5.3: the proposal is the prior p(z | x_top), log w = log p(x_bottom |
+z)); the estimators see only the log-weights and the proposal's log-probability.
 """
 
 from __future__ import annotations
@@ -109,8 +113,8 @@ class NVIL(nn.Module):
         if m != 1:
             raise ValueError("NVIL optimises L_1 (m = 1); use VIMCO for m > 1")
         w = model.log_weights_discrete(x, 1, noise)
-        log_p, log_q = w.log_p.squeeze(-1), w.log_q.squeeze(-1)
-        signal = (log_p - log_q).detach()
+        log_w, log_q = w.log_w.squeeze(-1), w.log_q.squeeze(-1)
+        signal = log_w.detach()
         b = self.baseline(x).squeeze(-1)
         residual = signal - b.detach()
         if self.training:  # running statistics of the residual, first batch taken as they are
@@ -125,7 +129,11 @@ class NVIL(nn.Module):
                     self.signal_var.mul_(self.decay).add_((1 - self.decay) * var)
         centred = residual - self.signal_mean
         learning_signal = centred / self.scale()
-        surrogate = learning_signal * log_q + log_p
+        # the pathwise term: grad log p(x, z) for a VAE (the zero-mean -grad log q of the ELBO's
+        # gradient left out, as in Mnih & Gregor), grad log p(x_bottom | z) for structured
+        # prediction (whose log q is the prior's, already in the score term)
+        pathwise = w.log_p.squeeze(-1) if w.log_ratio is None else log_w
+        surrogate = learning_signal * log_q + pathwise
         baseline_loss = (signal - self.signal_mean - b).pow(2)
         loss = -surrogate.mean() + baseline_loss.mean()
         return Step(loss, signal, {"baseline_mse": baseline_loss.mean().item(),

@@ -132,14 +132,17 @@ class StochasticLayer:
         return torch.sigmoid(logits) if self.arity == 2 else torch.softmax(self._shape(logits), -1)
 
     # ---- relaxed ------------------------------------------------------------------------------
+    def draw_relaxed(self, logits: Tensor, temperature, noise: Dict) -> Tensor:
+        """A reparameterised relaxed draw y at ``temperature`` (no density computed)."""
+        if self.arity == 2:
+            return random_op(ce.logit_binary_concrete_sample, noise, logits, temperature=temperature)
+        return random_op(ce.exp_concrete_sample, noise, self._shape(logits), temperature=temperature,
+                         dim=-1)
+
     def sample_relaxed(self, logits: Tensor, temperature, noise: Dict) -> Tuple[Tensor, Tensor]:
         """(y, log density of y summed over the layer) for y drawn at ``temperature``."""
-        if self.arity == 2:
-            y = random_op(ce.logit_binary_concrete_sample, noise, logits, temperature=temperature)
-            return y, ce.logit_binary_concrete_log_prob(y, logits, temperature).sum(-1)
-        a = self._shape(logits)
-        y = random_op(ce.exp_concrete_sample, noise, a, temperature=temperature, dim=-1)
-        return y, ce.exp_concrete_log_prob(y, a, temperature, -1).sum(-1)
+        y = self.draw_relaxed(logits, temperature, noise)
+        return y, self.log_prob_relaxed(y, logits, temperature)
 
     def sample_relaxed_pair(self, q_logits: Tensor, q_temperature, p_logits: Tensor,
                             p_temperature, noise: Dict) -> Tuple[Tensor, Tensor, Tensor]:

@@ -17,12 +17,16 @@ z_top, and x given z_1; the inference network samples z_1 given x, then z_top gi
 ``log_weights_discrete`` gives log p(x, z) and log q(z | x) of m draws of the discrete model (the
 terms of L_m, Eq. 8); ``log_weights_relaxed`` gives the same terms of the Concrete relaxation
 (Eq. 20 / 24-28), with densities of the relaxed nodes in log space.
+
+``ConditionalSBN`` is the structured-prediction model of Section 5.3 ("392V-240H-240H-392V":
+p(x_bottom, z | x_top), the prior as proposal); it offers the same two methods, so the estimators,
+training and evaluation serve both. ``make_model`` picks the class from the notation.
 """
 
 from __future__ import annotations
 
 import math
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -33,7 +37,8 @@ from .arch import Arch, parse_arch
 from .layers import StochasticLayer
 from .noise import NoiseSource
 
-__all__ = ["SBN", "Weights", "DEFAULT_TEMPERATURES", "conditioning", "bernoulli_log_prob", "bound"]
+__all__ = ["SBN", "ConditionalSBN", "make_model", "Weights", "DEFAULT_TEMPERATURES", "conditioning",
+           "bernoulli_log_prob", "bound"]
 
 #: (posterior lambda_1, prior lambda_2) by arity, Appendix D.5.
 DEFAULT_TEMPERATURES = {2: (2 / 3, 1 / 2), 4: (1.0, 2 / 3), 8: (2 / 3, 2 / 5)}
@@ -41,14 +46,18 @@ PIXEL_MEAN_CLIP = 1e-3
 
 
 class Weights(NamedTuple):
-    """log p(x, z) and log q(z | x) of each draw, shape (batch, m); log w = log_p - log_q."""
+    """log p(x, z) and log q(z | x) of each draw, shape (batch, m); log w = log_p - log_q.
+
+    ``log_ratio``, when given, is log w computed directly (structured prediction, where
+    log w = log p(x_bottom | z) and forming log_p - log_q would only add rounding)."""
 
     log_p: Tensor
     log_q: Tensor
+    log_ratio: Optional[Tensor] = None
 
     @property
     def log_w(self) -> Tensor:
-        return self.log_p - self.log_q
+        return self.log_p - self.log_q if self.log_ratio is None else self.log_ratio
 
 
 def conditioning(in_features: int, out_features: int, link: str, hidden: int) -> nn.Sequential:
@@ -60,6 +69,26 @@ def conditioning(in_features: int, out_features: int, link: str, hidden: int) ->
                              nn.Linear(hidden, hidden), nn.Tanh(),
                              nn.Linear(hidden, out_features))
     raise ValueError(f"unknown link {link!r}")
+
+
+def glorot_reset(module: nn.Module) -> None:
+    """Glorot-uniform weights and zero biases for every linear map of ``module`` (D.3)."""
+    for mod in module.modules():
+        if isinstance(mod, nn.Linear):
+            nn.init.xavier_uniform_(mod.weight)
+            nn.init.zeros_(mod.bias)
+
+
+def set_logit_bias(linear: nn.Linear, pixel_mean) -> None:
+    """``linear``'s bias = logit(mean), the mean clipped to [1e-3, 1 - 1e-3] (pixels that are
+    always 0 in the training set would otherwise get an infinite bias)."""
+    mean = torch.as_tensor(np.asarray(pixel_mean, dtype=np.float64))
+    if mean.shape != linear.bias.shape:
+        raise ValueError(f"pixel_mean must have shape {tuple(linear.bias.shape)}, got "
+                         f"{tuple(mean.shape)}")
+    mean = mean.clamp(PIXEL_MEAN_CLIP, 1 - PIXEL_MEAN_CLIP)
+    with torch.no_grad():
+        linear.bias.copy_(torch.log(mean) - torch.log1p(-mean))
 
 
 def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
@@ -107,24 +136,19 @@ class SBN(nn.Module):
     # ---- set-up -------------------------------------------------------------------------------
     def reset_parameters(self, pixel_mean: Optional[np.ndarray] = None) -> None:
         """Glorot-uniform weights, zero biases, decoder output bias = logit(pixel mean) (D.3)."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
+        glorot_reset(self)
         nn.init.zeros_(self.prior_logits)
         if pixel_mean is not None:
             self.set_output_bias(pixel_mean)
 
     def set_output_bias(self, pixel_mean) -> None:
-        """Decoder output bias = logit(mean), the mean clipped to [1e-3, 1 - 1e-3] (pixels that
-        are always 0 in the training set would otherwise get an infinite bias)."""
-        mean = torch.as_tensor(np.asarray(pixel_mean, dtype=np.float64))
-        if mean.shape != (self.arch.sizes[-1],):
-            raise ValueError(f"pixel_mean must have shape ({self.arch.sizes[-1]},), got "
-                             f"{tuple(mean.shape)}")
-        mean = mean.clamp(PIXEL_MEAN_CLIP, 1 - PIXEL_MEAN_CLIP)
-        with torch.no_grad():
-            self.gen[-1][-1].bias.copy_(torch.log(mean) - torch.log1p(-mean))
+        """Decoder output bias = logit(mean) (see ``set_logit_bias``)."""
+        set_logit_bias(self.gen[-1][-1], pixel_mean)
+
+    @property
+    def input_size(self) -> int:
+        """Pixels of an example x."""
+        return self.arch.sizes[-1]
 
     def extra_repr(self) -> str:
         return (f"arch={self.arch}, arity={self.arity}, temperatures=(posterior "
@@ -213,6 +237,143 @@ class SBN(nn.Module):
             _, act = layer.sample_discrete(logits, noise())
             logits = self.gen[i](act)
         return torch.sigmoid(logits)
+
+
+class ConditionalSBN(nn.Module):
+    """Structured output prediction (Section 5.3; Raiko et al. 2014): a sigmoid belief network
+    p(x_bottom, z | x_top), e.g. ``ConditionalSBN("392V-240H-240H-392V")``.
+
+    The leading observed layer (the top half of an image, the first ``sizes[0]`` pixels, as 0 / 1)
+    conditions the first latent layer; each latent layer conditions the next; the last one
+    conditions the trailing observed layer (the bottom half, the last ``sizes[-1]`` pixels).
+    There is no inference network: the proposal is the prior p(z | x_top), so the objective
+    L_m^SP = E[log (1/m) sum_i p(x_bottom | z_i)], z_i ~ p(z | x_top), has log-weights
+    log p(x_bottom | z) and the score-function estimators use log p(z | x_top) as log q.
+
+    The Concrete relaxation samples every latent layer from its relaxed conditional prior at one
+    temperature, the posterior temperature lambda_1 of D.5 ("for the whole graph"); the
+    proposal's density cancels from the weights, so no density is evaluated.
+    Initialisation as for ``SBN`` (D.3): Glorot-uniform weights, zero biases, output bias =
+    logit of the training means of the bottom-half pixels.
+    """
+
+    def __init__(self, arch, arity: int = 2, *, posterior_temperature: Optional[float] = None,
+                 prior_temperature: Optional[float] = None, centering_decay: float = 0.9,
+                 pixel_mean: Optional[np.ndarray] = None):
+        super().__init__()
+        self.arch: Arch = parse_arch(arch)
+        if not self.arch.is_conditional_model:
+            raise ValueError(f"{self.arch} is not a conditional model (an observed layer, latent "
+                             "layers, an observed layer), e.g. 392V-240H-240H-392V")
+        if arity not in DEFAULT_TEMPERATURES:
+            raise ValueError(f"arity must be one of {sorted(DEFAULT_TEMPERATURES)}, got {arity}")
+        self.arity = arity
+        # one temperature for the whole relaxed graph; prior_temperature and centering_decay are
+        # accepted for a uniform signature with SBN (no inference network: nothing to centre)
+        self.posterior_temperature = float(posterior_temperature or DEFAULT_TEMPERATURES[arity][0])
+        self.prior_temperature = self.posterior_temperature
+        sizes = self.arch.sizes
+        self.context_size, self.target_size = sizes[0], sizes[-1]
+        self.latent: List[StochasticLayer] = [StochasticLayer(s, arity) for s in sizes[1:-1]]
+        out_params = [layer.params for layer in self.latent] + [sizes[-1]]
+        self.gen = nn.ModuleList(
+            conditioning(sizes[i], out_params[i], self.arch.links[i], self.arch.hidden_width(i))
+            for i in range(len(out_params)))
+        self.reset_parameters(pixel_mean)
+
+    @property
+    def temperature(self) -> float:
+        return self.posterior_temperature
+
+    @property
+    def input_size(self) -> int:
+        """Pixels of an example: top half (context) and bottom half (target)."""
+        return self.context_size + self.target_size
+
+    def reset_parameters(self, pixel_mean: Optional[np.ndarray] = None) -> None:
+        glorot_reset(self)
+        if pixel_mean is not None:
+            self.set_output_bias(pixel_mean)
+
+    def set_output_bias(self, pixel_mean) -> None:
+        """Output bias = logit of the bottom-half means; ``pixel_mean`` holds either the bottom
+        half's means or every pixel's (the bottom half is then its last ``target_size``)."""
+        mean = np.asarray(pixel_mean, dtype=np.float64)
+        if mean.shape == (self.input_size,):
+            mean = mean[-self.target_size:]
+        set_logit_bias(self.gen[-1][-1], mean)
+
+    def extra_repr(self) -> str:
+        return f"arch={self.arch}, arity={self.arity}, temperature={self.temperature:.4g}"
+
+    def split(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """(top half, bottom half) of images ``x`` (..., input_size)."""
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"{self.arch} needs examples of {self.context_size} + "
+                             f"{self.target_size} = {self.input_size} pixels, got {x.shape[-1]}")
+        return x[..., :self.context_size], x[..., self.context_size:]
+
+    def _context_logits(self, top: Tensor, m: int) -> Tensor:
+        logits = self.gen[0](top)
+        return logits.unsqueeze(1).expand(top.shape[0], m, logits.shape[-1])
+
+    # ---- the discrete model -------------------------------------------------------------------
+    def log_weights_discrete(self, x: Tensor, m: int, noise: NoiseSource) -> Weights:
+        """m draws z ~ p(z | x_top) per example: log_q = log p(z | x_top) (the proposal, with
+        gradient, for the score-function estimators), log w = log p(x_bottom | z), and
+        log_p = log w + log_q."""
+        top, bottom = self.split(x)
+        log_prior = x.new_zeros(x.shape[0], m)
+        logits = self._context_logits(top, m)
+        act = None
+        for i, layer in enumerate(self.latent):
+            if i:
+                logits = self.gen[i](act)
+            state, act = layer.sample_discrete(logits, noise())
+            log_prior = log_prior + layer.log_prob_discrete(state, logits)
+        log_lik = bernoulli_log_prob(bottom.unsqueeze(1), self.gen[-1](act))
+        return Weights(log_lik + log_prior, log_prior, log_lik)
+
+    # ---- the Concrete relaxation --------------------------------------------------------------
+    def relaxed_activities(self, x: Tensor, m: int, noise: NoiseSource) -> List[Tensor]:
+        """Activities in (-1, 1)^units of every latent layer for m relaxed draws from the prior
+        p(z | x_top) at the model's temperature (reparameterised: gradients flow)."""
+        top, _ = self.split(x)
+        logits = self._context_logits(top, m)
+        acts: List[Tensor] = []
+        for i, layer in enumerate(self.latent):
+            if i:
+                logits = self.gen[i](acts[-1])
+            y = layer.draw_relaxed(logits, self.temperature, noise())
+            acts.append(layer.activity_relaxed(y))
+        return acts
+
+    def log_weights_relaxed(self, x: Tensor, m: int, noise: NoiseSource) -> Weights:
+        """m relaxed draws from the prior; log w = log p(x_bottom | relaxed z), log q = 0."""
+        _, bottom = self.split(x)
+        act = self.relaxed_activities(x, m, noise)[-1]
+        log_lik = bernoulli_log_prob(bottom.unsqueeze(1), self.gen[-1](act))
+        zero = torch.zeros_like(log_lik)
+        return Weights(log_lik, zero, log_lik)
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, noise: NoiseSource) -> Tensor:
+        """Pixel probabilities of the bottom half given the top half, for one draw z of the
+        discrete model per example."""
+        top, _ = self.split(x)
+        logits = self.gen[0](top)
+        for i, layer in enumerate(self.latent):
+            _, act = layer.sample_discrete(logits, noise())
+            logits = self.gen[i + 1](act)
+        return torch.sigmoid(logits)
+
+
+def make_model(arch, arity: int = 2, **kwargs) -> nn.Module:
+    """``SBN`` for a density model ("200H~784V"), ``ConditionalSBN`` for a conditional one
+    ("392V-240H-240H-392V")."""
+    parsed = parse_arch(arch)
+    cls = ConditionalSBN if parsed.is_conditional_model else SBN
+    return cls(parsed, arity, **kwargs)
 
 
 def bound(log_w: Tensor) -> Tensor:

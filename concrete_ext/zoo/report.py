@@ -6,9 +6,10 @@ import os
 from typing import Dict, List, Optional, Sequence
 
 from . import runs
+from .arch import parse_arch
 from .paper import paper_nll
 
-__all__ = ["collect", "format_table", "plot_curves"]
+__all__ = ["collect", "format_table", "plot_curves", "save_figure"]
 
 
 _NAMES = {"concrete": "Concrete", "vimco": "VIMCO", "nvil": "NVIL"}
@@ -61,7 +62,9 @@ def format_table(rows: List[Dict], markdown: bool = False) -> str:
     lines = []
     for r in rows:
         test, train = r["test"], r["train"]
-        evals = "; ".join(f"{e['split']} L_{e['m']} on {e['n']}" for e in (test, train) if e)
+        bound_name = "L^SP_" if parse_arch(r["arch"]).is_conditional_model else "L_"
+        evals = "; ".join(f"{e['split']} {bound_name}{e['m']} on {e['n']}" for e in (test, train)
+                          if e)
         lines.append([
             r["dataset"], r["arch"], str(r["arity"]), str(r["m"]),
             _NAMES.get(r["estimator"], r["estimator"]),
@@ -123,9 +126,16 @@ def plot_curves(paths: Sequence[str], out: str, title: Optional[str] = None) -> 
         fig.suptitle(title)
     rows = (len(handles) + 2) // 3
     fig.tight_layout(rect=(0, 0.03 * rows + 0.02, 1, 1))
+    return save_figure(fig, out)
+
+
+def save_figure(fig, out: str, dpi: int = 100) -> str:
+    """Write ``fig`` as a PNG to ``out`` (through a temporary file and os.replace), close it."""
+    import matplotlib.pyplot as plt
+
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = out + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     os.replace(tmp, out)
     return out

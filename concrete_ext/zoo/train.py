@@ -1,6 +1,7 @@
 """Training (Section 5.1 and Appendix D.5): Adam (beta1 0.9, beta2 0.999) on minibatches of 64,
 learning rates of D.5 by default, temperatures fixed throughout, validation bound tracked for
-early stopping, checkpoints that resume exactly.
+early stopping, checkpoints that resume exactly. The same loop trains density models (SBN) and
+structured-prediction models (ConditionalSBN, chosen by an arch with a leading V layer).
 
 Exact resumption: a checkpoint holds the model (with its centering averages), the estimator (NVIL's
 baseline network and running statistics), Adam's state, the two random generators (one for the
@@ -33,7 +34,7 @@ from .data import Dataset, load_dataset, random_subset
 from .distributed import World
 from .estimators import ESTIMATORS, make_estimator
 from .evaluate import estimate_bound
-from .model import SBN
+from .model import make_model
 from .noise import NoiseSource, mix64
 from .progress import Progress
 
@@ -98,6 +99,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(c, name)}")
         return c
 
+    @property
+    def task(self) -> str:
+        """"sp" (structured prediction, Section 5.3) when the arch starts with an observed layer,
+        else "density" (Section 5.2)."""
+        from .arch import parse_arch
+
+        return "sp" if parse_arch(self.arch).is_conditional_model else "density"
+
     def to_dict(self) -> Dict:
         return dataclasses.asdict(self)
 
@@ -110,13 +119,16 @@ class TrainConfig:
         return cls(**d)
 
 
-def build_model(config: TrainConfig, pixel_mean: Optional[np.ndarray] = None) -> SBN:
-    return SBN(config.arch, config.arity, posterior_temperature=config.posterior_temperature,
-               prior_temperature=config.prior_temperature, centering_decay=config.centering_decay,
-               pixel_mean=pixel_mean)
+def build_model(config: TrainConfig, pixel_mean: Optional[np.ndarray] = None):
+    """``SBN`` (density estimation) or ``ConditionalSBN`` (structured prediction, an arch with a
+    leading V layer) as configured."""
+    return make_model(config.arch, config.arity,
+                      posterior_temperature=config.posterior_temperature,
+                      prior_temperature=config.prior_temperature,
+                      centering_decay=config.centering_decay, pixel_mean=pixel_mean)
 
 
-def load_model(path: str) -> Tuple[SBN, "TrainConfig", int]:
+def load_model(path: str) -> Tuple[torch.nn.Module, "TrainConfig", int]:
     """(model in eval mode, its config, its step) from a checkpoint.pt or best.pt."""
     state = runs.load_checkpoint(path)
     config = TrainConfig.from_dict(state["config"])
@@ -168,7 +180,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # initialise from the seed, leave torch's RNG be
             torch.manual_seed(mix64(config.seed, 0) >> 1)
             self.model = build_model(config, self.data.train_mean())
-            self.estimator = make_estimator(config.estimator, config.m, self.model.arch.sizes[-1],
+            self.estimator = make_estimator(config.estimator, config.m, self.model.input_size,
                                             config.nvil_hidden)
         self.model.to(world.device)
         self.estimator.to(world.device)

@@ -21,42 +21,22 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import concrete_ext as ce
 from concrete_ext.zoo.estimators import NVIL, VIMCO, Concrete, vimco_learning_signals
 from concrete_ext.zoo.model import SBN, bernoulli_log_prob, bound
 from concrete_ext.zoo.noise import NoiseSource, mix64
 
-from zoo_helpers import exact_bound, perturbed
+from zoo_helpers import GROUPS, Z_MAX, assert_unbiased, exact_bound, flat_grad, linear64
+from zoo_helpers import log_logistic as _log_logistic
+from zoo_helpers import mc_gradient as _mc_gradient
+from zoo_helpers import perturbed, quadrature_log_mean, z_scores
 
-Z_MAX = 5.0
-GROUPS = 40
 X = torch.tensor([1.0, 0.0, 1.0])
 
 
-def flat_grad(loss, params):
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                      for g, p in zip(grads, params)])
-
-
 def mc_gradient(loss_fn, params, n, groups=GROUPS, seed=0):
-    """(mean, standard error) of the gradient of loss_fn(x_batch, noise) over groups of n."""
-    xs = X.expand(n, -1)
-    gs = torch.stack([flat_grad(loss_fn(xs, NoiseSource(seed=mix64(seed, g))), params)
-                      for g in range(groups)])
-    return gs.mean(0), gs.std(0) / math.sqrt(groups)
-
-
-def z_scores(mean, se, reference):
-    return (mean - reference).abs() / se.clamp_min(1e-12)
-
-
-def assert_unbiased(mean, se, reference, what):
-    z = z_scores(mean, se, reference)
-    assert (reference.abs() > 10 * se).sum() >= 3, f"{what}: reference gradient not resolved"
-    assert z.max() < Z_MAX, f"{what}: max |z| = {z.max():.2f} (z = {z.tolist()})"
+    return _mc_gradient(loss_fn, params, X, n, groups, seed)
 
 
 def exact_gradient(model, m):
@@ -126,34 +106,19 @@ def test_vimco_signals_match_direct_formula():
 
 
 # ---- the Concrete relaxation against the relaxed objective -----------------------------------------
-def _log_logistic(y, a, t):
-    """Density of Y = (a + L) / t, L ~ Logistic (Appendix C.3.2), written out for the test."""
-    return math.log(t) - t * y + a - 2 * F.softplus(a - t * y)
-
-
-def _linear64(module, x):
-    """A one-layer conditioning network applied in float64 (gradients reach its float32 weights)."""
-    lin = module[0]
-    return x @ lin.weight.double().t() + lin.bias.double()
-
-
 def relaxed_objective_quadrature(model, x, m, half_width=40.0, points=801):
     """E over y_1..y_m ~ q of log mean_i exp(log p(x | 2 sigmoid(y_i) - 1) + log f_p - log g_q),
     one binary unit, by the trapezoid rule on [-half_width, half_width]^m (m in {1, 2})."""
     t1, t2 = model.posterior_temperature, model.prior_temperature
     y = torch.linspace(-half_width, half_width, points, dtype=torch.float64)
     dy = (y[1] - y[0]).item()
-    a_q = _linear64(model.inf[0], x.double()).squeeze()
+    a_q = linear64(model.inf[0], x.double()).squeeze()
     a_p = model.prior_logits.double().squeeze()
     log_q = _log_logistic(y, a_q, t1)
     act = (2 * torch.sigmoid(y) - 1).unsqueeze(-1)
-    log_x = bernoulli_log_prob(x.double(), _linear64(model.gen[0], act))
+    log_x = bernoulli_log_prob(x.double(), linear64(model.gen[0], act))
     log_w = log_x + _log_logistic(y, a_p, t2) - log_q
-    wq = torch.exp(log_q) * dy
-    if m == 1:
-        return (wq * log_w).sum()
-    pair = torch.logaddexp(log_w.unsqueeze(1), log_w.unsqueeze(0)) - math.log(2)
-    return (wq.unsqueeze(1) * wq.unsqueeze(0) * pair).sum()
+    return quadrature_log_mean(log_q, log_w, dy, m)
 
 
 @pytest.mark.parametrize("m", [1, 2])
@@ -163,7 +128,7 @@ def test_concrete_unbiased_for_relaxed_objective_binary(m):
     params = list(model.parameters())
     with torch.no_grad():  # the quadrature integrates the density: check it is normalised
         y = torch.linspace(-40, 40, 801, dtype=torch.float64)
-        mass = (torch.exp(_log_logistic(y, _linear64(model.inf[0], x2.double()).squeeze(),
+        mass = (torch.exp(_log_logistic(y, linear64(model.inf[0], x2.double()).squeeze(),
                                         model.posterior_temperature)) * (y[1] - y[0])).sum()
         assert abs(mass.item() - 1) < 1e-9
     exact = flat_grad(-relaxed_objective_quadrature(model, x2, m), params).float()

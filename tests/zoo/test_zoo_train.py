@@ -12,6 +12,8 @@ from concrete_ext.zoo import cli, runs
 from concrete_ext.zoo.data import Dataset, load_mnist_sample
 from concrete_ext.zoo.train import TrainConfig, Trainer
 
+from zoo_helpers import assert_resume_is_exact
+
 
 @pytest.fixture(scope="module")
 def sample() -> Dataset:
@@ -53,27 +55,9 @@ def test_resumed_run_matches_uninterrupted(tmp_path, small, estimator, m, arity)
     arch = "24H-12H~784V"
     config = _config(estimator=estimator, m=m, arity=arity, arch=arch, steps=24,
                      checkpoint_every=7, batch_size=32)
-    straight = Trainer(config, str(tmp_path / "a"), progress=False, dataset=small)
-    straight.run()
     # the second run stops at step 14 (a checkpoint every 7 steps), then a fresh process-like
     # Trainer resumes it; the data order crosses an epoch boundary (600 / 32 per epoch)
-    first = Trainer(_config(**{**config.to_dict(), "steps": 14}), str(tmp_path / "b"),
-                    progress=False, dataset=small)
-    first.run()
-    resumed = Trainer(None, str(tmp_path / "b"), resume=True, progress=False, dataset=small)
-    assert resumed.step == 14
-    resumed.config.steps = 24
-    resumed.run()
-    a = runs.load_checkpoint(str(tmp_path / "a" / runs.CHECKPOINT))
-    b = runs.load_checkpoint(str(tmp_path / "b" / runs.CHECKPOINT))
-    assert a["step"] == b["step"] == 24
-    for part in ("model", "estimator"):
-        for k in a[part]:
-            assert torch.equal(a[part][k], b[part][k]), (part, k)
-    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
-        for k in sa:
-            assert torch.equal(sa[k], sb[k])
-    assert torch.equal(a["noise_gen"], b["noise_gen"]) and torch.equal(a["data_gen"], b["data_gen"])
+    assert_resume_is_exact(tmp_path, config, small, stop_at=14)
     steps_a = [r["step"] for r in runs.read_jsonl(str(tmp_path / "a" / runs.METRICS))
                if r["kind"] == "train"]
     steps_b = [r["step"] for r in runs.read_jsonl(str(tmp_path / "b" / runs.METRICS))
