@@ -60,6 +60,16 @@ def _broadcast_shape(a, b, what: str) -> torch.Size:
         raise ValueError(f"{what}: shapes {tuple(a)} and {tuple(b)} do not broadcast") from None
 
 
+def _into_open_interval(value: Tensor, upper: bool = True) -> Tensor:
+    """value with exact 0 (and 1 when `upper`) moved to tiny (1 - eps/2): the representable ends
+    of the open unit interval. Values outside [0, 1] are left alone (validate_args refuses them)."""
+    if not value.is_floating_point():
+        return value
+    info = torch.finfo(value.dtype)
+    value = torch.where(value == 0, info.tiny, value)
+    return torch.where(value == 1, 1 - info.eps / 2, value) if upper else value
+
+
 def _as_temperature(temperature, like: Tensor) -> Tensor:
     if isinstance(temperature, Tensor):
         _check_param(temperature, "temperature")
@@ -175,7 +185,11 @@ class Concrete(_CategoricalConcrete):
 
     def log_prob(self, value: Tensor) -> Tensor:
         value, logits, t = self._log_prob_args(value)
-        return F.concrete_log_prob(value, logits, t, -1)
+        # A sample whose small entries rounded to exactly 0 lies on the boundary of the simplex,
+        # where the density's formula is inf - inf: evaluate it at the nearest interior point,
+        # as torch.distributions clamps probabilities (clamp_probs). Masked categories (-inf
+        # logits) are left out of the density whatever their value.
+        return F.concrete_log_prob(_into_open_interval(value, upper=False), logits, t, -1)
 
 
 class _BinaryConcrete(Distribution):
@@ -283,4 +297,7 @@ class BinaryConcrete(_BinaryConcrete):
 
     def log_prob(self, value: Tensor) -> Tensor:
         value, logits, t = self._log_prob_args(value)
-        return F.binary_concrete_log_prob(value, logits, t)
+        # Samples that rounded to exactly 0 or 1 (low temperature, large logits) are evaluated at
+        # the nearest interior point, as torch's RelaxedBernoulli does (clipped sigmoid): the
+        # formula is inf - inf there.
+        return F.binary_concrete_log_prob(_into_open_interval(value), logits, t)

@@ -12,6 +12,7 @@ as one that was never stopped (same machine, same thread count).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -114,11 +115,30 @@ def build_model(config: TrainConfig, pixel_mean: Optional[np.ndarray] = None) ->
 def load_model(path: str) -> Tuple[SBN, "TrainConfig", int]:
     """(model in eval mode, its config, its step) from a checkpoint.pt or best.pt."""
     state = runs.load_checkpoint(path)
-    config = TrainConfig.from_dict(state["config"])
-    model = build_model(config)
-    model.load_state_dict(state["model"])
+    with _checked(path):
+        _check_format(state)
+        config = TrainConfig.from_dict(state["config"])
+        model = build_model(config)
+        model.load_state_dict(state["model"])
     model.eval()
     return model, config, int(state["step"])
+
+
+def _check_format(state: Dict) -> None:
+    if state.get("format") != FORMAT:
+        raise ValueError(f"checkpoint format {state.get('format')} is not {FORMAT}")
+
+
+@contextlib.contextmanager
+def _checked(path: str):
+    """Errors while restoring from a checkpoint become a CheckpointError naming the file."""
+    try:
+        yield
+    except runs.CheckpointError:
+        raise
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        what = f"lacks the entry {e}" if isinstance(e, KeyError) else f"does not fit: {e}"
+        raise runs.CheckpointError(f"checkpoint {path} {what}") from e
 
 
 def _generator(seed: int, stream: int) -> torch.Generator:
@@ -140,7 +160,9 @@ class Trainer:
         state = None
         if resume:
             state = runs.load_checkpoint(ckpt_path)
-            saved = TrainConfig.from_dict(state["config"])
+            with _checked(ckpt_path):
+                _check_format(state)
+                saved = TrainConfig.from_dict(state["config"])
             config = self._merge(saved, config)
         elif os.path.exists(ckpt_path):
             raise FileExistsError(f"{run_dir} already holds a checkpoint: continue it with "
@@ -172,7 +194,8 @@ class Trainer:
         self.elapsed = 0.0
         self._stop = False
         if state is not None:
-            self._restore(state)
+            with _checked(ckpt_path):
+                self._restore(state)
             runs.truncate_jsonl(os.path.join(run_dir, runs.METRICS), self.step)
         runs.write_json(os.path.join(run_dir, runs.CONFIG), config.to_dict())
 
@@ -202,8 +225,7 @@ class Trainer:
         }
 
     def _restore(self, state: Dict) -> None:
-        if state.get("format") != FORMAT:
-            raise ValueError(f"checkpoint format {state.get('format')} is not {FORMAT}")
+        _check_format(state)
         self.model.load_state_dict(state["model"])
         self.estimator.load_state_dict(state["estimator"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -213,7 +235,7 @@ class Trainer:
         self.perm, self.best, self.elapsed = state["perm"], state["best"], state["elapsed"]
 
     def save(self) -> None:
-        runs.atomic_save(self.state_dict(), os.path.join(self.run_dir, runs.CHECKPOINT))
+        runs.save_checkpoint(self.state_dict(), os.path.join(self.run_dir, runs.CHECKPOINT))
 
     def _log(self, record: Dict) -> None:
         runs.append_jsonl(os.path.join(self.run_dir, runs.METRICS), record)
@@ -255,9 +277,9 @@ class Trainer:
         improved = self.best is None or est.mean > self.best
         if improved:
             self.best = est.mean
-            runs.atomic_save({"format": FORMAT, "config": c.to_dict(), "step": self.step,
-                              "model": self.model.state_dict(), "valid": est.mean},
-                             os.path.join(self.run_dir, runs.BEST))
+            runs.save_checkpoint({"format": FORMAT, "config": c.to_dict(), "step": self.step,
+                                  "model": self.model.state_dict(), "valid": est.mean},
+                                 os.path.join(self.run_dir, runs.BEST))
         self._log({"kind": "valid", "step": self.step, "split": self.valid_name, "m": c.eval_m,
                    "n": est.n, "bound": est.mean, "sem": est.sem, "best": self.best,
                    "elapsed_s": round(self.elapsed, 3)})
