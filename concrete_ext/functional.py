@@ -53,6 +53,8 @@ def _category_dim(t: Tensor, dim, name: str = "logits") -> int:
     """The wrapped category dim of a row op (checked here, before any backend, so the reference
     and Triton backends refuse the same input as the compiled kernels, with the same message)."""
     try:
+        if isinstance(dim, bool):
+            raise TypeError
         dim = operator.index(dim)
     except TypeError:
         raise TypeError(f"dim must be an int, got {type(dim).__name__}") from None
@@ -70,10 +72,24 @@ def _batch_shape(t: Tensor, d: int):
     return t.shape[:d] + t.shape[d + 1:]
 
 
-def _check_temperature_values(t: Tensor, name: str) -> None:
-    """Positive and finite, checked only where reading the values is cheap: a CPU tensor, outside
-    torch.compile / export tracing (a CUDA temperature would need a device sync; the
-    distributions check those with validate_args)."""
+def _check_range(lo: float, hi: float, like: Tensor, name: str, what) -> None:
+    """lo..hi (the temperature's extremes) positive, finite, and neither 0 nor inf in the
+    precision the op computes in (float64 for float64 logits, else float32): a temperature of
+    1e-46 is positive in Python but 0 in float32, and its samples would be NaN."""
+    if not (lo > 0 and hi < math.inf):  # NaN fails both comparisons
+        raise ValueError(f"{name} must be positive and finite, got {what()}")
+    acc = torch.float64 if like.dtype == torch.float64 else torch.float32
+    info = torch.finfo(acc)
+    if lo < info.tiny or hi > info.max:
+        raise ValueError(f"{name} {lo if lo < info.tiny else hi:g} is out of the range of "
+                         f"{acc} ([{info.tiny:g}, {info.max:g}]), the precision {like.dtype} "
+                         "ops compute in")
+
+
+def _check_temperature_values(t: Tensor, like: Tensor, name: str) -> None:
+    """Positive and finite (see _check_range), checked only where reading the values is cheap:
+    a CPU tensor, outside torch.compile / export tracing (a CUDA temperature would need a device
+    sync; the distributions check those with validate_args)."""
     if (t.device.type != "cpu" or t.numel() == 0 or type(t) not in (Tensor, torch.nn.Parameter)
             or torch.compiler.is_compiling()):
         return
@@ -82,10 +98,12 @@ def _check_temperature_values(t: Tensor, name: str) -> None:
         lo = hi = v.item()
     else:
         lo, hi = (x.item() for x in torch.aminmax(v))
-    if not (lo > 0 and hi < math.inf):  # NaN fails both comparisons
-        what = ("NaN" if v.isnan().any() else f"{float(v.min())}" if float(v.min()) <= 0
-                else "inf")
-        raise ValueError(f"{name} must be positive and finite, got a tensor holding {what}")
+
+    def what():
+        return "a tensor holding " + ("NaN" if v.isnan().any() else
+                                      f"{float(v.min())}" if float(v.min()) <= 0 else "inf")
+
+    _check_range(lo, hi, like, name, what)
 
 
 def _check_temperature_shape(t: Tensor, shape, name: str) -> None:
@@ -115,14 +133,16 @@ def _temperature(temperature: Temperature, like: Tensor, name: str = "temperatur
                              "value on the CPU)")
         if shape is not None:
             _check_temperature_shape(temperature, shape, name)
-        _check_temperature_values(temperature, name)
+        _check_temperature_values(temperature, like, name)
         return temperature
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise TypeError(f"{name} must be a positive float or a tensor, got "
                         f"{type(temperature).__name__}")
-    t = float(temperature)
-    if not (t > 0 and math.isfinite(t)):
-        raise ValueError(f"{name} must be positive and finite, got {temperature}")
+    try:
+        t = float(temperature)
+    except OverflowError:  # an int beyond float64
+        t = math.inf
+    _check_range(t, t, like, name, lambda: temperature)
     return torch.tensor(t, dtype=torch.float64)
 
 

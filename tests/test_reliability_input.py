@@ -76,6 +76,20 @@ def test_bad_temperature_tensor_binary(backend, op, bad):
         _binary_ops(L, t)[op]()
 
 
+@pytest.mark.parametrize("tau", [1e-46, 1e-40, 1e39, 10**400], ids=["1e-46", "1e-40", "1e39",
+                                                                      "int 10^400"])
+def test_temperature_out_of_the_op_precision(tau):
+    # positive and finite as a Python number, but 0 or inf in float32, where the samples of
+    # fp32/fp16/bf16 ops are computed: NaN samples before this check
+    for t in (tau, torch.tensor(float(min(tau, 1e300)), dtype=torch.float64)):
+        with pytest.raises(ValueError, match="temperature"):
+            ce.exp_concrete_sample(L, t, seed=1)
+        with pytest.raises(ValueError, match="tau"):
+            ce.gumbel_softmax(L.half(), t, seed=1)
+    if tau < 1e300:  # fine in float64
+        assert torch.isfinite(ce.concrete_sample(L.double(), tau, seed=1)).all()
+
+
 def test_temperature_check_keeps_gradients_and_accepts_parameters():
     t = torch.nn.Parameter(torch.full((4,), 0.5))
     ce.concrete_sample(L.requires_grad_(False), t, seed=3).sum().backward()
@@ -108,6 +122,8 @@ def test_reference_backend_refuses_what_the_kernels_refuse(backend, op):
             call()
         with pytest.raises(TypeError, match="dim must be an int"):
             _ops(L, 0.5, "1")[op][1]()
+        with pytest.raises(TypeError, match="dim must be an int"):
+            _ops(L, 0.5, True)[op][1]()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -153,6 +169,8 @@ def test_mismatched_devices():
 def test_distribution_bad_input(cls):
     with pytest.raises(ValueError, match="temperature"):  # constraints.positive lets inf through
         cls(INF, logits=L, validate_args=True)
+    with pytest.raises(ValueError, match="temperature"):
+        cls(math.nan, logits=L, validate_args=True)
     with pytest.raises(ValueError, match="temperature"):
         cls(torch.tensor([0.5, INF, 1.0, 1.0]).reshape(4, *[1] * (cls in BINARY_DISTS)),
             logits=L, validate_args=True)
