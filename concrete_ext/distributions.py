@@ -30,8 +30,12 @@ class _LogSimplex(constraints.Constraint):
     event_dim = 1
 
     def check(self, value: Tensor) -> Tensor:
-        tol = max(1e-5, 64 * torch.finfo(value.dtype).eps)
-        lse = torch.logsumexp(value.double(), dim=-1)
+        # y = z - LSE(z) cancels: at low temperature |z| reaches 1e7 and the rounding error of y,
+        # hence of LSE(y), scales with it (relative tolerance on the largest finite |y_k|).
+        v = value.double()
+        scale = torch.where(v.isfinite(), v.abs(), 0.0).amax(-1).clamp(min=1.0)
+        tol = max(1e-5, 64 * torch.finfo(value.dtype).eps) * scale
+        lse = torch.logsumexp(v, dim=-1)
         return (value < math.inf).all(-1) & (lse.abs() <= tol)
 
     def __repr__(self):
