@@ -12,6 +12,7 @@ import torch
 import concrete_ext as ce
 from concrete_ext.distributions import BinaryConcrete, Concrete, ExpConcrete, LogitBinaryConcrete
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 INF = math.inf
 L = torch.zeros(4, 5)
 CATEGORICAL_DISTS = (Concrete, ExpConcrete)

@@ -21,6 +21,7 @@ import torch
 import concrete_ext as ce
 from concrete_ext import reference as R
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 KINDS = ("uniform", "exponential", "gumbel", "logistic")
 M32 = 2**32
 WINDOW = 2**20
@@ -34,14 +35,6 @@ BOUNDS = {
     "logistic": (-E_MAX, E_MAX),
 }
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _in_bounds(v, kind, dtype):

@@ -14,6 +14,7 @@ docs/RELIABILITY.md lists what these found.
 """
 
 import math
+import os
 
 import pytest
 import torch
@@ -24,22 +25,12 @@ import concrete_ext as ce
 from concrete_ext import reference as R
 from concrete_ext.distributions import BinaryConcrete, Concrete, ExpConcrete, LogitBinaryConcrete
 
-import math
-import os
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 # RELIABILITY_EXAMPLES=600 RELIABILITY_RANDOM=1 hunts further (run once for this change: passed).
 SETTINGS = settings(max_examples=int(os.environ.get("RELIABILITY_EXAMPLES", 40)), deadline=None,
                     derandomize=os.environ.get("RELIABILITY_RANDOM") != "1",
                     suppress_health_check=[HealthCheck.too_slow])
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @st.composite
