@@ -54,7 +54,7 @@ BACKENDS = ["cpu", "reference"]
 BAD = [0.0, -1.0, math.nan, INF]
 
 
-# ---- temperature tensors -----------------------------------------------------------------------
+# ---- temperature tensors -------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("op", CAT_NAMES)
 @pytest.mark.parametrize("bad", BAD)
@@ -63,7 +63,7 @@ def test_bad_temperature_tensor(backend, op, bad, shape):
     t = torch.full(shape, 0.5)
     t.view(-1)[-1] = bad
     name, call = _ops(L, t)[op]
-    with ce.backend(backend), pytest.raises(ValueError, match=f"{name} must be positive and finite"):
+    with ce.backend(backend), pytest.raises(ValueError, match=f"{name} must be positive"):
         call()
 
 
@@ -107,7 +107,7 @@ def test_temperature_values_on_another_device_are_not_read():
     assert out.device.type == "meta" and out.shape == (4, 5)
 
 
-# ---- shapes and dims, on every backend ------------------------------------------------------------
+# ---- shapes and dims, on every backend -----------------------------------------------------------
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("op", CAT_NAMES)
 def test_reference_backend_refuses_what_the_kernels_refuse(backend, op):
@@ -148,7 +148,7 @@ def test_empty_batch_with_categories_is_fine():
     assert out.shape == (0, 5)
 
 
-# ---- devices (meta tensors stand for a second device) -------------------------------------------
+# ---- devices (meta tensors stand for a second device) --------------------------------------------
 def test_mismatched_devices():
     m = torch.zeros(4, 5, device="meta")
     with pytest.raises(ValueError, match="temperature is on meta"):
@@ -165,7 +165,7 @@ def test_mismatched_devices():
     assert ce.concrete_sample(m, torch.tensor(0.5), seed=1).device.type == "meta"
 
 
-# ---- distributions -----------------------------------------------------------------------------
+# ---- distributions -------------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", CATEGORICAL_DISTS + BINARY_DISTS)
 def test_distribution_bad_input(cls):
     with pytest.raises(ValueError, match="temperature"):  # constraints.positive lets inf through
@@ -266,10 +266,9 @@ def test_expanded_stride_0_view_equals_the_materialised_tensor():
     # tensor it stands for (and materialises its (rows, n) copy: see docs/RELIABILITY.md).
     base = torch.randn(1, 7, generator=torch.Generator().manual_seed(0))
     view = base.expand(300, 7)
-    for fn in (ce.concrete_sample, ce.exp_concrete_sample, ce.gumbel_max_sample):
-        assert torch.equal(fn(view, seed=5) if fn is ce.gumbel_max_sample else fn(view, 0.5, seed=5),
-                           fn(view.contiguous(), seed=5) if fn is ce.gumbel_max_sample
-                           else fn(view.contiguous(), 0.5, seed=5))
+    for fn in (ce.concrete_sample, ce.exp_concrete_sample,
+               lambda a, t, seed: ce.gumbel_max_sample(a, seed=seed)):
+        assert torch.equal(fn(view, 0.5, seed=5), fn(view.contiguous(), 0.5, seed=5))
     t = torch.tensor(0.5).expand(300, 1)
     assert torch.equal(ce.binary_concrete_sample(view, t, seed=2),
                        ce.binary_concrete_sample(view.contiguous(), 0.5, seed=2))

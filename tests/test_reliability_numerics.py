@@ -120,7 +120,7 @@ def _check_log_simplex(y, dtype):
     assert (lse.abs() <= 64 * torch.finfo(dtype).eps * scale).all(), (y.shape, lse)
 
 
-# ---- categorical ----------------------------------------------------------------------------------
+# ---- categorical ---------------------------------------------------------------------------------
 @SETTINGS
 @given(problems(), st.sampled_from(["cpu", "reference"]))
 def test_categorical_samples(problem, backend):
@@ -169,7 +169,7 @@ def test_log_densities_of_own_samples(problem):
              skip_rows=lambda outs: (outs[0] == -math.inf).any(-1))
 
 
-# ---- binary ---------------------------------------------------------------------------------------
+# ---- binary --------------------------------------------------------------------------------------
 @SETTINGS
 @given(problems(max_n=512), st.sampled_from(["cpu", "reference"]))
 def test_binary(problem, backend):
@@ -190,7 +190,7 @@ def test_binary(problem, backend):
              dict(v=y, **inputs), ["v", "a", "t"], "logit_binary_concrete_log_prob", backend)
 
 
-# ---- the distributions' own samples ---------------------------------------------------------------
+# ---- the distributions' own samples --------------------------------------------------------------
 @SETTINGS
 @given(problems(), st.sampled_from([Concrete, ExpConcrete, BinaryConcrete, LogitBinaryConcrete]),
        st.sampled_from([torch.float32, torch.float64]))

@@ -94,7 +94,7 @@ def test_sigkill_twice_then_resume_equals_uninterrupted(tmp_path):
     assert stat.S_IMODE(os.stat(ckpt).st_mode) == 0o666 & ~mask
 
 
-# ---- damaged checkpoints --------------------------------------------------------------------------
+# ---- damaged checkpoints -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
@@ -183,7 +183,7 @@ def test_digest_covers_every_entry():
         assert runs.state_digest(changed) != d
 
 
-# ---- data --------------------------------------------------------------------------------------
+# ---- data ----------------------------------------------------------------------------------------
 def test_damaged_data_sample_is_refused(tmp_path):
     with np.load(data.SAMPLE_PATH) as z:
         arrays = {k: z[k].copy() for k in z.files}
