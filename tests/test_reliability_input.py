@@ -91,6 +91,17 @@ def test_temperature_out_of_the_op_precision(tau):
         assert torch.isfinite(ce.concrete_sample(L.double(), tau, seed=1)).all()
 
 
+def test_temperature_dtype_is_free():
+    a = torch.randn(4, 5, generator=torch.Generator().manual_seed(3)).half()
+    t = torch.tensor([0.5, 0.7, 1.5, 3.0])
+    for fn in (ce.concrete_sample, ce.exp_concrete_sample):
+        expected = fn(a, t, seed=2)
+        for other in (t.double(), t.half(), t.bfloat16()):
+            other_values = other.float()  # what the fp32 math reads
+            assert torch.equal(fn(a, other, seed=2), fn(a, other_values, seed=2))
+        assert torch.equal(fn(a, t.double(), seed=2), expected)
+
+
 def test_temperature_check_keeps_gradients_and_accepts_parameters():
     t = torch.nn.Parameter(torch.full((4,), 0.5))
     ce.concrete_sample(L.requires_grad_(False), t, seed=3).sum().backward()
