@@ -250,6 +250,18 @@ def reduce_temperature_grad(grad: Optional[Tensor], temperature: Tensor) -> Opti
     return grad.to(device=temperature.device, dtype=temperature.dtype)
 
 
+def without_undefined_rows(grad: Optional[Tensor], sample: Tensor, dim: int) -> Optional[Tensor]:
+    """A per-row temperature gradient with 0 for the rows that have no distribution (all logits
+    -inf: their sample is NaN). Otherwise such a row made the gradient of a shared temperature NaN
+    even when its outputs were not used (ExpConcrete and relaxed-KL kernels; the Concrete kernel
+    already leaves those rows out)."""
+    if grad is None or grad.numel() == 0 or sample.numel() == 0:
+        return grad
+    undefined = sample.select(dim, 0).isnan()
+    return torch.where(undefined.to(grad.device), torch.zeros((), dtype=grad.dtype,
+                                                              device=grad.device), grad)
+
+
 def _register_autograd():
     reg = functools.partial(torch.library.register_autograd, lib=_lib)
 
@@ -265,6 +277,8 @@ def _register_autograd():
             sample, temperature = ctx.saved_tensors
             want_t = ctx.needs_input_grad[1]
             ga, gt = _bw(grad, sample, temperature, ctx.dim, want_t)
+            if want_t:
+                gt = without_undefined_rows(gt, sample, ctx.dim)
             return (ga if ctx.needs_input_grad[0] else None,
                     reduce_temperature_grad(gt, temperature) if want_t else None,
                     None, None, None, None)
@@ -328,6 +342,8 @@ def _register_autograd():
         mask = list(ctx.needs_input_grad[:4])
         gql, gqt, gpl, gpt = op("relaxed_kl_sample_backward")(gy, glq, glp, y, ql, qt, pl, pt,
                                                               ctx.dim, mask)
+        gqt = without_undefined_rows(gqt, y, ctx.dim) if mask[1] else gqt
+        gpt = without_undefined_rows(gpt, y, ctx.dim) if mask[3] else gpt
         return (gql if mask[0] else None,
                 reduce_temperature_grad(gqt, qt) if mask[1] else None,
                 gpl if mask[2] else None,

@@ -30,8 +30,12 @@ class _LogSimplex(constraints.Constraint):
     event_dim = 1
 
     def check(self, value: Tensor) -> Tensor:
-        tol = max(1e-5, 64 * torch.finfo(value.dtype).eps)
-        lse = torch.logsumexp(value.double(), dim=-1)
+        # y = z - LSE(z) cancels: at low temperature |z| reaches 1e7 and the rounding error of y,
+        # hence of LSE(y), scales with it (relative tolerance on the largest finite |y_k|).
+        v = value.double()
+        scale = torch.where(v.isfinite(), v.abs(), 0.0).amax(-1).clamp(min=1.0)
+        tol = max(1e-5, 64 * torch.finfo(value.dtype).eps) * scale
+        lse = torch.logsumexp(v, dim=-1)
         return (value < math.inf).all(-1) & (lse.abs() <= tol)
 
     def __repr__(self):
@@ -41,8 +45,38 @@ class _LogSimplex(constraints.Constraint):
 log_simplex = _LogSimplex()
 
 
+def _check_param(param, name: str) -> None:
+    if isinstance(param, Tensor) and not param.is_floating_point():
+        raise TypeError(f"`{name}` must have a floating dtype, got {param.dtype}")
+
+
+def _check_finite_temperature(temperature: Tensor) -> None:
+    """With validate_args: constraints.positive lets +inf through; a temperature must be finite."""
+    if not torch.compiler.is_compiling() and temperature.numel() and \
+            bool(torch.isinf(temperature.detach()).any()):
+        raise ValueError("Expected parameter temperature to be positive and finite, but found inf")
+
+
+def _broadcast_shape(a, b, what: str) -> torch.Size:
+    try:
+        return torch.broadcast_shapes(a, b)
+    except RuntimeError:
+        raise ValueError(f"{what}: shapes {tuple(a)} and {tuple(b)} do not broadcast") from None
+
+
+def _into_open_interval(value: Tensor, upper: bool = True) -> Tensor:
+    """value with exact 0 (and 1 when `upper`) moved to tiny (1 - eps/2): the representable ends
+    of the open unit interval. Values outside [0, 1] are left alone (validate_args refuses them)."""
+    if not value.is_floating_point():
+        return value
+    info = torch.finfo(value.dtype)
+    value = torch.where(value == 0, info.tiny, value)
+    return torch.where(value == 1, 1 - info.eps / 2, value) if upper else value
+
+
 def _as_temperature(temperature, like: Tensor) -> Tensor:
     if isinstance(temperature, Tensor):
+        _check_param(temperature, "temperature")
         return temperature
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise TypeError(f"temperature must be a positive float or a tensor, got "
@@ -63,19 +97,24 @@ class _CategoricalConcrete(Distribution):
         if (probs is None) == (logits is None):
             raise ValueError("Either `probs` or `logits` must be specified, but not both.")
         if probs is not None:
+            _check_param(probs, "probs")
             if probs.dim() < 1:
                 raise ValueError("`probs` parameter must be at least one-dimensional.")
             self.probs = probs / probs.sum(-1, keepdim=True)
             param = self.probs
         else:
+            _check_param(logits, "logits")
             if logits.dim() < 1:
                 raise ValueError("`logits` parameter must be at least one-dimensional.")
             self.logits = logits - logits.logsumexp(dim=-1, keepdim=True)
             param = self.logits
         self.temperature = _as_temperature(temperature, param)
         self._num_events = param.shape[-1]
-        batch_shape = torch.broadcast_shapes(param.shape[:-1], self.temperature.shape)
+        batch_shape = _broadcast_shape(param.shape[:-1], self.temperature.shape,
+                                       "temperature does not broadcast to the batch shape")
         super().__init__(batch_shape, param.shape[-1:], validate_args=validate_args)
+        if self._validate_args:
+            _check_finite_temperature(self.temperature)
 
     @lazy_property
     def logits(self) -> Tensor:  # noqa: F811 - set in __init__ when given
@@ -111,10 +150,13 @@ class _CategoricalConcrete(Distribution):
             return self.rsample(sample_shape, generator=generator)
 
     def _log_prob_args(self, value):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"value must be a torch.Tensor, got {type(value).__name__}")
         if self._validate_args:
             self._validate_sample(value)
         # The value broadcasts against the whole batch shape, which includes the temperature's.
-        shape = torch.broadcast_shapes(value.shape, self.batch_shape + self.event_shape)
+        shape = _broadcast_shape(value.shape, self.batch_shape + self.event_shape,
+                                 "value does not broadcast to batch_shape + event_shape")
         return value, self.logits.expand(shape), self.temperature.expand(shape[:-1])
 
 
@@ -147,7 +189,11 @@ class Concrete(_CategoricalConcrete):
 
     def log_prob(self, value: Tensor) -> Tensor:
         value, logits, t = self._log_prob_args(value)
-        return F.concrete_log_prob(value, logits, t, -1)
+        # A sample whose small entries rounded to exactly 0 lies on the boundary of the simplex,
+        # where the density's formula is inf - inf: evaluate it at the nearest interior point,
+        # as torch.distributions clamps probabilities (clamp_probs). Masked categories (-inf
+        # logits) are left out of the density whatever their value.
+        return F.concrete_log_prob(_into_open_interval(value, upper=False), logits, t, -1)
 
 
 class _BinaryConcrete(Distribution):
@@ -163,15 +209,20 @@ class _BinaryConcrete(Distribution):
         if (probs is None) == (logits is None):
             raise ValueError("Either `probs` or `logits` must be specified, but not both.")
         param = probs if probs is not None else logits
+        _check_param(param, "probs" if probs is not None else "logits")
         if not isinstance(param, Tensor):
             param = torch.tensor(float(param))
         temperature = _as_temperature(temperature, param)
+        _broadcast_shape(param.shape, temperature.shape,
+                         "temperature does not broadcast with the parameter")
         param, self.temperature = broadcast_all(param, temperature)
         if probs is not None:
             self.probs = param
         else:
             self.logits = param
         super().__init__(param.shape, torch.Size(), validate_args=validate_args)
+        if self._validate_args:
+            _check_finite_temperature(self.temperature)
 
     @lazy_property
     def logits(self) -> Tensor:  # noqa: F811
@@ -206,9 +257,12 @@ class _BinaryConcrete(Distribution):
             return self.rsample(sample_shape, generator=generator)
 
     def _log_prob_args(self, value):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"value must be a torch.Tensor, got {type(value).__name__}")
         if self._validate_args:
             self._validate_sample(value)
-        shape = torch.broadcast_shapes(value.shape, self.logits.shape)
+        shape = _broadcast_shape(value.shape, self.logits.shape,
+                                 "value does not broadcast to the batch shape")
         return value, self.logits, self.temperature.expand(shape)
 
 
@@ -247,4 +301,7 @@ class BinaryConcrete(_BinaryConcrete):
 
     def log_prob(self, value: Tensor) -> Tensor:
         value, logits, t = self._log_prob_args(value)
-        return F.binary_concrete_log_prob(value, logits, t)
+        # Samples that rounded to exactly 0 or 1 (low temperature, large logits) are evaluated at
+        # the nearest interior point, as torch's RelaxedBernoulli does (clipped sigmoid): the
+        # formula is inf - inf there.
+        return F.binary_concrete_log_prob(_into_open_interval(value), logits, t)

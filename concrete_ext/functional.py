@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import operator
 from typing import Optional, Tuple, Union
 
 import torch
@@ -48,8 +49,80 @@ def _check_tensor(t, name: str) -> Tensor:
     return t
 
 
-def _temperature(temperature: Temperature, like: Tensor, name: str = "temperature") -> Tensor:
-    """A tensor the ops accept: Python numbers become a float64 CPU scalar (read on the host)."""
+def _category_dim(t: Tensor, dim, name: str = "logits") -> int:
+    """The wrapped category dim of a row op (checked here, before any backend, so the reference
+    and Triton backends refuse the same input as the compiled kernels, with the same message)."""
+    try:
+        if isinstance(dim, bool):
+            raise TypeError
+        dim = operator.index(dim)
+    except TypeError:
+        raise TypeError(f"dim must be an int, got {type(dim).__name__}") from None
+    if t.dim() < 1:
+        raise ValueError(f"{name} must have at least one dimension (the categories)")
+    if not -t.dim() <= dim < t.dim():
+        raise IndexError(f"dim {dim} is out of range for {name} with {t.dim()} dimensions")
+    d = dim % t.dim()
+    if t.shape[d] == 0:
+        raise ValueError(f"{name} has no categories: size 0 along dim {dim}")
+    return d
+
+
+def _batch_shape(t: Tensor, d: int):
+    return t.shape[:d] + t.shape[d + 1:]
+
+
+def _check_range(lo: float, hi: float, like: Tensor, name: str, what) -> None:
+    """lo..hi (the temperature's extremes) positive, finite, and neither 0 nor inf in the
+    precision the op computes in (float64 for float64 logits, else float32): a temperature of
+    1e-46 is positive in Python but 0 in float32, and its samples would be NaN."""
+    if not (lo > 0 and hi < math.inf):  # NaN fails both comparisons
+        raise ValueError(f"{name} must be positive and finite, got {what()}")
+    acc = torch.float64 if like.dtype == torch.float64 else torch.float32
+    info = torch.finfo(acc)
+    if lo < info.tiny or hi > info.max:
+        raise ValueError(f"{name} {lo if lo < info.tiny else hi:g} is out of the range of "
+                         f"{acc} ([{info.tiny:g}, {info.max:g}]), the precision {like.dtype} "
+                         "ops compute in")
+
+
+def _check_temperature_values(t: Tensor, like: Tensor, name: str) -> None:
+    """Positive and finite (see _check_range), checked only where reading the values is cheap:
+    a CPU tensor, outside torch.compile / export tracing (a CUDA temperature would need a device
+    sync; the distributions check those with validate_args)."""
+    if (t.device.type != "cpu" or t.numel() == 0 or type(t) not in (Tensor, torch.nn.Parameter)
+            or torch.compiler.is_compiling()):
+        return
+    v = t.detach()
+    if v.numel() == 1:
+        lo = hi = v.item()
+    else:
+        lo, hi = (x.item() for x in torch.aminmax(v))
+
+    def what():
+        return "a tensor holding " + ("NaN" if v.isnan().any() else
+                                      f"{float(v.min())}" if float(v.min()) <= 0 else "inf")
+
+    _check_range(lo, hi, like, name, what)
+
+
+def _check_temperature_shape(t: Tensor, shape, name: str) -> None:
+    """A temperature tensor broadcasts to `shape` (the batch shape of a row op, the shape of a
+    binary op); a single value always does (the kernels read it as a scalar)."""
+    if t.numel() == 1:
+        return
+    if len(t.shape) > len(shape) or any(
+            a != 1 and a != b for a, b in zip(reversed(t.shape), reversed(shape))):
+        raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast to the batch shape "
+                         f"{tuple(shape)}")
+
+
+def _temperature(temperature: Temperature, like: Tensor, name: str = "temperature",
+                 shape=None) -> Tensor:
+    """A tensor the ops accept: Python numbers become a float64 CPU scalar (read on the host).
+
+    A tensor must be floating, on the logits' device (or a single value on the CPU), broadcast to
+    `shape` when given, and hold positive finite values (checked on the CPU only)."""
     if isinstance(temperature, Tensor):
         if not temperature.is_floating_point():
             raise TypeError(f"{name} must be a floating tensor, got {temperature.dtype}")
@@ -58,13 +131,18 @@ def _temperature(temperature: Temperature, like: Tensor, name: str = "temperatur
             raise ValueError(f"{name} is on {temperature.device} but the logits are on "
                              f"{like.device} (a temperature on another device must be a single "
                              "value on the CPU)")
+        if shape is not None:
+            _check_temperature_shape(temperature, shape, name)
+        _check_temperature_values(temperature, like, name)
         return temperature
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise TypeError(f"{name} must be a positive float or a tensor, got "
                         f"{type(temperature).__name__}")
-    t = float(temperature)
-    if not (t > 0 and math.isfinite(t)):
-        raise ValueError(f"{name} must be positive and finite, got {temperature}")
+    try:
+        t = float(temperature)
+    except OverflowError:  # an int beyond float64
+        t = math.inf
+    _check_range(t, t, like, name, lambda: temperature)
     return torch.tensor(t, dtype=torch.float64)
 
 
@@ -128,7 +206,7 @@ def exp_concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1,
     Categories with -inf logits get exactly -inf. Differentiable in logits and temperature.
     """
     _check_tensor(logits, "logits")
-    t = _temperature(temperature, logits)
+    t = _temperature(temperature, logits, shape=_batch_shape(logits, _category_dim(logits, dim)))
     return _random_call("exp_concrete_sample", logits.device, (logits, t, dim),
                         functools.partial(ref.exp_concrete_sample, logits, t, dim),
                         generator, seed, offset)
@@ -139,7 +217,7 @@ def concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1,
                     offset: int = 0) -> Tensor:
     """x ~ Concrete(logits, temperature) on the simplex: softmax((logits + G) / tau) along `dim`."""
     _check_tensor(logits, "logits")
-    t = _temperature(temperature, logits)
+    t = _temperature(temperature, logits, shape=_batch_shape(logits, _category_dim(logits, dim)))
     return _random_call("concrete_sample", logits.device, (logits, t, dim),
                         functools.partial(ref.concrete_sample, logits, t, dim),
                         generator, seed, offset)
@@ -157,7 +235,8 @@ def gumbel_softmax(logits: Tensor, tau: Temperature = 1.0, hard: bool = False, e
     """
     del eps  # deprecated and unused, as in torch.nn.functional.gumbel_softmax
     _check_tensor(logits, "logits")
-    t = _temperature(tau, logits, "tau")  # errors name the argument `tau`, as the caller wrote it
+    # errors name the argument `tau`, as the caller wrote it
+    t = _temperature(tau, logits, "tau", _batch_shape(logits, _category_dim(logits, dim)))
     if not hard:
         return concrete_sample(logits, t, dim, generator, seed=seed, offset=offset)
     out = _random_call("gumbel_softmax_hard", logits.device, (logits, t, dim),
@@ -170,6 +249,7 @@ def gumbel_max_sample(logits: Tensor, dim: int = -1, generator: Optional[torch.G
                       *, seed: Optional[int] = None, offset: int = 0) -> Tensor:
     """One-hot of argmax_k(logits_k + G_k): a draw of Discrete(alpha) (zero temperature)."""
     _check_tensor(logits, "logits")
+    _category_dim(logits, dim)
     return _random_call("gumbel_max_sample", logits.device, (logits, dim),
                         functools.partial(ref.gumbel_max_sample, logits, dim),
                         generator, seed, offset)
@@ -192,7 +272,8 @@ def _density_call(op_name: str, reference_fn, value, logits, temperature, *dim):
     """Every log-density: check, broadcast value and logits, route, call (dim for row ops)."""
     _check_tensor(logits, "logits")
     value, logits = _broadcast_value(value, logits)
-    t = _temperature(temperature, logits)
+    shape = _batch_shape(logits, _category_dim(logits, dim[0])) if dim else logits.shape
+    t = _temperature(temperature, logits, shape=shape)
     kind, fn = _route(op_name, logits.device)
     return (reference_fn if kind == "reference" else fn)(value, logits, t, *dim)
 
@@ -226,8 +307,9 @@ def relaxed_kl_sample(q_logits: Tensor, q_temperature: Temperature, p_logits: Te
     """
     _check_tensor(q_logits, "q_logits")
     p_logits, q_logits = _broadcast_value(p_logits, q_logits, "p_logits")
-    tq = _temperature(q_temperature, q_logits, "q_temperature")
-    tp = _temperature(p_temperature, q_logits, "p_temperature")
+    batch = _batch_shape(q_logits, _category_dim(q_logits, dim, "q_logits"))
+    tq = _temperature(q_temperature, q_logits, "q_temperature", batch)
+    tp = _temperature(p_temperature, q_logits, "p_temperature", batch)
     return _random_call("relaxed_kl_sample", q_logits.device, (q_logits, tq, p_logits, tp, dim),
                         functools.partial(ref.relaxed_kl_sample, q_logits, tq, p_logits, tp, dim),
                         generator, seed, offset)
@@ -239,7 +321,7 @@ def logit_binary_concrete_sample(logits: Tensor, temperature: Temperature,
                                  seed: Optional[int] = None, offset: int = 0) -> Tensor:
     """y = (logits + L) / temperature, L ~ Logistic(0, 1): BinConcrete in logit space (Eq. 26)."""
     _check_tensor(logits, "logits")
-    t = _temperature(temperature, logits)
+    t = _temperature(temperature, logits, shape=logits.shape)
     return _random_call("logit_binary_concrete_sample", logits.device, (logits, t),
                         functools.partial(ref.logit_binary_concrete_sample, logits, t),
                         generator, seed, offset)
@@ -250,7 +332,7 @@ def binary_concrete_sample(logits: Tensor, temperature: Temperature,
                            seed: Optional[int] = None, offset: int = 0) -> Tensor:
     """x = sigmoid((logits + L) / temperature) in (0, 1): BinConcrete (Eq. 16)."""
     _check_tensor(logits, "logits")
-    t = _temperature(temperature, logits)
+    t = _temperature(temperature, logits, shape=logits.shape)
     return _random_call("binary_concrete_sample", logits.device, (logits, t),
                         functools.partial(ref.binary_concrete_sample, logits, t),
                         generator, seed, offset)

@@ -279,6 +279,17 @@ def tensors_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
         ((a == b) | (a.isnan() & b.isnan())).all())
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of small-tensor tests (idle OpenMP threads spinning on a
+    busy shared machine slow small ops tenfold); use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def fresh_default_generator():
     """Restores the default CPU generator's state after a test that seeds it."""

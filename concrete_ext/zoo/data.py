@@ -395,8 +395,12 @@ def load_mnist_sample(path: str = SAMPLE_PATH) -> Dataset:
     if not os.path.isfile(path):
         raise DataNotFoundError(f"the package's data sample {path} is missing; reinstall "
                                 "concrete_ext (it ships in concrete_ext/zoo/data/).")
-    with np.load(path) as z:
-        arrays = {s: np.unpackbits(z[s], axis=1)[:, :IMAGE_PIXELS] for s in SAMPLE_SIZES}
+    try:
+        with np.load(path) as z:
+            arrays = {s: np.unpackbits(z[s], axis=1)[:, :IMAGE_PIXELS] for s in SAMPLE_SIZES}
+    except Exception as e:  # noqa: BLE001 - a damaged .npz raises zip, pickle or key errors
+        raise ChecksumError(f"{path} is damaged and cannot be read ({type(e).__name__}: {e}); "
+                            "reinstall concrete_ext.") from e
     got = _sample_digest(arrays)
     if got != SAMPLE_DIGEST:
         raise ChecksumError(f"{path} is not the shipped sample (sha256 {got}, expected "

@@ -9,10 +9,14 @@
 
 Every file is written to a temporary file in the same folder, flushed to disk, then renamed over the
 old one (``os.replace``), so a crash leaves either the old or the new file, never a torn one.
+Checkpoints also carry a sha256 digest of their contents (``save_checkpoint``), and
+``load_checkpoint`` refuses, with a CheckpointError that says why, a file that is truncated,
+corrupt (including a flipped bit that torch.load would not notice) or not a checkpoint at all.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -20,12 +24,22 @@ from typing import Dict, Iterator, List, Optional
 
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_save", "append_jsonl",
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_save", "save_checkpoint",
+           "CheckpointError", "state_digest", "append_jsonl",
            "read_jsonl", "truncate_jsonl", "read_json", "write_json", "load_checkpoint",
            "run_dirs", "latest", "CHECKPOINT", "BEST", "CONFIG", "METRICS", "EVAL"]
 
 CHECKPOINT, BEST, CONFIG, METRICS, EVAL = ("checkpoint.pt", "best.pt", "config.json",
                                            "metrics.jsonl", "eval.json")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp gives 0600)
 
 
 def _atomic(path: str, write) -> None:
@@ -34,6 +48,8 @@ def _atomic(path: str, write) -> None:
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=folder)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -58,10 +74,67 @@ def atomic_save(obj, path: str) -> None:
     _atomic(path, lambda f: torch.save(obj, f))
 
 
+DIGEST_KEY = "sha256"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: truncated, corrupt, not a checkpoint, or not matching."""
+
+
+def _feed(h, obj) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for k in sorted(obj, key=repr):
+            _feed(h, k)
+            _feed(h, obj[k])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{len(obj)}".encode())
+        for v in obj:
+            _feed(h, v)
+    else:  # int, float (repr is exact), str, bool, None
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+
+
+def state_digest(state: Dict) -> str:
+    """sha256 over a checkpoint's contents (tensors byte for byte, with dtypes, shapes and keys);
+    the digest entry itself is left out."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in state.items() if k != DIGEST_KEY})
+    return h.hexdigest()
+
+
+def save_checkpoint(state: Dict, path: str) -> None:
+    """atomic_save of `state` with its digest added (under the key "sha256")."""
+    atomic_save({**state, DIGEST_KEY: state_digest(state)}, path)
+
+
 def load_checkpoint(path: str) -> Dict:
+    """The state saved by save_checkpoint (or atomic_save: files without a digest load unchecked).
+
+    Raises FileNotFoundError when there is none, CheckpointError when the file is unreadable
+    (truncated, not a torch file), is not a dict with a "format", or does not match its digest."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - zip, pickle and EOF errors all mean the same here
+        why = (str(e).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupt? {type(e).__name__}: "
+            f"{why}). Checkpoints are replaced atomically, so this file was damaged after it was "
+            "written: restore a copy or start the run again") from e
+    if not isinstance(state, dict) or "format" not in state:
+        raise CheckpointError(f"{path} is not a concrete_ext zoo checkpoint (a dict with a "
+                              f"'format' entry), got {type(state).__name__}")
+    digest = state.pop(DIGEST_KEY, None)
+    if digest is not None and digest != state_digest(state):
+        raise CheckpointError(f"{path} is corrupt: its contents do not match the sha256 digest "
+                              "saved with them")
+    return state
 
 
 def append_jsonl(path: str, record: Dict) -> None:

@@ -17,6 +17,7 @@ holds nothing rank-dependent, so a run resumes on any number of ranks. See distr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -131,11 +132,30 @@ def build_model(config: TrainConfig, pixel_mean: Optional[np.ndarray] = None):
 def load_model(path: str) -> Tuple[torch.nn.Module, "TrainConfig", int]:
     """(model in eval mode, its config, its step) from a checkpoint.pt or best.pt."""
     state = runs.load_checkpoint(path)
-    config = TrainConfig.from_dict(state["config"])
-    model = build_model(config)
-    model.load_state_dict(state["model"])
+    with _checked(path):
+        _check_format(state)
+        config = TrainConfig.from_dict(state["config"])
+        model = build_model(config)
+        model.load_state_dict(state["model"])
     model.eval()
     return model, config, int(state["step"])
+
+
+def _check_format(state: Dict) -> None:
+    if state.get("format") != FORMAT:
+        raise ValueError(f"checkpoint format {state.get('format')} is not {FORMAT}")
+
+
+@contextlib.contextmanager
+def _checked(path: str):
+    """Errors while restoring from a checkpoint become a CheckpointError naming the file."""
+    try:
+        yield
+    except runs.CheckpointError:
+        raise
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        what = f"lacks the entry {e}" if isinstance(e, KeyError) else f"does not fit: {e}"
+        raise runs.CheckpointError(f"checkpoint {path} {what}") from e
 
 
 def _generator(seed: int, stream: int) -> torch.Generator:
@@ -160,7 +180,9 @@ class Trainer:
         state = None
         if resume:  # rank 0 reads the checkpoint and sends it to the others
             state = world.from_main(lambda: runs.load_checkpoint(ckpt_path))
-            saved = TrainConfig.from_dict(state["config"])
+            with _checked(ckpt_path):
+                _check_format(state)
+                saved = TrainConfig.from_dict(state["config"])
             config = self._merge(saved, config)
         elif world.from_main(lambda: os.path.exists(ckpt_path)):
             raise FileExistsError(f"{run_dir} already holds a checkpoint: continue it with "
@@ -195,7 +217,8 @@ class Trainer:
         self.elapsed = 0.0
         self._stop = False
         if state is not None:
-            self._restore(state)
+            with _checked(ckpt_path):
+                self._restore(state)
             if world.is_main:
                 runs.truncate_jsonl(os.path.join(run_dir, runs.METRICS), self.step)
         if world.is_main:
@@ -231,8 +254,7 @@ class Trainer:
         }
 
     def _restore(self, state: Dict) -> None:
-        if state.get("format") != FORMAT:
-            raise ValueError(f"checkpoint format {state.get('format')} is not {FORMAT}")
+        _check_format(state)
         self.model.load_state_dict(state["model"])
         self.estimator.load_state_dict(state["estimator"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -243,7 +265,7 @@ class Trainer:
 
     def save(self) -> None:
         if self.world.is_main:
-            runs.atomic_save(self.state_dict(), os.path.join(self.run_dir, runs.CHECKPOINT))
+            runs.save_checkpoint(self.state_dict(), os.path.join(self.run_dir, runs.CHECKPOINT))
 
     def _log(self, record: Dict) -> None:
         if self.world.is_main:
@@ -291,9 +313,9 @@ class Trainer:
         if improved:
             self.best = est.mean  # the same on every rank: so is the estimate
         if improved and self.world.is_main:
-            runs.atomic_save({"format": FORMAT, "config": c.to_dict(), "step": self.step,
-                              "model": self.model.state_dict(), "valid": est.mean},
-                             os.path.join(self.run_dir, runs.BEST))
+            runs.save_checkpoint({"format": FORMAT, "config": c.to_dict(), "step": self.step,
+                                  "model": self.model.state_dict(), "valid": est.mean},
+                                 os.path.join(self.run_dir, runs.BEST))
         self._log({"kind": "valid", "step": self.step, "split": self.valid_name, "m": c.eval_m,
                    "n": est.n, "bound": est.mean, "sem": est.sem, "best": self.best,
                    "elapsed_s": round(self.elapsed, 3)})

@@ -109,7 +109,7 @@ def test_integer_temperature_tensor(op):
 @pytest.mark.parametrize("shape", [(5,), (3,), (4, 2), (2, 4)])
 def test_temperature_that_does_not_broadcast(op, shape):
     fn, name = CATEGORICAL[op]
-    with pytest.raises(ValueError, match="temperature"):
+    with pytest.raises(ValueError, match=name):  # the argument as the caller named it (tau)
         fn(L, torch.full(shape, 0.5))
 
 
