@@ -7,12 +7,173 @@
 #include "concrete_ext/dispatch.h"
 #include "concrete_ext/math/binary_concrete.h"
 #include "cpu_loops.h"
+#include "cpu_vec.h"
 #include "kernels.h"
 
 namespace concrete_ext {
 namespace cpu {
-namespace {
+
 namespace bc = binary_concrete;
+
+// ---- block bodies over elements [i0, i1) (one per-ISA function per op and dtype) --------------
+
+template <typename scalar_t, typename acc_t>
+struct BinarySampleArgs {
+  const scalar_t* a;
+  scalar_t* o;
+  TauView<acc_t> tau;
+  SeedOffset so;
+  bool logit_space;
+};
+
+template <typename scalar_t, typename acc_t>
+CE_INLINE void binary_sample_block_impl(const BinarySampleArgs<scalar_t, acc_t>& p, int64_t i0,
+                                        int64_t i1, acc_t* buf, int64_t st) {
+  const int64_t m = i1 - i0;
+  Carver<acc_t> c{buf, st};
+  acc_t *l = c.take(), *inv = c.take();
+  fill_noise(Noise::kLogistic, p.so, i0, m, l);
+  tau_values(p.tau, i0, m, true, inv);
+  const scalar_t* ab = p.a + i0;
+  scalar_t* ob = p.o + i0;
+  if (p.logit_space) {
+    for (int64_t j = 0; j < m; ++j) {
+      ob[j] = static_cast<scalar_t>(bc::sample_logit(static_cast<acc_t>(ab[j]), l[j], inv[j]));
+    }
+  } else {
+    for (int64_t j = 0; j < m; ++j) {
+      ob[j] = static_cast<scalar_t>(
+          bc::sample<acc_t, vm::VecOps>(static_cast<acc_t>(ab[j]), l[j], inv[j]));
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+struct BinarySampleBackwardArgs {
+  const scalar_t* s;
+  const scalar_t* g;
+  scalar_t* da;
+  acc_t* gt;  // may be null
+  TauView<acc_t> tau;
+  bool logit_space;
+};
+
+template <typename scalar_t, typename acc_t>
+CE_INLINE void binary_sample_backward_block_impl(const BinarySampleBackwardArgs<scalar_t, acc_t>& p,
+                                                 int64_t i0, int64_t i1, acc_t* buf, int64_t st) {
+  const int64_t m = i1 - i0;
+  Carver<acc_t> c{buf, st};
+  acc_t *inv = c.take(), *sink = c.take();
+  tau_values(p.tau, i0, m, true, inv);
+  const scalar_t* sb = p.s + i0;
+  const scalar_t* gb = p.g + i0;
+  scalar_t* db = p.da + i0;
+  acc_t* tb = p.gt ? p.gt + i0 : sink;
+  if (p.logit_space) {
+    for (int64_t j = 0; j < m; ++j) {
+      acc_t d, t;
+      bc::sample_logit_backward(static_cast<acc_t>(gb[j]), static_cast<acc_t>(sb[j]), inv[j], &d, &t);
+      db[j] = static_cast<scalar_t>(d);
+      tb[j] = t;
+    }
+  } else {
+    for (int64_t j = 0; j < m; ++j) {
+      acc_t d, t;
+      bc::sample_backward<acc_t, vm::VecOps>(static_cast<acc_t>(gb[j]), static_cast<acc_t>(sb[j]),
+                                             inv[j], &d, &t);
+      db[j] = static_cast<scalar_t>(d);
+      tb[j] = t;
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+struct BinaryLogProbArgs {
+  const scalar_t* v;
+  const scalar_t* a;
+  scalar_t* o;
+  TauView<acc_t> tau;
+  bool logit_space;
+};
+
+template <typename scalar_t, typename acc_t>
+CE_INLINE void binary_log_prob_block_impl(const BinaryLogProbArgs<scalar_t, acc_t>& p, int64_t i0,
+                                          int64_t i1, acc_t* buf, int64_t st) {
+  const int64_t m = i1 - i0;
+  Carver<acc_t> c{buf, st};
+  acc_t* tau = c.take();
+  tau_values(p.tau, i0, m, false, tau);
+  const scalar_t* vb = p.v + i0;
+  const scalar_t* ab = p.a + i0;
+  scalar_t* ob = p.o + i0;
+  if (p.logit_space) {
+    for (int64_t j = 0; j < m; ++j) {
+      ob[j] = static_cast<scalar_t>(bc::logit_log_prob<acc_t, vm::VecOps>(
+          static_cast<acc_t>(vb[j]), static_cast<acc_t>(ab[j]), tau[j]));
+    }
+  } else {
+    for (int64_t j = 0; j < m; ++j) {
+      ob[j] = static_cast<scalar_t>(bc::log_prob<acc_t, vm::VecOps>(
+          static_cast<acc_t>(vb[j]), static_cast<acc_t>(ab[j]), tau[j]));
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+struct BinaryLogProbBackwardArgs {
+  const scalar_t* v;
+  const scalar_t* a;
+  const acc_t* g;
+  scalar_t* gv;  // each of gv, ga, gt may be null
+  scalar_t* ga;
+  acc_t* gt;
+  TauView<acc_t> tau;
+  bool logit_space;
+};
+
+template <typename scalar_t, typename acc_t>
+CE_INLINE void binary_log_prob_backward_block_impl(
+    const BinaryLogProbBackwardArgs<scalar_t, acc_t>& p, int64_t i0, int64_t i1, acc_t* buf,
+    int64_t st) {
+  const int64_t m = i1 - i0;
+  Carver<acc_t> c{buf, st};
+  acc_t *tau = c.take(), *sink_t = c.take();
+  scalar_t* sink = reinterpret_cast<scalar_t*>(c.take());
+  tau_values(p.tau, i0, m, false, tau);
+  const scalar_t* vb = p.v + i0;
+  const scalar_t* ab = p.a + i0;
+  const acc_t* gb = p.g + i0;
+  scalar_t* gvb = p.gv ? p.gv + i0 : sink;
+  scalar_t* gab = p.ga ? p.ga + i0 : sink;
+  acc_t* gtb = p.gt ? p.gt + i0 : sink_t;
+  auto store = [&](int64_t j, acc_t dv, acc_t da, acc_t dt) CE_LAMBDA {
+    gvb[j] = static_cast<scalar_t>(gb[j] * dv);
+    gab[j] = static_cast<scalar_t>(gb[j] * da);
+    gtb[j] = gb[j] * dt;
+  };
+  if (p.logit_space) {
+    for (int64_t j = 0; j < m; ++j) {
+      acc_t dv, da, dt;
+      bc::logit_log_prob_grads<acc_t, vm::VecOps>(static_cast<acc_t>(vb[j]),
+                                                  static_cast<acc_t>(ab[j]), tau[j], &dv, &da, &dt);
+      store(j, dv, da, dt);
+    }
+  } else {
+    for (int64_t j = 0; j < m; ++j) {
+      acc_t dv, da, dt;
+      bc::log_prob_grads<acc_t, vm::VecOps>(static_cast<acc_t>(vb[j]), static_cast<acc_t>(ab[j]),
+                                            tau[j], &dv, &da, &dt);
+      store(j, dv, da, dt);
+    }
+  }
+}
+
+CE_BLOCK_CLONES(binary_sample_block, BinarySampleArgs)
+CE_BLOCK_CLONES(binary_sample_backward_block, BinarySampleBackwardArgs)
+CE_BLOCK_CLONES(binary_log_prob_block, BinaryLogProbArgs)
+CE_BLOCK_CLONES(binary_log_prob_backward_block, BinaryLogProbBackwardArgs)
+
+namespace {
 template <typename T>
 T* ptr_or_null(at::Tensor* t) { return t ? t->data_ptr<T>() : nullptr; }
 }  // namespace
@@ -22,17 +183,11 @@ void Kernels::binary_sample(const at::Tensor& logits, at::Tensor& out, const Tem
   const SeedOffset so = cpu_seed(rng.generator, rng.seed, rng.offset);
   const int64_t numel = logits.numel();
   CE_DISPATCH_FLOATING(logits.scalar_type(), "binary_concrete_sample_cpu", [&] {
-    const scalar_t* a = logits.data_ptr<scalar_t>();
-    scalar_t* o = out.data_ptr<scalar_t>();
-    const TauView<acc_t> tv = tau.view<acc_t>();
-    parallel_element_blocks<acc_t>(numel, 1, [&](int64_t i0, int64_t i1, acc_t* l, int64_t) {
-      fill_noise(Noise::kLogistic, so, i0, i1 - i0, l);
-      for (int64_t i = i0; i < i1; ++i) {
-        const acc_t inv = acc_t(1) / tv.at(i);
-        const acc_t ai = static_cast<acc_t>(a[i]);
-        o[i] = static_cast<scalar_t>(logit_space ? bc::sample_logit(ai, l[i - i0], inv)
-                                                 : bc::sample<acc_t, vm::VecOps>(ai, l[i - i0], inv));
-      }
+    const BinarySampleArgs<scalar_t, acc_t> args{logits.data_ptr<scalar_t>(),
+                                                 out.data_ptr<scalar_t>(), tau.view<acc_t>(), so,
+                                                 logit_space};
+    parallel_element_blocks<acc_t>(numel, 2, [&](int64_t i0, int64_t i1, acc_t* buf, int64_t st) {
+      binary_sample_block(args, i0, i1, buf, st);
     });
   });
 }
@@ -42,24 +197,11 @@ void Kernels::binary_sample_backward(const at::Tensor& grad, const at::Tensor& s
                                      at::Tensor* grad_tau, bool logit_space) {
   const int64_t numel = sample.numel();
   CE_DISPATCH_FLOATING(sample.scalar_type(), "binary_concrete_sample_backward_cpu", [&] {
-    const scalar_t* s = sample.data_ptr<scalar_t>();
-    const scalar_t* g = grad.data_ptr<scalar_t>();
-    scalar_t* da = grad_logits.data_ptr<scalar_t>();
-    acc_t* gt = ptr_or_null<acc_t>(grad_tau);
-    const TauView<acc_t> tv = tau.view<acc_t>();
-    at::parallel_for(0, numel, kTaskElems, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        const acc_t inv = acc_t(1) / tv.at(i);
-        acc_t d, t;
-        if (logit_space) {
-          bc::sample_logit_backward(static_cast<acc_t>(g[i]), static_cast<acc_t>(s[i]), inv, &d, &t);
-        } else {
-          bc::sample_backward<acc_t, vm::VecOps>(static_cast<acc_t>(g[i]), static_cast<acc_t>(s[i]),
-                                                inv, &d, &t);
-        }
-        da[i] = static_cast<scalar_t>(d);
-        if (gt) gt[i] = t;
-      }
+    const BinarySampleBackwardArgs<scalar_t, acc_t> args{
+        sample.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), grad_logits.data_ptr<scalar_t>(),
+        ptr_or_null<acc_t>(grad_tau), tau.view<acc_t>(), logit_space};
+    parallel_element_blocks<acc_t>(numel, 2, [&](int64_t i0, int64_t i1, acc_t* buf, int64_t st) {
+      binary_sample_backward_block(args, i0, i1, buf, st);
     });
   });
 }
@@ -68,16 +210,12 @@ void Kernels::binary_log_prob(const at::Tensor& value, const at::Tensor& logits,
                               const Temperature& tau, bool logit_space) {
   const int64_t numel = logits.numel();
   CE_DISPATCH_FLOATING(logits.scalar_type(), "binary_concrete_log_prob_cpu", [&] {
-    const scalar_t* v = value.data_ptr<scalar_t>();
-    const scalar_t* a = logits.data_ptr<scalar_t>();
-    scalar_t* o = out.data_ptr<scalar_t>();
-    const TauView<acc_t> tv = tau.view<acc_t>();
-    at::parallel_for(0, numel, kTaskElems, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        const acc_t vi = static_cast<acc_t>(v[i]), ai = static_cast<acc_t>(a[i]), t = tv.at(i);
-        o[i] = static_cast<scalar_t>(logit_space ? bc::logit_log_prob<acc_t, vm::VecOps>(vi, ai, t)
-                                                 : bc::log_prob<acc_t, vm::VecOps>(vi, ai, t));
-      }
+    const BinaryLogProbArgs<scalar_t, acc_t> args{value.data_ptr<scalar_t>(),
+                                                  logits.data_ptr<scalar_t>(),
+                                                  out.data_ptr<scalar_t>(), tau.view<acc_t>(),
+                                                  logit_space};
+    parallel_element_blocks<acc_t>(numel, 1, [&](int64_t i0, int64_t i1, acc_t* buf, int64_t st) {
+      binary_log_prob_block(args, i0, i1, buf, st);
     });
   });
 }
@@ -88,26 +226,12 @@ void Kernels::binary_log_prob_backward(const at::Tensor& grad, const at::Tensor&
                                        const Temperature& tau, bool logit_space) {
   const int64_t numel = logits.numel();
   CE_DISPATCH_FLOATING(logits.scalar_type(), "binary_concrete_log_prob_backward_cpu", [&] {
-    const scalar_t* v = value.data_ptr<scalar_t>();
-    const scalar_t* a = logits.data_ptr<scalar_t>();
-    const acc_t* g = grad.data_ptr<acc_t>();
-    scalar_t* gv = ptr_or_null<scalar_t>(grad_value);
-    scalar_t* ga = ptr_or_null<scalar_t>(grad_logits);
-    acc_t* gt = ptr_or_null<acc_t>(grad_tau);
-    const TauView<acc_t> tv = tau.view<acc_t>();
-    at::parallel_for(0, numel, kTaskElems, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        const acc_t vi = static_cast<acc_t>(v[i]), ai = static_cast<acc_t>(a[i]), t = tv.at(i);
-        acc_t dv, da, dt;
-        if (logit_space) {
-          bc::logit_log_prob_grads<acc_t, vm::VecOps>(vi, ai, t, &dv, &da, &dt);
-        } else {
-          bc::log_prob_grads<acc_t, vm::VecOps>(vi, ai, t, &dv, &da, &dt);
-        }
-        if (gv) gv[i] = static_cast<scalar_t>(g[i] * dv);
-        if (ga) ga[i] = static_cast<scalar_t>(g[i] * da);
-        if (gt) gt[i] = g[i] * dt;
-      }
+    const BinaryLogProbBackwardArgs<scalar_t, acc_t> args{
+        value.data_ptr<scalar_t>(), logits.data_ptr<scalar_t>(), grad.data_ptr<acc_t>(),
+        ptr_or_null<scalar_t>(grad_value), ptr_or_null<scalar_t>(grad_logits),
+        ptr_or_null<acc_t>(grad_tau), tau.view<acc_t>(), logit_space};
+    parallel_element_blocks<acc_t>(numel, 3, [&](int64_t i0, int64_t i1, acc_t* buf, int64_t st) {
+      binary_log_prob_backward_block(args, i0, i1, buf, st);
     });
   });
 }

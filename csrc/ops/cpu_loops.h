@@ -18,7 +18,9 @@
 #include "concrete_ext/params.h"
 #include "concrete_ext/philox.h"
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#if defined(CE_CPU_CLONES)
+// set by the includer (a vectorisation check compiles one ISA only)
+#elif defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define CE_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define CE_CPU_CLONES

@@ -7,6 +7,11 @@
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define CE_HOST_DEVICE __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+// Forced on the host too (as __forceinline__ on the device): the CPU kernels' per-ISA block
+// functions are large, and GCC's size limits would otherwise leave some of these as calls, which
+// keep the loops around them scalar.
+#define CE_HOST_DEVICE inline __attribute__((always_inline))
 #else
 #define CE_HOST_DEVICE inline
 #endif
