@@ -1,9 +1,15 @@
-"""Which implementation serves a call: the compiled kernels, Triton, or the reference.
+"""Which implementation serves a call: the compiled kernels, Triton, the Python kernels, or the
+reference.
 
-Default: CPU tensors use the compiled CPU kernels; CUDA tensors the compiled CUDA kernels, else
-Triton. ``CONCRETE_EXT_BACKEND=cuda|triton|cpu|reference`` or ``with concrete_ext.backend(name):``
-(which wins over the variable) requests one; a request that cannot be met raises with every reason.
-``concrete_ext.backends()`` lists each backend with what it can serve and why not.
+Default: CPU tensors use the compiled CPU kernels, else the Python kernels; CUDA tensors the
+compiled CUDA kernels, else Triton, else the Python kernels. ``CONCRETE_EXT_BACKEND=cuda|triton|
+cpu|python|reference`` (read when concrete_ext is imported) or ``with concrete_ext.backend(name):``
+(which wins over the variable) requests one; a request that cannot be met raises with every reason. ``concrete_ext.backends()``
+lists each backend with what it can serve and why not.
+
+``cpu``, ``cuda``, ``triton`` and ``python`` run the ops of the op layer (``_ops``): their three
+namespaces share the schemas, autograd, vmap rules and layouts generated from the op table.
+``reference`` calls ``concrete_ext.reference`` directly (composite PyTorch, the tests' ground truth).
 """
 
 from __future__ import annotations
@@ -11,13 +17,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
 from . import _ops
 
-BACKENDS = ("cuda", "triton", "cpu", "reference")
+BACKENDS = ("cuda", "triton", "cpu", "python", "reference")
 ENV = "CONCRETE_EXT_BACKEND"
 
 _requested: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
@@ -40,12 +46,20 @@ def backend(name: Optional[str]):
         _requested.reset(token)
 
 
-def requested() -> Optional[str]:
-    name = _requested.get()
-    if name is not None:
-        return name
+def _from_environment() -> Optional[str]:
     env = os.environ.get(ENV, "").strip().lower()
     return _check_name(env) if env else None
+
+
+# Read once, when concrete_ext is imported (an environment lookup on every call would cost more
+# than a small op).
+_ENV_CHOICE: Optional[str] = _from_environment()
+
+
+def requested() -> Optional[str]:
+    """The backend asked for by ``backend(...)``, else by CONCRETE_EXT_BACKEND (None: default)."""
+    name = _requested.get()
+    return name if name is not None else _ENV_CHOICE
 
 
 def _triton_reasons() -> List[str]:
@@ -57,7 +71,7 @@ def _triton_reasons() -> List[str]:
 def not_supported_reasons(name: str, device: torch.device, op_name: str = "") -> List[str]:
     """Why backend `name` cannot serve op `op_name` on `device` (empty: it can)."""
     reasons = []
-    if name == "reference":
+    if name in ("reference", "python"):
         return reasons
     if name in ("cpu", "cuda"):
         if device.type != name:
@@ -79,6 +93,9 @@ def not_supported_reasons(name: str, device: torch.device, op_name: str = "") ->
     return reasons
 
 
+_DEFAULT: Dict[Tuple[str, str], str] = {}
+
+
 def select(op_name: str, device: torch.device) -> str:
     """The backend for one call of `op_name` on `device`."""
     name = requested()
@@ -88,11 +105,42 @@ def select(op_name: str, device: torch.device) -> str:
             raise RuntimeError(f"concrete_ext backend {name!r} cannot run {op_name} on {device}: "
                                + "; ".join(reasons))
         return name
-    order = ("cuda", "triton", "reference") if device.type == "cuda" else ("cpu", "reference")
-    for candidate in order:
-        if not not_supported_reasons(candidate, device, op_name):
-            return candidate
-    return "reference"
+    key = (op_name, device.type)
+    choice = _DEFAULT.get(key)
+    if choice is not None:
+        return choice
+    order = ("cuda", "triton", "python") if device.type == "cuda" else ("cpu", "python")
+    choice = next(c for c in order if not not_supported_reasons(c, device, op_name))
+    _DEFAULT[key] = choice
+    return choice
+
+
+_IMPLS: Dict[Tuple[str, str], "object"] = {}
+
+
+def impl(op_name: str, name: str):
+    """The _autograd.Impl of `op_name` on backend `name` (not "reference")."""
+    key = (op_name, name)
+    found = _IMPLS.get(key)
+    if found is not None:
+        return found
+    from ._autograd import Impl
+
+    sig = _ops.SIGNATURES[(_ops.NAMESPACE, op_name)]
+    backward_name = op_name + "_backward"
+    if name == "triton":
+        from . import _triton
+
+        fn = _triton.compiled_signature(op_name)
+        backward = _ops.SIGNATURES.get((_ops.TRITON_NAMESPACE, backward_name))
+        found = Impl(sig, fn, fn, backward.op if backward else None)
+    else:
+        ns = _ops.PYTHON_NAMESPACE if name == "python" and not sig.row.composite else _ops.NAMESPACE
+        fwd = _ops.SIGNATURES[(ns, op_name)]
+        backward = _ops.SIGNATURES.get((ns, backward_name))
+        found = Impl(fwd, fwd.op, fwd.op, backward.op if backward else None)
+    _IMPLS[key] = found
+    return found
 
 
 def backends() -> Dict[str, dict]:
@@ -100,7 +148,7 @@ def backends() -> Dict[str, dict]:
     cuda_dev = torch.device("cuda")
     out = {}
     for name in BACKENDS:
-        dev = torch.device("cpu") if name in ("cpu", "reference") else cuda_dev
+        dev = torch.device("cpu") if name in ("cpu", "reference", "python") else cuda_dev
         reasons = not_supported_reasons(name, dev)
         if name in ("cuda", "triton") and not torch.cuda.is_available():
             reasons = reasons + ["no CUDA device is visible"]

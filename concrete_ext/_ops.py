@@ -1,97 +1,108 @@
-"""The op layer: schemas (defined once, here), fake kernels, autograd, and loading of ``_C``.
+"""The op layer, generated from the op table (``_table.OPS``): schemas, fake kernels, autograd,
+vmap rules, and the Python kernels; loads the compiled extension ``_C``.
 
-Every op is ``torch.ops.concrete_ext.<name>``. Kernels are registered per dispatch key: the CPU and
-CUDA ones by the compiled extension ``_C`` (``TORCH_LIBRARY_IMPL`` in csrc/ops/register_*), the
-Triton ones by ``concrete_ext._triton``. When ``_C`` could not be built, the CPU key falls back to the
-plain-PyTorch reference (so the ops still exist and still follow the random-number contract), and
-the CUDA key to Triton when it is importable. Backward is an op of its own
-(``<name>_backward``) wired with ``torch.library.register_autograd``; every op has a fake kernel,
-so ``torch.compile(fullgraph=True)`` and ``torch.export`` trace through it.
+Three namespaces hold the same ops, one per family of kernels:
+
+* ``concrete_ext``: the compiled CPU and CUDA kernels (``TORCH_LIBRARY_IMPL`` in
+  csrc/ops/register_*); when ``_C`` could not be built, the Python kernels serve its CPU key (and
+  Triton its CUDA key);
+* ``concrete_ext_triton``: the Triton kernels (``_triton``), random ops taking their seed as an
+  int64 device tensor ``rng_state = [seed, offset]``;
+* ``concrete_ext_python``: the Python kernels, built here from each row's reference forward and
+  vjp formula (``_derivatives``), on every device.
+
+Every op, forward or backward, gets its fake kernel (``_layout.make_output`` of the row's output
+layouts), an autograd kernel (``_autograd``) and a vmap rule (``_vmap``), generated from its row:
+nothing about an op is written per backend.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import List, Optional, Sequence
+import dataclasses
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
-from torch import Tensor
 
-from . import reference as ref
+from . import _layout
+from ._table import OPS, Op
 
 NAMESPACE = "concrete_ext"
-_RANDOM = (torch.Tag.nondeterministic_seeded,)
-_RNG = "int? seed, int offset, Generator? generator"
-
-SCHEMAS = {
-    # categorical, reduce nothing
-    "exp_concrete_sample": (f"(Tensor logits, Tensor temperature, int dim, {_RNG}) -> Tensor", _RANDOM),
-    "concrete_sample": (f"(Tensor logits, Tensor temperature, int dim, {_RNG}) -> Tensor", _RANDOM),
-    "exp_concrete_sample_backward": (
-        "(Tensor grad, Tensor sample, Tensor temperature, int dim, bool temperature_grad)"
-        " -> (Tensor, Tensor)", ()),
-    "concrete_sample_backward": (
-        "(Tensor grad, Tensor sample, Tensor temperature, int dim, bool temperature_grad)"
-        " -> (Tensor, Tensor)", ()),
-    "gumbel_softmax_hard": (
-        f"(Tensor logits, Tensor temperature, int dim, {_RNG}) -> (Tensor, Tensor)", _RANDOM),
-    "gumbel_softmax_hard_backward": (
-        "(Tensor grad, Tensor logits, Tensor temperature, Tensor rng_state, int dim,"
-        " bool temperature_grad) -> (Tensor, Tensor)", ()),
-    "gumbel_max_sample": (f"(Tensor logits, int dim, {_RNG}) -> Tensor", _RANDOM),
-    # categorical log-densities, reduce dim
-    "exp_concrete_log_prob": (
-        "(Tensor value, Tensor logits, Tensor temperature, int dim) -> Tensor", ()),
-    "concrete_log_prob": ("(Tensor value, Tensor logits, Tensor temperature, int dim) -> Tensor", ()),
-    "exp_concrete_log_prob_backward": (
-        "(Tensor grad, Tensor value, Tensor logits, Tensor temperature, int dim,"
-        " bool[3] output_mask) -> (Tensor, Tensor, Tensor)", ()),
-    "concrete_log_prob_backward": (
-        "(Tensor grad, Tensor value, Tensor logits, Tensor temperature, int dim,"
-        " bool[3] output_mask) -> (Tensor, Tensor, Tensor)", ()),
-    "relaxed_kl_sample": (
-        f"(Tensor q_logits, Tensor q_temperature, Tensor p_logits, Tensor p_temperature, int dim,"
-        f" {_RNG}) -> (Tensor, Tensor, Tensor)", _RANDOM),
-    "relaxed_kl_sample_backward": (
-        "(Tensor? grad_sample, Tensor? grad_log_q, Tensor? grad_log_p, Tensor sample,"
-        " Tensor q_logits, Tensor q_temperature, Tensor p_logits, Tensor p_temperature, int dim,"
-        " bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)", ()),
-    # binary, elementwise
-    "logit_binary_concrete_sample": (f"(Tensor logits, Tensor temperature, {_RNG}) -> Tensor", _RANDOM),
-    "binary_concrete_sample": (f"(Tensor logits, Tensor temperature, {_RNG}) -> Tensor", _RANDOM),
-    "logit_binary_concrete_sample_backward": (
-        "(Tensor grad, Tensor sample, Tensor temperature, bool temperature_grad) -> (Tensor, Tensor)", ()),
-    "binary_concrete_sample_backward": (
-        "(Tensor grad, Tensor sample, Tensor temperature, bool temperature_grad) -> (Tensor, Tensor)", ()),
-    "logit_binary_concrete_log_prob": ("(Tensor value, Tensor logits, Tensor temperature) -> Tensor", ()),
-    "binary_concrete_log_prob": ("(Tensor value, Tensor logits, Tensor temperature) -> Tensor", ()),
-    "logit_binary_concrete_log_prob_backward": (
-        "(Tensor grad, Tensor value, Tensor logits, Tensor temperature, bool[3] output_mask)"
-        " -> (Tensor, Tensor, Tensor)", ()),
-    "binary_concrete_log_prob_backward": (
-        "(Tensor grad, Tensor value, Tensor logits, Tensor temperature, bool[3] output_mask)"
-        " -> (Tensor, Tensor, Tensor)", ()),
-    # noise shaped like `self`: int64 draws for kind "bits", else self's dtype
-    "noise_like": (f"(Tensor self, str kind, {_RNG}) -> Tensor", _RANDOM),
-}
-
-_lib = torch.library.Library(NAMESPACE, "DEF")
-for _name, (_schema, _tags) in SCHEMAS.items():
-    _lib.define(_name + _schema, tags=_tags)
+TRITON_NAMESPACE = "concrete_ext_triton"
+PYTHON_NAMESPACE = "concrete_ext_python"
+_RNG = {NAMESPACE: "int? seed, int offset, Generator? generator",
+        PYTHON_NAMESPACE: "int? seed, int offset, Generator? generator",
+        TRITON_NAMESPACE: "Tensor rng_state"}
 
 
-def op(name: str):
-    return getattr(getattr(torch.ops, NAMESPACE), name)
+@dataclasses.dataclass(frozen=True)
+class Arg:
+    type: str
+    name: str
+
+    @property
+    def tensor(self) -> bool:
+        return self.type.startswith("Tensor")
 
 
-# ---- loading the compiled kernels ----------------------------------------------------------------
+def parse_args(args: str) -> Tuple[Arg, ...]:
+    return tuple(Arg(*a.strip().rsplit(" ", 1)) for a in args.split(",") if a.strip())
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    """One op (forward or backward) of one namespace, as the generated code sees it."""
+
+    namespace: str
+    name: str
+    args: Tuple[Arg, ...]  # including the random-number arguments
+    returns: str
+    outputs: Tuple[str, ...]  # output layouts
+    row: Op  # the table row it comes from
+    backward: bool = False
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.namespace}::{self.name}"
+
+    @property
+    def schema(self) -> str:
+        return "(" + ", ".join(f"{a.type} {a.name}" for a in self.args) + ") -> " + self.returns
+
+    @property
+    def names(self) -> List[str]:
+        return [a.name for a in self.args]
+
+    @property
+    def random(self) -> bool:
+        return self.row.random and not self.backward
+
+    @property
+    def op(self):
+        return getattr(getattr(torch.ops, self.namespace), self.name).default
+
+
+def signatures(row: Op, namespace: str) -> Tuple[Signature, Optional[Signature]]:
+    """(forward, backward or None) of a table row in one namespace."""
+    args = row.args + (", " + _RNG[namespace] if row.random else "")
+    fwd = Signature(namespace, row.name, parse_args(args), row.returns, row.outputs, row)
+    bw = None
+    if row.backward is not None:
+        bw = Signature(namespace, row.name + "_backward", parse_args(row.backward.args),
+                       row.backward.returns, row.backward.outputs, row, backward=True)
+    return fwd, bw
+
+
+def op(name: str, namespace: str = NAMESPACE):
+    return getattr(getattr(torch.ops, namespace), name)
+
+
+# ---- loading the compiled kernels ---------------------------------------------------------------
 _C = None
 C_IMPORT_ERROR: Optional[str] = None
 try:
-    from . import _C  # noqa: F401  (registers CPU/CUDA kernels on import)
+    from . import _C  # noqa: F401  (registers the CPU/CUDA kernels of `concrete_ext` on import)
 except ImportError as e:  # pragma: no cover - exercised only without a build
     C_IMPORT_ERROR = f"{type(e).__name__}: {e}"
-
 
 # Read once at import: the build does not change while the process runs, and a pybind call in the
 # dispatch path (backend selection) would make torch.compile(fullgraph=True) graph-break.
@@ -110,309 +121,125 @@ def has_compiled(device_type: str) -> bool:
     return _HAS_COMPILED.get(device_type, False)
 
 
-# ---- fake kernels ---------------------------------------------------------------------------------
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+# ---- the Python kernels ---------------------------------------------------------------------------
+def _acc_args(sig: Signature, values: tuple) -> tuple:
+    """16-bit floating tensors in float32 (the math type the kernels compute in)."""
+    return tuple(v.to(torch.float32) if isinstance(v, torch.Tensor) and v.is_floating_point()
+                 and v.dtype in (torch.float16, torch.bfloat16) and a.name != "self" else v
+                 for a, v in zip(sig.args, values))
 
 
-def _wrap(dim: int, ndim: int) -> int:
-    if ndim < 1:
-        raise ValueError("logits must have at least one dimension (the categories)")
-    if not -ndim <= dim < ndim:
-        raise IndexError(f"dim {dim} is out of range for a tensor with {ndim} dimensions")
-    return dim % ndim
+def python_kernel(sig: Signature) -> Callable:
+    """The Python kernel of `sig`: the row's reference forward (or vjp formula, for a backward op)
+    on the arguments in their math type, its outputs cast back and laid out as the table says."""
+    row = sig.row
+    fn = row.vjp if sig.backward else row.reference
+    names = sig.names
 
-
-def empty_rows_like(t: Tensor, dim: int, dtype=None) -> Tensor:
-    """Empty tensor shaped like t, contiguous with `dim` moved last, viewed in t's dim order.
-
-    The kernels allocate their row outputs the same way, so fake and real strides agree.
-    """
-    d = _wrap(dim, t.dim())
-    shape = list(t.shape)
-    n = shape.pop(d)
-    return t.new_empty(shape + [n], dtype=dtype or t.dtype).movedim(-1, d)
-
-
-def _batch_shape(t: Tensor, dim: int) -> List[int]:
-    d = _wrap(dim, t.dim())
-    return [s for i, s in enumerate(t.shape) if i != d]
-
-
-def _per_row(t: Tensor, dim: int, wanted: bool) -> Tensor:
-    shape = _batch_shape(t, dim) if wanted else [0]
-    return t.new_empty(shape, dtype=_acc(t.dtype))
-
-
-def _register_fakes():
-    fake = functools.partial(torch.library.register_fake, lib=_lib)
-
-    def sample(logits, temperature, dim, seed, offset, generator):
-        return empty_rows_like(logits, dim)
-
-    fake(f"{NAMESPACE}::exp_concrete_sample")(sample)
-    fake(f"{NAMESPACE}::concrete_sample")(sample)
-
-    def sample_backward(grad, sample, temperature, dim, temperature_grad):
-        return empty_rows_like(sample, dim), _per_row(sample, dim, temperature_grad)
-
-    fake(f"{NAMESPACE}::exp_concrete_sample_backward")(sample_backward)
-    fake(f"{NAMESPACE}::concrete_sample_backward")(sample_backward)
-
-    @fake(f"{NAMESPACE}::gumbel_softmax_hard")
-    def _(logits, temperature, dim, seed, offset, generator):
-        return empty_rows_like(logits, dim), logits.new_empty([2], dtype=torch.int64)
-
-    @fake(f"{NAMESPACE}::gumbel_softmax_hard_backward")
-    def _(grad, logits, temperature, rng_state, dim, temperature_grad):
-        return empty_rows_like(logits, dim), _per_row(logits, dim, temperature_grad)
-
-    @fake(f"{NAMESPACE}::gumbel_max_sample")
-    def _(logits, dim, seed, offset, generator):
-        return empty_rows_like(logits, dim)
-
-    def log_prob(value, logits, temperature, dim):
-        return logits.new_empty(_batch_shape(logits, dim))
-
-    fake(f"{NAMESPACE}::exp_concrete_log_prob")(log_prob)
-    fake(f"{NAMESPACE}::concrete_log_prob")(log_prob)
-
-    def log_prob_backward(grad, value, logits, temperature, dim, output_mask):
-        # A gradient not asked for is an empty tensor of its own (outputs must not alias).
-        return (empty_rows_like(logits, dim) if output_mask[0] else logits.new_empty([0]),
-                empty_rows_like(logits, dim) if output_mask[1] else logits.new_empty([0]),
-                _per_row(logits, dim, output_mask[2]))
-
-    fake(f"{NAMESPACE}::exp_concrete_log_prob_backward")(log_prob_backward)
-    fake(f"{NAMESPACE}::concrete_log_prob_backward")(log_prob_backward)
-
-    @fake(f"{NAMESPACE}::relaxed_kl_sample")
-    def _(q_logits, q_temperature, p_logits, p_temperature, dim, seed, offset, generator):
-        b = _batch_shape(q_logits, dim)
-        return empty_rows_like(q_logits, dim), q_logits.new_empty(b), q_logits.new_empty(b)
-
-    @fake(f"{NAMESPACE}::relaxed_kl_sample_backward")
-    def _(grad_sample, grad_log_q, grad_log_p, sample, q_logits, q_temperature, p_logits,
-          p_temperature, dim, output_mask):
-        none = q_logits.new_empty  # a fresh empty tensor per output: outputs must not alias
-        return (empty_rows_like(q_logits, dim) if output_mask[0] else none([0]),
-                _per_row(q_logits, dim, output_mask[1]),
-                empty_rows_like(q_logits, dim) if output_mask[2] else none([0]),
-                _per_row(q_logits, dim, output_mask[3]))
-
-    def binary_sample(logits, temperature, seed, offset, generator):
-        return torch.empty_like(logits, memory_format=torch.contiguous_format)
-
-    fake(f"{NAMESPACE}::logit_binary_concrete_sample")(binary_sample)
-    fake(f"{NAMESPACE}::binary_concrete_sample")(binary_sample)
-
-    def binary_sample_backward(grad, sample, temperature, temperature_grad):
-        gt = sample.new_empty(sample.shape if temperature_grad else [0], dtype=_acc(sample.dtype))
-        return torch.empty_like(sample, memory_format=torch.contiguous_format), gt
-
-    fake(f"{NAMESPACE}::logit_binary_concrete_sample_backward")(binary_sample_backward)
-    fake(f"{NAMESPACE}::binary_concrete_sample_backward")(binary_sample_backward)
-
-    def binary_log_prob(value, logits, temperature):
-        return torch.empty_like(logits, memory_format=torch.contiguous_format)
-
-    fake(f"{NAMESPACE}::logit_binary_concrete_log_prob")(binary_log_prob)
-    fake(f"{NAMESPACE}::binary_concrete_log_prob")(binary_log_prob)
-
-    def binary_log_prob_backward(grad, value, logits, temperature, output_mask):
-        none = logits.new_empty  # a fresh empty tensor per output: outputs must not alias
-        full = torch.empty_like(logits, memory_format=torch.contiguous_format)
-        return (full if output_mask[0] else none([0]),
-                torch.empty_like(full) if output_mask[1] else none([0]),
-                logits.new_empty(logits.shape if output_mask[2] else [0], dtype=_acc(logits.dtype)))
-
-    fake(f"{NAMESPACE}::logit_binary_concrete_log_prob_backward")(binary_log_prob_backward)
-    fake(f"{NAMESPACE}::binary_concrete_log_prob_backward")(binary_log_prob_backward)
-
-    @fake(f"{NAMESPACE}::noise_like")
-    def _(self, kind, seed, offset, generator):
-        return self.new_empty(self.shape, dtype=torch.int64 if kind == "bits" else self.dtype)
-
-
-_register_fakes()
-
-
-# ---- autograd -------------------------------------------------------------------------------------
-def reduce_temperature_grad(grad: Optional[Tensor], temperature: Tensor) -> Optional[Tensor]:
-    """Sum a per-row (or per-element) temperature gradient down to the temperature's shape."""
-    if grad is None:
-        return None
-    if grad.shape != temperature.shape:
-        if temperature.numel() == 1:
-            grad = grad.sum().reshape(temperature.shape)
+    def kernel(*values):
+        args = dict(zip(names, values))
+        if sig.backward:
+            res = fn(*values)
+        elif sig.random:
+            *head, seed, offset, generator = _acc_args(sig, values)
+            res = fn(*head, seed=seed, offset=offset, generator=generator)
         else:
-            grad = grad.sum_to_size(temperature.shape)
-    return grad.to(device=temperature.device, dtype=temperature.dtype)
+            res = fn(*_acc_args(sig, values))
+        res = res if isinstance(res, tuple) else (res,)
+        outs = []
+        for spec, value, in zip(sig.outputs, res):
+            if value is not None and spec.startswith(("rows", "batch", "like")):
+                value = value.to(args[spec.partition(":")[2].partition("?")[0]].dtype)
+            outs.append(_layout.into_layout(spec, args, value))
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    kernel.__name__ = f"python_{sig.name}"
+    return kernel
 
 
-def without_undefined_rows(grad: Optional[Tensor], sample: Tensor, dim: int) -> Optional[Tensor]:
-    """A per-row temperature gradient with 0 for the rows that have no distribution (all logits
-    -inf: their sample is NaN). Otherwise such a row made the gradient of a shared temperature NaN
-    even when its outputs were not used (ExpConcrete and relaxed-KL kernels; the Concrete kernel
-    already leaves those rows out)."""
-    if grad is None or grad.numel() == 0 or sample.numel() == 0:
-        return grad
-    undefined = sample.select(dim, 0).isnan()
-    return torch.where(undefined.to(grad.device), torch.zeros((), dtype=grad.dtype,
-                                                              device=grad.device), grad)
+def fake_kernel(sig: Signature) -> Callable:
+    names = sig.names
+
+    def fake(*values):
+        args = dict(zip(names, values))
+        outs = tuple(_layout.make_output(spec, args) for spec in sig.outputs)
+        return outs[0] if len(outs) == 1 else outs
+
+    return fake
 
 
-def _register_autograd():
-    reg = functools.partial(torch.library.register_autograd, lib=_lib)
-
-    # Sampling: backward needs the saved sample only (never the noise).
-    for name in ("exp_concrete_sample", "concrete_sample"):
-        bw = op(name + "_backward")
-
-        def setup(ctx, inputs, output):
-            ctx.save_for_backward(output, inputs[1])
-            ctx.dim = inputs[2]
-
-        def backward(ctx, grad, _bw=bw):
-            sample, temperature = ctx.saved_tensors
-            want_t = ctx.needs_input_grad[1]
-            ga, gt = _bw(grad, sample, temperature, ctx.dim, want_t)
-            if want_t:
-                gt = without_undefined_rows(gt, sample, ctx.dim)
-            return (ga if ctx.needs_input_grad[0] else None,
-                    reduce_temperature_grad(gt, temperature) if want_t else None,
-                    None, None, None, None)
-
-        reg(f"{NAMESPACE}::{name}", backward, setup_context=setup)
-
-    # Straight-through Gumbel-softmax: keeps (logits, temperature, rng_state), no rows x n soft
-    # tensor; backward recomputes the soft sample from the saved (seed, offset).
-    def setup_hard(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0], inputs[1], output[1])
-        ctx.dim = inputs[2]
-        ctx.mark_non_differentiable(output[1])
-
-    def backward_hard(ctx, grad, _grad_state):
-        logits, temperature, state = ctx.saved_tensors
-        if grad is None:
-            return None, None, None, None, None, None
-        want_t = ctx.needs_input_grad[1]
-        ga, gt = op("gumbel_softmax_hard_backward")(grad, logits, temperature, state, ctx.dim, want_t)
-        return (ga if ctx.needs_input_grad[0] else None,
-                reduce_temperature_grad(gt, temperature) if want_t else None,
-                None, None, None, None)
-
-    reg(f"{NAMESPACE}::gumbel_softmax_hard", backward_hard, setup_context=setup_hard)
-
-    # Gumbel-max and noise are piecewise constant / independent of any input: no gradient.
-    def setup_const(ctx, inputs, output):
-        ctx.mark_non_differentiable(output)
-        ctx.n_inputs = len(inputs)
-
-    def backward_const(ctx, *grads):
-        return (None,) * ctx.n_inputs
-
-    reg(f"{NAMESPACE}::gumbel_max_sample", backward_const, setup_context=setup_const)
-    reg(f"{NAMESPACE}::noise_like", backward_const, setup_context=setup_const)
-
-    # Categorical log-densities.
-    for name in ("exp_concrete_log_prob", "concrete_log_prob"):
-        bw = op(name + "_backward")
-
-        def setup_lp(ctx, inputs, output):
-            ctx.save_for_backward(inputs[0], inputs[1], inputs[2])
-            ctx.dim = inputs[3]
-
-        def backward_lp(ctx, grad, _bw=bw):
-            value, logits, temperature = ctx.saved_tensors
-            mask = list(ctx.needs_input_grad[:3])
-            gv, ga, gt = _bw(grad, value, logits, temperature, ctx.dim, mask)
-            return (gv if mask[0] else None, ga if mask[1] else None,
-                    reduce_temperature_grad(gt, temperature) if mask[2] else None, None)
-
-        reg(f"{NAMESPACE}::{name}", backward_lp, setup_context=setup_lp)
-
-    # Relaxed KL.
-    def setup_kl(ctx, inputs, output):
-        ctx.save_for_backward(output[0], inputs[0], inputs[1], inputs[2], inputs[3])
-        ctx.dim = inputs[4]
-
-    def backward_kl(ctx, gy, glq, glp):
-        y, ql, qt, pl, pt = ctx.saved_tensors
-        mask = list(ctx.needs_input_grad[:4])
-        gql, gqt, gpl, gpt = op("relaxed_kl_sample_backward")(gy, glq, glp, y, ql, qt, pl, pt,
-                                                              ctx.dim, mask)
-        gqt = without_undefined_rows(gqt, y, ctx.dim) if mask[1] else gqt
-        gpt = without_undefined_rows(gpt, y, ctx.dim) if mask[3] else gpt
-        return (gql if mask[0] else None,
-                reduce_temperature_grad(gqt, qt) if mask[1] else None,
-                gpl if mask[2] else None,
-                reduce_temperature_grad(gpt, pt) if mask[3] else None,
-                None, None, None, None)
-
-    reg(f"{NAMESPACE}::relaxed_kl_sample", backward_kl, setup_context=setup_kl)
-
-    # Binary sampling and log-densities (elementwise; temperature gradients per element).
-    for name in ("logit_binary_concrete_sample", "binary_concrete_sample"):
-        bw = op(name + "_backward")
-
-        def setup_bs(ctx, inputs, output):
-            ctx.save_for_backward(output, inputs[1])
-
-        def backward_bs(ctx, grad, _bw=bw):
-            sample, temperature = ctx.saved_tensors
-            want_t = ctx.needs_input_grad[1]
-            ga, gt = _bw(grad, sample, temperature, want_t)
-            return (ga if ctx.needs_input_grad[0] else None,
-                    reduce_temperature_grad(gt, temperature) if want_t else None,
-                    None, None, None)
-
-        reg(f"{NAMESPACE}::{name}", backward_bs, setup_context=setup_bs)
-
-    for name in ("logit_binary_concrete_log_prob", "binary_concrete_log_prob"):
-        bw = op(name + "_backward")
-
-        def setup_blp(ctx, inputs, output):
-            ctx.save_for_backward(*inputs)
-
-        def backward_blp(ctx, grad, _bw=bw):
-            value, logits, temperature = ctx.saved_tensors
-            mask = list(ctx.needs_input_grad[:3])
-            gv, ga, gt = _bw(grad, value, logits, temperature, mask)
-            return (gv if mask[0] else None, ga if mask[1] else None,
-                    reduce_temperature_grad(gt, temperature) if mask[2] else None)
-
-        reg(f"{NAMESPACE}::{name}", backward_blp, setup_context=setup_blp)
+# ---- registration -----------------------------------------------------------------------------------
+_LIBS: Dict[str, torch.library.Library] = {}
+SIGNATURES: Dict[Tuple[str, str], Signature] = {}  # (namespace, op name) -> signature
 
 
-_register_autograd()
+def _library(namespace: str) -> torch.library.Library:
+    if namespace not in _LIBS:
+        _LIBS[namespace] = torch.library.Library(namespace, "DEF")
+    return _LIBS[namespace]
 
 
-# ---- Python fallback kernels when _C is missing ---------------------------------------------------
-def _register_reference_cpu():
-    """CPU kernels from reference.py (forward ops only compute values; their backward ops are
-    computed with autograd on the reference)."""
-    impl = functools.partial(torch.library.impl, lib=_lib)
-    from . import _fallback
-
-    for name, fn in _fallback.KERNELS.items():
-        impl(f"{NAMESPACE}::{name}", "CPU")(fn)
+def _define(sig: Signature) -> None:
+    lib = _library(sig.namespace)
+    tags = (torch.Tag.nondeterministic_seeded,) if sig.random else ()
+    lib.define(sig.name + sig.schema, tags=tags)
+    torch.library.register_fake(sig.qualname, fake_kernel(sig), lib=lib)
+    SIGNATURES[(sig.namespace, sig.name)] = sig
 
 
+def _namespaces_of(row: Op) -> Tuple[str, ...]:
+    if row.composite:
+        return (NAMESPACE,)
+    return (NAMESPACE, TRITON_NAMESPACE, PYTHON_NAMESPACE)
+
+
+for _row in OPS:
+    for _ns in _namespaces_of(_row):
+        for _sig in signatures(_row, _ns):
+            if _sig is not None:
+                _define(_sig)
+
+
+def _register_python_kernels(namespace: str, rows, key: str) -> None:
+    lib = _library(namespace)
+    for row in rows:
+        for sig in signatures(row, NAMESPACE):
+            if sig is not None:
+                lib.impl(sig.name, python_kernel(sig), key)
+
+
+# The Python namespace and the composite rows of the compiled namespace run the Python kernels on
+# every device; without _C they also serve the compiled namespace's CPU key.
+_register_python_kernels(PYTHON_NAMESPACE, [r for r in OPS if not r.composite],
+                         "CompositeExplicitAutograd")
+_register_python_kernels(NAMESPACE, [r for r in OPS if r.composite], "CompositeExplicitAutograd")
 if _C is None:  # pragma: no cover - exercised only without a build
-    _register_reference_cpu()
+    _register_python_kernels(NAMESPACE, [r for r in OPS if not r.composite], "CPU")
+
+from . import _autograd, _vmap  # noqa: E402  (they use the signatures defined above)
+
+for (_ns, _name), _sig in SIGNATURES.items():
+    _library(_ns).impl(_name, _autograd.autograd_kernel(_sig), "Autograd")
+    torch.library.register_vmap(_sig.qualname, _vmap.rule(_sig), lib=_library(_ns))
 
 
-def _register_triton_cuda():
-    """Without compiled CUDA kernels, the Triton kernels serve the ops' CUDA dispatch key."""
-    if has_compiled("cuda") or not torch.cuda.is_available():
-        return
+def register_triton_kernels(kernels: Dict[str, Callable]) -> None:
+    """Called when ``concrete_ext._triton`` is imported: the Triton host functions serve
+    `concrete_ext_triton` on every device Triton runs on (CUDA, or the CPU through
+    TRITON_INTERPRET=1) and, when no compiled CUDA kernels were built, the CUDA key of
+    `concrete_ext`."""
+    from . import _triton
+
+    lib = _library(TRITON_NAMESPACE)
+    for name, fn in kernels.items():
+        lib.impl(name, fn, "CompositeExplicitAutograd")
+    if not has_compiled("cuda") and torch.cuda.is_available():
+        for name in kernels:
+            _library(NAMESPACE).impl(name, _triton.compiled_signature(name), "CUDA")
+
+
+if not has_compiled("cuda") and torch.cuda.is_available():
     try:
-        from . import _triton
-
-        _triton.register_cuda_fallback()
+        from . import _triton  # noqa: F401  (registers the Triton kernels)
     except Exception:  # noqa: BLE001 - concrete_ext.backends() reports why Triton is unavailable
         pass
-
-
-_register_triton_cuda()

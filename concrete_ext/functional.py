@@ -1,10 +1,15 @@
 """The public functional API (re-exported at the top level of concrete_ext).
 
-Each function validates its arguments, turns the temperature into a tensor, picks a backend
-(_backend.select) and calls the op ``torch.ops.concrete_ext.<name>`` (compiled CPU/CUDA kernels),
-its Triton twin, or the reference. Random functions take ``generator`` (default: torch's default
-generator of the tensor's device) or, keyword-only, an explicit ``seed`` and ``offset``: with a seed
-the noise is a pure function of (seed, offset, element index), the same on every backend.
+Each function checks its arguments, turns the temperature into what the ops take, picks a backend
+(``_backend.select``) and runs the op through ``_autograd.call`` (compiled CPU/CUDA kernels, Triton,
+the Python kernels) or calls the reference. Every function works under autograd to any order,
+forward-mode AD, ``torch.func`` (grad, vjp, jvp, jacrev, jacfwd, hessian, vmap), ``torch.compile``
+and ``torch.export``. Random functions take ``generator`` (default: torch's default generator of the
+tensor's device) or, keyword-only, an explicit ``seed`` and ``offset``: with a seed the noise is a
+pure function of (seed, offset, element index), the same on every backend.
+
+The checks are cheap by design (they run on every call): a Python float temperature is checked
+and turned into a tensor once per value, a CPU tensor temperature is read once.
 """
 
 from __future__ import annotations
@@ -13,12 +18,12 @@ import functools
 import math
 import numbers
 import operator
-from typing import Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from . import _backend, _ops
+from . import _autograd, _backend
 from . import reference as ref
 
 __all__ = [
@@ -37,6 +42,7 @@ __all__ = [
 ]
 
 Temperature = Union[float, Tensor]
+_FLOATING = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 # ---- argument handling ----------------------------------------------------------------------------
@@ -52,17 +58,19 @@ def _check_tensor(t, name: str) -> Tensor:
 def _category_dim(t: Tensor, dim, name: str = "logits") -> int:
     """The wrapped category dim of a row op (checked here, before any backend, so the reference
     and Triton backends refuse the same input as the compiled kernels, with the same message)."""
-    try:
-        if isinstance(dim, bool):
-            raise TypeError
-        dim = operator.index(dim)
-    except TypeError:
-        raise TypeError(f"dim must be an int, got {type(dim).__name__}") from None
-    if t.dim() < 1:
+    if type(dim) is not int:
+        try:
+            if isinstance(dim, bool):
+                raise TypeError
+            dim = operator.index(dim)
+        except TypeError:
+            raise TypeError(f"dim must be an int, got {type(dim).__name__}") from None
+    nd = t.dim()
+    if nd < 1:
         raise ValueError(f"{name} must have at least one dimension (the categories)")
-    if not -t.dim() <= dim < t.dim():
-        raise IndexError(f"dim {dim} is out of range for {name} with {t.dim()} dimensions")
-    d = dim % t.dim()
+    if not -nd <= dim < nd:
+        raise IndexError(f"dim {dim} is out of range for {name} with {nd} dimensions")
+    d = dim % nd
     if t.shape[d] == 0:
         raise ValueError(f"{name} has no categories: size 0 along dim {dim}")
     return d
@@ -72,88 +80,130 @@ def _batch_shape(t: Tensor, d: int):
     return t.shape[:d] + t.shape[d + 1:]
 
 
-def _check_range(lo: float, hi: float, like: Tensor, name: str, what) -> None:
+def _check_range(lo: float, hi: float, fp64: bool, like_dtype, name: str, what) -> None:
     """lo..hi (the temperature's extremes) positive, finite, and neither 0 nor inf in the
     precision the op computes in (float64 for float64 logits, else float32): a temperature of
     1e-46 is positive in Python but 0 in float32, and its samples would be NaN."""
     if not (lo > 0 and hi < math.inf):  # NaN fails both comparisons
         raise ValueError(f"{name} must be positive and finite, got {what()}")
-    acc = torch.float64 if like.dtype == torch.float64 else torch.float32
+    acc = torch.float64 if fp64 else torch.float32
     info = torch.finfo(acc)
     if lo < info.tiny or hi > info.max:
         raise ValueError(f"{name} {lo if lo < info.tiny else hi:g} is out of the range of "
-                         f"{acc} ([{info.tiny:g}, {info.max:g}]), the precision {like.dtype} "
+                         f"{acc} ([{info.tiny:g}, {info.max:g}]), the precision {like_dtype} "
                          "ops compute in")
 
 
 def _check_temperature_values(t: Tensor, like: Tensor, name: str) -> None:
     """Positive and finite (see _check_range), checked only where reading the values is cheap:
-    a CPU tensor, outside torch.compile / export tracing (a CUDA temperature would need a device
-    sync; the distributions check those with validate_args)."""
-    if (t.device.type != "cpu" or t.numel() == 0 or type(t) not in (Tensor, torch.nn.Parameter)
-            or torch.compiler.is_compiling()):
+    a CPU tensor, outside tracing (a CUDA temperature would need a device sync; the
+    distributions check those with validate_args)."""
+    if t.device.type != "cpu" or type(t) not in (Tensor, torch.nn.Parameter):
+        return
+    n = t.numel()
+    if n == 0 or torch.compiler.is_compiling() or _autograd.transforms_active():
         return
     v = t.detach()
-    if v.numel() == 1:
+    if n == 1:
         lo = hi = v.item()
     else:
         lo, hi = (x.item() for x in torch.aminmax(v))
+    if lo > 0 and hi < math.inf and (like.dtype == torch.float64 or 1.2e-38 < lo and hi < 3.4e38):
+        return  # the common case, decided without building the message
 
     def what():
         return "a tensor holding " + ("NaN" if v.isnan().any() else
                                       f"{float(v.min())}" if float(v.min()) <= 0 else "inf")
 
-    _check_range(lo, hi, like, name, what)
+    _check_range(lo, hi, like.dtype == torch.float64, like.dtype, name, what)
 
 
-def _check_temperature_shape(t: Tensor, shape, name: str) -> None:
-    """A temperature tensor broadcasts to `shape` (the batch shape of a row op, the shape of a
-    binary op); a single value always does (the kernels read it as a scalar)."""
+def _broadcasts(shape, to) -> bool:
+    if len(shape) > len(to):
+        return False
+    return all(a == 1 or a == b for a, b in zip(reversed(shape), reversed(to)))
+
+
+def _temperature_shape(t: Tensor, like: Tensor, d: Optional[int], name: str) -> Tensor:
+    """A temperature tensor in the form the ops take: one value, or a tensor broadcasting to the
+    batch shape (row ops: the logits' shape without `dim`; binary ops: the logits' shape). For row
+    ops torch's form is accepted too: a tensor broadcasting against the logits with size 1 along
+    `dim` (e.g. (4, 1) for (4, 5) logits), which is squeezed to the batch form."""
     if t.numel() == 1:
-        return
-    if len(t.shape) > len(shape) or any(
-            a != 1 and a != b for a, b in zip(reversed(t.shape), reversed(shape))):
-        raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast to the batch shape "
-                         f"{tuple(shape)}")
+        return t
+    shape = like.shape if d is None else _batch_shape(like, d)
+    if _broadcasts(t.shape, shape):
+        return t
+    if d is not None and _broadcasts(t.shape, like.shape):
+        at = d - (like.dim() - t.dim())  # the temperature's dim aligned with `dim`
+        if at >= 0 and t.shape[at] == 1:
+            return t.squeeze(at)
+        if at >= 0:
+            raise ValueError(f"{name} of shape {tuple(t.shape)} varies along the category dim "
+                             f"{d} of the logits ({tuple(like.shape)}): a temperature is one "
+                             "value per distribution")
+    raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast to the batch shape "
+                     f"{tuple(shape)}" + (f" (nor to the logits' shape {tuple(like.shape)} with "
+                                          f"size 1 along dim {d})" if d is not None else ""))
 
 
-def _temperature(temperature: Temperature, like: Tensor, name: str = "temperature",
-                 shape=None) -> Tensor:
-    """A tensor the ops accept: Python numbers become a float64 CPU scalar (read on the host).
+_FLOAT_TEMPERATURES: Dict[Tuple[float, bool], Tensor] = {}
 
-    A tensor must be floating, on the logits' device (or a single value on the CPU), broadcast to
-    `shape` when given, and hold positive finite values (checked on the CPU only)."""
-    if isinstance(temperature, Tensor):
-        if not temperature.is_floating_point():
-            raise TypeError(f"{name} must be a floating tensor, got {temperature.dtype}")
-        if temperature.device != like.device and not (
-                temperature.numel() == 1 and temperature.device.type == "cpu"):
-            raise ValueError(f"{name} is on {temperature.device} but the logits are on "
-                             f"{like.device} (a temperature on another device must be a single "
-                             "value on the CPU)")
-        if shape is not None:
-            _check_temperature_shape(temperature, shape, name)
-        _check_temperature_values(temperature, like, name)
-        return temperature
+
+def _float_temperature(temperature, like: Tensor, name: str) -> Tensor:
+    fp64 = like.dtype == torch.float64
+    key = (temperature, fp64)
+    if type(temperature) is float:
+        t = _FLOAT_TEMPERATURES.get(key)
+        if t is not None:
+            return t
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise TypeError(f"{name} must be a positive float or a tensor, got "
                         f"{type(temperature).__name__}")
     try:
-        t = float(temperature)
+        value = float(temperature)
     except OverflowError:  # an int beyond float64
-        t = math.inf
-    _check_range(t, t, like, name, lambda: temperature)
-    return torch.tensor(t, dtype=torch.float64)
+        value = math.inf
+    _check_range(value, value, fp64, like.dtype, name, lambda: temperature)
+    # The ops read a 0-d float64 CPU tensor on the host (no device copy); one per value is kept,
+    # as nothing writes to it. Compiled code makes its own (a cached tensor would be a guard).
+    t = torch.tensor(value, dtype=torch.float64)
+    if not torch.compiler.is_compiling():
+        if len(_FLOAT_TEMPERATURES) > 4096:
+            _FLOAT_TEMPERATURES.clear()
+        _FLOAT_TEMPERATURES[key] = t
+    return t
+
+
+def _temperature(temperature: Temperature, like: Tensor, d: Optional[int],
+                 name: str = "temperature") -> Tensor:
+    """A tensor the ops accept: Python numbers become a float64 CPU scalar (read on the host).
+
+    A tensor must be floating, on the logits' device (or a single value on the CPU), broadcast as
+    _temperature_shape says, and hold positive finite values (checked on the CPU only). `d` is the
+    category dim of a row op, None for binary ops."""
+    if not isinstance(temperature, Tensor):
+        return _float_temperature(temperature, like, name)
+    if not temperature.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor, got {temperature.dtype}")
+    if temperature.device != like.device and not (
+            temperature.numel() == 1 and temperature.device.type == "cpu"):
+        raise ValueError(f"{name} is on {temperature.device} but the logits are on "
+                         f"{like.device} (a temperature on another device must be a single "
+                         "value on the CPU)")
+    temperature = _temperature_shape(temperature, like, d, name)
+    _check_temperature_values(temperature, like, name)
+    return temperature
 
 
 def _seed(seed: Optional[int], offset: int) -> Tuple[Optional[int], int]:
     """(seed as a signed int64, offset) for the op schema; seeds are taken modulo 2**64."""
+    if seed is None and offset == 0 and type(offset) is int:
+        return None, 0
     if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset < 2**63:
         raise ValueError(f"offset must be an int in [0, 2**63), got {offset!r}")
     if seed is None:
-        if offset != 0:
-            raise ValueError("offset is only meaningful with an explicit seed")
-        return None, 0
+        raise ValueError("offset is only meaningful with an explicit seed")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     if not -(2**63) <= seed < 2**64:
@@ -163,37 +213,30 @@ def _seed(seed: Optional[int], offset: int) -> Tuple[Optional[int], int]:
 
 
 def _check_generator(generator, device: torch.device):
-    if generator is None:
-        return
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if generator.device.type != device.type:
         raise ValueError(f"generator is for {generator.device} but the logits are on {device}")
 
 
-def _route(op_name: str, device: torch.device):
-    """(kind, callable) for one call: kind is 'op' or 'reference'."""
+def _run(op_name: str, device: torch.device, args: tuple, reference_fn):
+    """Run op `op_name` on the chosen backend with the op's arguments, or the reference."""
     name = _backend.select(op_name, device)
     if name == "reference":
-        return "reference", None
-    if name == "triton":
-        from . import _triton
-
-        return "op", _triton.KERNELS[op_name]
-    return "op", _ops.op(op_name)
+        return reference_fn()
+    return _autograd.call(_backend.impl(op_name, name), *args)
 
 
 def _random_call(op_name: str, device: torch.device, op_args: tuple, reference_fn,
                  generator, seed, offset):
-    """The common tail of every random op: check the generator and the seed, route, and call
-    either the op with `op_args` followed by (seed, offset, generator), or the reference as
+    """The common tail of every random op: check the generator and the seed, then run the op with
+    `op_args` followed by (seed, offset, generator), or the reference as
     reference_fn(seed=..., offset=..., generator=...)."""
-    _check_generator(generator, device)
+    if generator is not None:
+        _check_generator(generator, device)
     s, o = _seed(seed, offset)
-    kind, fn = _route(op_name, device)
-    if kind == "reference":
-        return reference_fn(seed=seed, offset=offset, generator=generator)
-    return fn(*op_args, s, o, generator)
+    return _run(op_name, device, op_args + (s, o, generator),
+                lambda: reference_fn(seed=seed, offset=offset, generator=generator))
 
 
 # ---- categorical ---------------------------------------------------------------------------------
@@ -206,7 +249,7 @@ def exp_concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1,
     Categories with -inf logits get exactly -inf. Differentiable in logits and temperature.
     """
     _check_tensor(logits, "logits")
-    t = _temperature(temperature, logits, shape=_batch_shape(logits, _category_dim(logits, dim)))
+    t = _temperature(temperature, logits, _category_dim(logits, dim))
     return _random_call("exp_concrete_sample", logits.device, (logits, t, dim),
                         functools.partial(ref.exp_concrete_sample, logits, t, dim),
                         generator, seed, offset)
@@ -217,7 +260,7 @@ def concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1,
                     offset: int = 0) -> Tensor:
     """x ~ Concrete(logits, temperature) on the simplex: softmax((logits + G) / tau) along `dim`."""
     _check_tensor(logits, "logits")
-    t = _temperature(temperature, logits, shape=_batch_shape(logits, _category_dim(logits, dim)))
+    t = _temperature(temperature, logits, _category_dim(logits, dim))
     return _random_call("concrete_sample", logits.device, (logits, t, dim),
                         functools.partial(ref.concrete_sample, logits, t, dim),
                         generator, seed, offset)
@@ -236,9 +279,11 @@ def gumbel_softmax(logits: Tensor, tau: Temperature = 1.0, hard: bool = False, e
     del eps  # deprecated and unused, as in torch.nn.functional.gumbel_softmax
     _check_tensor(logits, "logits")
     # errors name the argument `tau`, as the caller wrote it
-    t = _temperature(tau, logits, "tau", _batch_shape(logits, _category_dim(logits, dim)))
+    t = _temperature(tau, logits, _category_dim(logits, dim), "tau")
     if not hard:
-        return concrete_sample(logits, t, dim, generator, seed=seed, offset=offset)
+        return _random_call("concrete_sample", logits.device, (logits, t, dim),
+                            functools.partial(ref.concrete_sample, logits, t, dim),
+                            generator, seed, offset)
     out = _random_call("gumbel_softmax_hard", logits.device, (logits, t, dim),
                        functools.partial(ref.gumbel_softmax, logits, t, True, dim),
                        generator, seed, offset)
@@ -261,6 +306,8 @@ def _broadcast_value(value: Tensor, logits: Tensor, name: str = "value"):
         raise ValueError(f"{name} is on {value.device} but the logits are on {logits.device}")
     if value.dtype != logits.dtype:
         raise TypeError(f"{name} has dtype {value.dtype} but the logits have {logits.dtype}")
+    if value.shape == logits.shape:
+        return value, logits
     try:
         return torch.broadcast_tensors(value, logits)
     except RuntimeError as e:
@@ -268,14 +315,29 @@ def _broadcast_value(value: Tensor, logits: Tensor, name: str = "value"):
                          f"shape {tuple(logits.shape)}") from e
 
 
-def _density_call(op_name: str, reference_fn, value, logits, temperature, *dim):
+def _interior(value: Tensor, upper: bool) -> Tensor:
+    """value with exact 0 (and 1 when `upper`) moved to the nearest representable point of the open
+    interval (tiny, 1 - eps/2): the density is evaluated there, as the distribution classes and
+    torch's relaxed distributions (clamp_probs) do; the formula is inf - inf at the ends."""
+    info = torch.finfo(value.dtype)
+    value = torch.where(value == 0, torch.full((), info.tiny, dtype=value.dtype,
+                                               device=value.device), value)
+    if upper:
+        value = torch.where(value == 1, torch.full((), 1 - info.eps / 2, dtype=value.dtype,
+                                                   device=value.device), value)
+    return value
+
+
+def _density_call(op_name: str, reference_fn, value, logits, temperature, *dim, interior=None):
     """Every log-density: check, broadcast value and logits, route, call (dim for row ops)."""
     _check_tensor(logits, "logits")
     value, logits = _broadcast_value(value, logits)
-    shape = _batch_shape(logits, _category_dim(logits, dim[0])) if dim else logits.shape
-    t = _temperature(temperature, logits, shape=shape)
-    kind, fn = _route(op_name, logits.device)
-    return (reference_fn if kind == "reference" else fn)(value, logits, t, *dim)
+    d = _category_dim(logits, dim[0]) if dim else None
+    t = _temperature(temperature, logits, d)
+    if interior is not None:
+        value = _interior(value, interior)
+    return _run(op_name, logits.device, (value, logits, t) + dim,
+                lambda: reference_fn(value, logits, t, *dim))
 
 
 def exp_concrete_log_prob(value: Tensor, logits: Tensor, temperature: Temperature,
@@ -291,25 +353,45 @@ def exp_concrete_log_prob(value: Tensor, logits: Tensor, temperature: Temperatur
 
 def concrete_log_prob(value: Tensor, logits: Tensor, temperature: Temperature,
                       dim: int = -1) -> Tensor:
-    """log p(x) of Concrete(logits, temperature) at a point x of the simplex; reduces `dim`."""
+    """log p(x) of Concrete(logits, temperature) at a point x of the simplex; reduces `dim`.
+
+    An entry of x that is exactly 0 (a sample whose small entries rounded to 0) is evaluated at
+    the smallest positive normal number instead, as the Concrete class does."""
     return _density_call("concrete_log_prob", ref.concrete_log_prob, value, logits, temperature,
-                         dim)
+                         dim, interior=False)
 
 
 def relaxed_kl_sample(q_logits: Tensor, q_temperature: Temperature, p_logits: Tensor,
                       p_temperature: Temperature, dim: int = -1,
                       generator: Optional[torch.Generator] = None, *, seed: Optional[int] = None,
-                      offset: int = 0) -> Tuple[Tensor, Tensor, Tensor]:
+                      offset: int = 0,
+                      density_dtype: Optional[torch.dtype] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """One fused pass: y ~ ExpConcrete(q), log kappa_q(y) and log kappa_p(y).
 
     The single-sample relaxed KL estimate of Eq. 28 is ``log_q - log_p``. p_logits broadcast to
     q_logits; categories masked in q are left out of both densities.
+
+    By default the densities are those of the returned sample, in the logits' dtype. For float16
+    and bfloat16 logits that sample is rounded to 16 bits, and the densities can overflow or lose
+    most of their digits at low temperature; ``density_dtype=torch.float32`` runs the op in float32
+    and returns the densities in float32 (of the float32 sample, before it is rounded to the
+    logits' dtype), with the sample in the logits' dtype. The noise is the same either way.
     """
     _check_tensor(q_logits, "q_logits")
+    if density_dtype is not None and density_dtype != q_logits.dtype:
+        if density_dtype not in _FLOATING or torch.finfo(density_dtype).bits < torch.finfo(
+                q_logits.dtype).bits:
+            raise ValueError(f"density_dtype must be a floating dtype at least as wide as the "
+                             f"logits' ({q_logits.dtype}), got {density_dtype}")
+        up = (lambda t: t.to(density_dtype) if isinstance(t, Tensor) and t.dtype == q_logits.dtype
+              else t)
+        y, lq, lp = relaxed_kl_sample(up(q_logits), up(q_temperature), up(p_logits),
+                                      up(p_temperature), dim, generator, seed=seed, offset=offset)
+        return y.to(q_logits.dtype), lq, lp
     p_logits, q_logits = _broadcast_value(p_logits, q_logits, "p_logits")
-    batch = _batch_shape(q_logits, _category_dim(q_logits, dim, "q_logits"))
-    tq = _temperature(q_temperature, q_logits, "q_temperature", batch)
-    tp = _temperature(p_temperature, q_logits, "p_temperature", batch)
+    d = _category_dim(q_logits, dim, "q_logits")
+    tq = _temperature(q_temperature, q_logits, d, "q_temperature")
+    tp = _temperature(p_temperature, q_logits, d, "p_temperature")
     return _random_call("relaxed_kl_sample", q_logits.device, (q_logits, tq, p_logits, tp, dim),
                         functools.partial(ref.relaxed_kl_sample, q_logits, tq, p_logits, tp, dim),
                         generator, seed, offset)
@@ -321,7 +403,7 @@ def logit_binary_concrete_sample(logits: Tensor, temperature: Temperature,
                                  seed: Optional[int] = None, offset: int = 0) -> Tensor:
     """y = (logits + L) / temperature, L ~ Logistic(0, 1): BinConcrete in logit space (Eq. 26)."""
     _check_tensor(logits, "logits")
-    t = _temperature(temperature, logits, shape=logits.shape)
+    t = _temperature(temperature, logits, None)
     return _random_call("logit_binary_concrete_sample", logits.device, (logits, t),
                         functools.partial(ref.logit_binary_concrete_sample, logits, t),
                         generator, seed, offset)
@@ -332,7 +414,7 @@ def binary_concrete_sample(logits: Tensor, temperature: Temperature,
                            seed: Optional[int] = None, offset: int = 0) -> Tensor:
     """x = sigmoid((logits + L) / temperature) in (0, 1): BinConcrete (Eq. 16)."""
     _check_tensor(logits, "logits")
-    t = _temperature(temperature, logits, shape=logits.shape)
+    t = _temperature(temperature, logits, None)
     return _random_call("binary_concrete_sample", logits.device, (logits, t),
                         functools.partial(ref.binary_concrete_sample, logits, t),
                         generator, seed, offset)
@@ -346,9 +428,11 @@ def logit_binary_concrete_log_prob(value: Tensor, logits: Tensor,
 
 
 def binary_concrete_log_prob(value: Tensor, logits: Tensor, temperature: Temperature) -> Tensor:
-    """log density of BinConcrete at x in (0, 1) (Eq. 17), computed in logit space."""
+    """log density of BinConcrete at x in (0, 1) (Eq. 17), computed in logit space. A value of
+    exactly 0 or 1 (a sample that rounded there) is evaluated at the nearest representable point
+    inside (0, 1), as the BinaryConcrete class and torch's RelaxedBernoulli do."""
     return _density_call("binary_concrete_log_prob", ref.binary_concrete_log_prob, value, logits,
-                         temperature)
+                         temperature, interior=True)
 
 
 # ---- noise ---------------------------------------------------------------------------------------

@@ -1,14 +1,14 @@
-"""Triton kernels for every op of concrete_ext (the issue "Triton kernels for every op").
+"""Triton kernels for every op of concrete_ext.
 
-KERNELS maps each op name of concrete_ext._ops.SCHEMAS to a callable with the signature of
-``torch.ops.concrete_ext.<name>``. The kernels live in one module per op family (noise,
-exp_concrete: categorical samples, densities: categorical log-densities and the relaxed KL,
-binary_concrete), and each op is a ``torch.library.triton_op`` in the namespace
-``concrete_ext_triton`` (differentiable through register_autograd, its backward calling the Triton
-backward kernels; traceable by torch.compile(fullgraph=True), which sees the kernels through
-``wrap_triton``; the op's own implementation doubles as its fake kernel). The random ops take the
-seed as an int64 device tensor [seed, offset] instead of (seed, offset, generator): the callables
-in KERNELS build it (common.rng_state) and keep the public signature.
+HOST maps each op of the op table (``concrete_ext._table``) to its Triton host function, with the
+signature of ``torch.ops.concrete_ext_triton.<name>``: the arguments of the compiled op, except that
+a random op takes its seed as an int64 device tensor ``rng_state = [seed, offset]`` instead of
+``(seed, offset, generator)``. The kernels live in one module per op family (noise, exp_concrete:
+categorical samples, densities: categorical log-densities, relaxed_kl, binary_concrete). Importing
+this package registers them as the kernels of the ``concrete_ext_triton`` ops, whose schemas, fake
+kernels, autograd and vmap rules come from the op table like every other namespace's. KERNELS maps
+each op to ``torch.ops.concrete_ext_triton.<name>`` called with the arguments of
+``torch.ops.concrete_ext.<name>`` (differentiable, like every op).
 
 Triton runs CUDA tensors, or CPU tensors when TRITON_INTERPRET=1 was set before triton was
 imported (the tests do so).
@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Optional
 
+HOST: Dict[str, Callable] = {}
 KERNELS: Dict[str, Callable] = {}
 _IMPORT_ERROR: Optional[str] = None
 
 try:
     import triton  # noqa: F401
-    from torch.library import triton_op  # noqa: F401  (torch >= 2.6)
 except ImportError as e:  # pragma: no cover - exercised only without triton
     _IMPORT_ERROR = f"triton is not importable ({e})"
 else:
@@ -31,10 +31,10 @@ else:
         from . import binary_concrete, densities, exp_concrete, noise, relaxed_kl
 
         for _module in (noise, exp_concrete, densities, relaxed_kl, binary_concrete):
-            KERNELS.update(_module.KERNELS)
+            HOST.update(_module.HOST)
     except Exception as e:  # pragma: no cover - a Triton / torch version without an API we use
         _IMPORT_ERROR = f"the Triton kernels failed to load ({type(e).__name__}: {e})"
-        KERNELS.clear()
+        HOST.clear()
 
 
 def unavailable_reasons() -> List[str]:
@@ -43,29 +43,43 @@ def unavailable_reasons() -> List[str]:
 
 
 def supports(op_name: str) -> bool:
-    return op_name in KERNELS
+    return op_name in HOST
 
 
-def register_cuda_fallback() -> List[str]:
-    """Registers the Triton kernels as the CUDA kernels of the ``concrete_ext`` ops (forward and
-    backward ops alike, so the ops' own autograd runs the Triton backward kernels), for a build of
-    ``_C`` without CUDA kernels. Returns the names registered; raises if Triton is unavailable."""
+def compiled_signature(name: str) -> Callable:
+    """``torch.ops.concrete_ext_triton.<name>`` with the arguments of ``torch.ops.concrete_ext.<name>``:
+    a random op's (seed, offset, generator) become the rng_state it takes."""
     import torch
 
-    from .. import _ops
+    from .._ops import NAMESPACE, SIGNATURES, TRITON_NAMESPACE
+    from .common import rng_state
 
-    if _IMPORT_ERROR:
-        raise RuntimeError(_IMPORT_ERROR)
-    for name, fn in KERNELS.items():
-        torch.library.impl(f"{_ops.NAMESPACE}::{name}", "CUDA", lib=_ops._lib)(fn)
-    return sorted(KERNELS)
+    op = getattr(torch.ops.concrete_ext_triton, name).default
+    if not SIGNATURES[(NAMESPACE, name)].random:
+        return op
+    assert SIGNATURES[(TRITON_NAMESPACE, name)].names[-1] == "rng_state"
+
+    def with_rng_state(*args):
+        *head, seed, offset, generator = args
+        like = next(a for a in head if isinstance(a, torch.Tensor))
+        return op(*head, rng_state(seed, offset, generator, like.device))
+
+    with_rng_state.__name__ = f"triton_{name}"
+    return with_rng_state
 
 
 def interpreted() -> bool:
     """Whether the kernels were defined for the Triton interpreter (TRITON_INTERPRET=1)."""
-    if not KERNELS:
+    if not HOST:
         return False
     from .common import is_interpreted
     from .noise import _noise_kernel
 
     return is_interpreted(_noise_kernel)
+
+
+if HOST:
+    from .._ops import register_triton_kernels
+
+    register_triton_kernels(HOST)
+    KERNELS.update((name, compiled_signature(name)) for name in HOST)

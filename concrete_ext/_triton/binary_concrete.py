@@ -19,11 +19,9 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import triton_op
 
-from .. import _ops
+from .. import _layout
 from . import common as cm
-from .common import NAMESPACE
 
 INF = tl.constexpr(float("inf"))
 
@@ -208,104 +206,50 @@ def _log_prob_backward(grad: Tensor, value: Tensor, logits: Tensor, temperature:
 
 
 # ---- ops ------------------------------------------------------------------------------------------
-@triton_op(f"{NAMESPACE}::logit_binary_concrete_sample", mutates_args=())
 def logit_binary_concrete_sample_op(logits: Tensor, temperature: Tensor,
                                     rng_state: Tensor) -> Tensor:
     return _sample(logits, temperature, rng_state, True)
 
 
-@triton_op(f"{NAMESPACE}::binary_concrete_sample", mutates_args=())
 def binary_concrete_sample_op(logits: Tensor, temperature: Tensor, rng_state: Tensor) -> Tensor:
     return _sample(logits, temperature, rng_state, False)
 
 
-@triton_op(f"{NAMESPACE}::logit_binary_concrete_sample_backward", mutates_args=())
 def logit_binary_concrete_sample_backward_op(grad: Tensor, sample: Tensor, temperature: Tensor,
                                              temperature_grad: bool) -> Tuple[Tensor, Tensor]:
     return _sample_backward(grad, sample, temperature, temperature_grad, True)
 
 
-@triton_op(f"{NAMESPACE}::binary_concrete_sample_backward", mutates_args=())
 def binary_concrete_sample_backward_op(grad: Tensor, sample: Tensor, temperature: Tensor,
                                        temperature_grad: bool) -> Tuple[Tensor, Tensor]:
     return _sample_backward(grad, sample, temperature, temperature_grad, False)
 
 
-@triton_op(f"{NAMESPACE}::logit_binary_concrete_log_prob", mutates_args=())
 def logit_binary_concrete_log_prob_op(value: Tensor, logits: Tensor,
                                       temperature: Tensor) -> Tensor:
     return _log_prob(value, logits, temperature, True)
 
 
-@triton_op(f"{NAMESPACE}::binary_concrete_log_prob", mutates_args=())
 def binary_concrete_log_prob_op(value: Tensor, logits: Tensor, temperature: Tensor) -> Tensor:
     return _log_prob(value, logits, temperature, False)
 
 
-@triton_op(f"{NAMESPACE}::logit_binary_concrete_log_prob_backward", mutates_args=())
 def logit_binary_concrete_log_prob_backward_op(grad: Tensor, value: Tensor, logits: Tensor,
                                                temperature: Tensor, output_mask: List[bool]
                                                ) -> Tuple[Tensor, Tensor, Tensor]:
     return _log_prob_backward(grad, value, logits, temperature, output_mask, True)
 
 
-@triton_op(f"{NAMESPACE}::binary_concrete_log_prob_backward", mutates_args=())
 def binary_concrete_log_prob_backward_op(grad: Tensor, value: Tensor, logits: Tensor,
                                          temperature: Tensor, output_mask: List[bool]
                                          ) -> Tuple[Tensor, Tensor, Tensor]:
     return _log_prob_backward(grad, value, logits, temperature, output_mask, False)
 
 
-# ---- autograd -------------------------------------------------------------------------------------
-def _register_sample_autograd(fwd, bwd):
-    def setup(ctx, inputs, output):
-        ctx.save_for_backward(output, inputs[1])
-
-    def backward(ctx, grad):
-        sample, temperature = ctx.saved_tensors
-        want_t = ctx.needs_input_grad[1]
-        ga, gt = bwd(grad, sample, temperature, want_t)
-        return (ga if ctx.needs_input_grad[0] else None,
-                _ops.reduce_temperature_grad(gt, temperature) if want_t else None, None)
-
-    fwd.register_autograd(backward, setup_context=setup)
-
-
-def _register_log_prob_autograd(fwd, bwd):
-    def setup(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-
-    def backward(ctx, grad):
-        value, logits, temperature = ctx.saved_tensors
-        mask = list(ctx.needs_input_grad[:3])
-        gv, ga, gt = bwd(grad, value, logits, temperature, mask)
-        return (gv if mask[0] else None, ga if mask[1] else None,
-                _ops.reduce_temperature_grad(gt, temperature) if mask[2] else None)
-
-    fwd.register_autograd(backward, setup_context=setup)
-
-
-_register_sample_autograd(logit_binary_concrete_sample_op, logit_binary_concrete_sample_backward_op)
-_register_sample_autograd(binary_concrete_sample_op, binary_concrete_sample_backward_op)
-_register_log_prob_autograd(logit_binary_concrete_log_prob_op,
-                            logit_binary_concrete_log_prob_backward_op)
-_register_log_prob_autograd(binary_concrete_log_prob_op, binary_concrete_log_prob_backward_op)
-
-
-# ---- the signatures of torch.ops.concrete_ext.* -------------------------------------------------
-def logit_binary_concrete_sample(logits, temperature, seed=None, offset=0, generator=None):
-    return logit_binary_concrete_sample_op(logits, temperature,
-                                           cm.rng_state(seed, offset, generator, logits.device))
-
-
-def binary_concrete_sample(logits, temperature, seed=None, offset=0, generator=None):
-    return binary_concrete_sample_op(logits, temperature,
-                                     cm.rng_state(seed, offset, generator, logits.device))
-
-
-KERNELS = {
-    "logit_binary_concrete_sample": logit_binary_concrete_sample,
-    "binary_concrete_sample": binary_concrete_sample,
+# The host functions, by op name, with the signature of torch.ops.concrete_ext_triton.<name>.
+HOST = {
+    "logit_binary_concrete_sample": logit_binary_concrete_sample_op,
+    "binary_concrete_sample": binary_concrete_sample_op,
     "logit_binary_concrete_sample_backward": logit_binary_concrete_sample_backward_op,
     "binary_concrete_sample_backward": binary_concrete_sample_backward_op,
     "logit_binary_concrete_log_prob": logit_binary_concrete_log_prob_op,

@@ -32,7 +32,6 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import wrap_triton
 
 NAMESPACE = "concrete_ext_triton"
 
@@ -220,12 +219,9 @@ def is_interpreted(kernel) -> bool:
 
 
 def launch(kernel):
-    """kernel[grid](...) through torch.library.wrap_triton, so that torch.compile and torch.export
-    see the kernel inside the triton_op; an interpreted kernel is launched directly (the
-    interpreter cannot be traced, and older torch releases reject it in wrap_triton)."""
-    return kernel if is_interpreted(kernel) else wrap_triton(kernel)
-
-
+    """kernel, to launch as kernel[grid](...). The ops are opaque to torch.compile (their fake
+    kernels come from the op table), so the kernels are only ever launched on real tensors."""
+    return kernel
 
 
 @dataclasses.dataclass
@@ -328,15 +324,8 @@ def to_rows(t: Tensor, d: int) -> Tensor:
 
 
 def rows_of(out: Tensor, d: int) -> Tensor:
-    """The (rows, n) view of an output allocated with _ops.empty_rows_like(., d)."""
+    """The (rows, n) view of an output allocated with _layout.empty_rows_like(., d)."""
     return out.movedim(d, -1).view(-1, out.shape[d])
-
-
-def _is_traced(t: Tensor) -> bool:
-    from torch._subclasses.fake_tensor import FakeTensor
-    from torch._subclasses.functional_tensor import FunctionalTensor
-
-    return isinstance(t, (FakeTensor, FunctionalTensor))
 
 
 def prepare_temperature(temperature: Tensor, shape: Sequence[int], device: torch.device,
@@ -348,9 +337,7 @@ def prepare_temperature(temperature: Tensor, shape: Sequence[int], device: torch
     written on the device with torch.full (no copy, no sync, capturable in a CUDA graph)."""
     check_floating(temperature, name)
     if temperature.numel() == 1 and temperature.device.type == "cpu" and device.type != "cpu":
-        if not _is_traced(temperature):
-            return torch.full((1,), temperature.item(), dtype=acc, device=device), 0
-        return temperature.to(device=device, dtype=acc).reshape(1), 0
+        return torch.full((1,), temperature.item(), dtype=acc, device=device), 0
     if temperature.device != device:
         raise ValueError(f"{name} is on {temperature.device} but the op's tensors are on {device} "
                          "(a temperature on another device must be a single value on the CPU)")

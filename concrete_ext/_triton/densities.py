@@ -18,12 +18,10 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import triton_op
 
-from .. import _ops
+from .. import _layout
 from . import common as cm
 from . import rows as rw
-from .common import NAMESPACE
 
 INF = tl.constexpr(float("inf"))
 
@@ -185,8 +183,8 @@ def _log_prob_backward(grad: Tensor, value: Tensor, logits: Tensor, temperature:
     acc = cm.acc_dtype(logits.dtype)
     tau, stride = cm.prepare_temperature(temperature, bshape, logits.device, acc)
     want_v, want_a, want_t = (bool(b) for b in output_mask)
-    gv = _ops.empty_rows_like(logits, d) if want_v else logits.new_empty([0])
-    ga = _ops.empty_rows_like(logits, d) if want_a else logits.new_empty([0])
+    gv = _layout.empty_rows_like(logits, d) if want_v else logits.new_empty([0])
+    ga = _layout.empty_rows_like(logits, d) if want_a else logits.new_empty([0])
     gt = logits.new_empty(bshape if want_t else [0], dtype=acc)
     a = cm.to_rows(logits, d)
     rows, n = a.shape
@@ -204,52 +202,29 @@ def _log_prob_backward(grad: Tensor, value: Tensor, logits: Tensor, temperature:
 
 
 # ---- ops ------------------------------------------------------------------------------------------
-@triton_op(f"{NAMESPACE}::exp_concrete_log_prob", mutates_args=())
 def exp_concrete_log_prob_op(value: Tensor, logits: Tensor, temperature: Tensor,
                              dim: int) -> Tensor:
     return _log_prob(value, logits, temperature, dim, True)
 
 
-@triton_op(f"{NAMESPACE}::concrete_log_prob", mutates_args=())
 def concrete_log_prob_op(value: Tensor, logits: Tensor, temperature: Tensor, dim: int) -> Tensor:
     return _log_prob(value, logits, temperature, dim, False)
 
 
-@triton_op(f"{NAMESPACE}::exp_concrete_log_prob_backward", mutates_args=())
 def exp_concrete_log_prob_backward_op(grad: Tensor, value: Tensor, logits: Tensor,
                                       temperature: Tensor, dim: int, output_mask: List[bool]
                                       ) -> Tuple[Tensor, Tensor, Tensor]:
     return _log_prob_backward(grad, value, logits, temperature, dim, output_mask, True)
 
 
-@triton_op(f"{NAMESPACE}::concrete_log_prob_backward", mutates_args=())
 def concrete_log_prob_backward_op(grad: Tensor, value: Tensor, logits: Tensor,
                                   temperature: Tensor, dim: int, output_mask: List[bool]
                                   ) -> Tuple[Tensor, Tensor, Tensor]:
     return _log_prob_backward(grad, value, logits, temperature, dim, output_mask, False)
 
 
-# ---- autograd -------------------------------------------------------------------------------------
-def _register_log_prob_autograd(fwd, bwd):
-    def setup(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0], inputs[1], inputs[2])
-        ctx.dim = inputs[3]
-
-    def backward(ctx, grad):
-        value, logits, temperature = ctx.saved_tensors
-        mask = list(ctx.needs_input_grad[:3])
-        gv, ga, gt = bwd(grad, value, logits, temperature, ctx.dim, mask)
-        return (gv if mask[0] else None, ga if mask[1] else None,
-                _ops.reduce_temperature_grad(gt, temperature) if mask[2] else None, None)
-
-    fwd.register_autograd(backward, setup_context=setup)
-
-
-_register_log_prob_autograd(exp_concrete_log_prob_op, exp_concrete_log_prob_backward_op)
-_register_log_prob_autograd(concrete_log_prob_op, concrete_log_prob_backward_op)
-
-
-KERNELS = {
+# The host functions, by op name, with the signature of torch.ops.concrete_ext_triton.<name>.
+HOST = {
     "exp_concrete_log_prob": exp_concrete_log_prob_op,
     "concrete_log_prob": concrete_log_prob_op,
     "exp_concrete_log_prob_backward": exp_concrete_log_prob_backward_op,

@@ -17,12 +17,10 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import triton_op
 
-from .. import _ops
+from .. import _layout
 from . import common as cm
 from . import rows as rw
-from .common import NAMESPACE
 
 INF = tl.constexpr(float("inf"))
 
@@ -235,7 +233,7 @@ def _sample(logits: Tensor, temperature: Tensor, dim: int, rng_state: Tensor,
     d = cm.category_dim(logits, dim, "logits")
     acc = cm.acc_dtype(logits.dtype)
     tau, stride = cm.prepare_temperature(temperature, cm.batch_shape(logits, d), logits.device, acc)
-    out = _ops.empty_rows_like(logits, d)
+    out = _layout.empty_rows_like(logits, d)
     x = cm.to_rows(logits, d)
     rows, n = x.shape
     if rows == 0:
@@ -254,7 +252,7 @@ def _sample_backward(grad: Tensor, sample: Tensor, temperature: Tensor, dim: int
     acc = cm.acc_dtype(sample.dtype)
     bshape = cm.batch_shape(sample, d)
     tau, stride = cm.prepare_temperature(temperature, bshape, sample.device, acc)
-    grad_logits = _ops.empty_rows_like(sample, d)
+    grad_logits = _layout.empty_rows_like(sample, d)
     grad_tau = sample.new_empty(bshape if temperature_grad else [0], dtype=acc)
     s = cm.to_rows(sample, d)
     rows, n = s.shape
@@ -270,7 +268,7 @@ def _sample_backward(grad: Tensor, sample: Tensor, temperature: Tensor, dim: int
 
 
 def _argmax(logits: Tensor, d: int, rng_state: Tensor) -> Tensor:
-    out = _ops.empty_rows_like(logits, d)
+    out = _layout.empty_rows_like(logits, d)
     x = cm.to_rows(logits, d)
     rows, n = x.shape
     if rows == 0:
@@ -283,43 +281,38 @@ def _argmax(logits: Tensor, d: int, rng_state: Tensor) -> Tensor:
 
 
 # ---- ops ------------------------------------------------------------------------------------------
-@triton_op(f"{NAMESPACE}::exp_concrete_sample", mutates_args=())
 def exp_concrete_sample_op(logits: Tensor, temperature: Tensor, dim: int,
                            rng_state: Tensor) -> Tensor:
     return _sample(logits, temperature, dim, rng_state, True)
 
 
-@triton_op(f"{NAMESPACE}::concrete_sample", mutates_args=())
 def concrete_sample_op(logits: Tensor, temperature: Tensor, dim: int, rng_state: Tensor) -> Tensor:
     return _sample(logits, temperature, dim, rng_state, False)
 
 
-@triton_op(f"{NAMESPACE}::exp_concrete_sample_backward", mutates_args=())
 def exp_concrete_sample_backward_op(grad: Tensor, sample: Tensor, temperature: Tensor, dim: int,
                                     temperature_grad: bool) -> Tuple[Tensor, Tensor]:
     return _sample_backward(grad, sample, temperature, dim, temperature_grad, True)
 
 
-@triton_op(f"{NAMESPACE}::concrete_sample_backward", mutates_args=())
 def concrete_sample_backward_op(grad: Tensor, sample: Tensor, temperature: Tensor, dim: int,
                                 temperature_grad: bool) -> Tuple[Tensor, Tensor]:
     return _sample_backward(grad, sample, temperature, dim, temperature_grad, False)
 
 
-@triton_op(f"{NAMESPACE}::gumbel_softmax_hard", mutates_args=())
 def gumbel_softmax_hard_op(logits: Tensor, temperature: Tensor, dim: int,
-                           rng_state: Tensor) -> Tensor:
-    """One-hot of argmax_k (logits_k + G_k); rng_state is what the backward recomputes G from."""
+                           rng_state: Tensor) -> Tuple[Tensor, Tensor]:
+    """(one-hot of argmax_k (logits_k + G_k), a copy of rng_state: what the backward recomputes G
+    from)."""
     cm.check_floating(logits, "logits")
     d = cm.category_dim(logits, dim, "logits")
     # Validated here although the forward value does not depend on it, so that a bad temperature
     # fails at the call, not in backward.
     cm.prepare_temperature(temperature, cm.batch_shape(logits, d), logits.device,
                            cm.acc_dtype(logits.dtype))
-    return _argmax(logits, d, rng_state)
+    return _argmax(logits, d, rng_state), rng_state.clone()
 
 
-@triton_op(f"{NAMESPACE}::gumbel_softmax_hard_backward", mutates_args=())
 def gumbel_softmax_hard_backward_op(grad: Tensor, logits: Tensor, temperature: Tensor,
                                     rng_state: Tensor, dim: int,
                                     temperature_grad: bool) -> Tuple[Tensor, Tensor]:
@@ -331,7 +324,7 @@ def gumbel_softmax_hard_backward_op(grad: Tensor, logits: Tensor, temperature: T
     acc = cm.acc_dtype(logits.dtype)
     bshape = cm.batch_shape(logits, d)
     tau, stride = cm.prepare_temperature(temperature, bshape, logits.device, acc)
-    grad_logits = _ops.empty_rows_like(logits, d)
+    grad_logits = _layout.empty_rows_like(logits, d)
     grad_tau = logits.new_empty(bshape if temperature_grad else [0], dtype=acc)
     x = cm.to_rows(logits, d)
     rows, n = x.shape
@@ -345,87 +338,18 @@ def gumbel_softmax_hard_backward_op(grad: Tensor, logits: Tensor, temperature: T
     return grad_logits, grad_tau
 
 
-@triton_op(f"{NAMESPACE}::gumbel_max_sample", mutates_args=())
 def gumbel_max_sample_op(logits: Tensor, dim: int, rng_state: Tensor) -> Tensor:
     cm.check_floating(logits, "logits")
     return _argmax(logits, cm.category_dim(logits, dim, "logits"), rng_state)
 
 
-# ---- autograd -------------------------------------------------------------------------------------
-def _register_sample_autograd(fwd, bwd):
-    def setup(ctx, inputs, output):
-        ctx.save_for_backward(output, inputs[1])
-        ctx.dim = inputs[2]
-
-    def backward(ctx, grad):
-        sample, temperature = ctx.saved_tensors
-        want_t = ctx.needs_input_grad[1]
-        ga, gt = bwd(grad.contiguous(), sample, temperature, ctx.dim, want_t)
-        return (ga if ctx.needs_input_grad[0] else None,
-                _ops.reduce_temperature_grad(gt, temperature) if want_t else None, None, None)
-
-    fwd.register_autograd(backward, setup_context=setup)
-
-
-_register_sample_autograd(exp_concrete_sample_op, exp_concrete_sample_backward_op)
-_register_sample_autograd(concrete_sample_op, concrete_sample_backward_op)
-
-
-def _setup_hard(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0], inputs[1], inputs[3])
-    ctx.dim = inputs[2]
-
-
-def _backward_hard(ctx, grad):
-    logits, temperature, state = ctx.saved_tensors
-    want_t = ctx.needs_input_grad[1]
-    ga, gt = gumbel_softmax_hard_backward_op(grad.contiguous(), logits, temperature, state,
-                                             ctx.dim, want_t)
-    return (ga if ctx.needs_input_grad[0] else None,
-            _ops.reduce_temperature_grad(gt, temperature) if want_t else None, None, None)
-
-
-gumbel_softmax_hard_op.register_autograd(_backward_hard, setup_context=_setup_hard)
-
-
-def _setup_const(ctx, inputs, output):
-    ctx.mark_non_differentiable(output)
-
-
-def _backward_const(ctx, grad):
-    return None, None, None
-
-
-gumbel_max_sample_op.register_autograd(_backward_const, setup_context=_setup_const)
-
-
-# ---- the signatures of torch.ops.concrete_ext.* -------------------------------------------------
-def exp_concrete_sample(logits, temperature, dim, seed=None, offset=0, generator=None):
-    return exp_concrete_sample_op(logits, temperature, dim,
-                                  cm.rng_state(seed, offset, generator, logits.device))
-
-
-def concrete_sample(logits, temperature, dim, seed=None, offset=0, generator=None):
-    return concrete_sample_op(logits, temperature, dim,
-                              cm.rng_state(seed, offset, generator, logits.device))
-
-
-def gumbel_softmax_hard(logits, temperature, dim, seed=None, offset=0, generator=None):
-    """(one-hot sample, rng_state [seed, offset]) as torch.ops.concrete_ext.gumbel_softmax_hard."""
-    state = cm.rng_state(seed, offset, generator, logits.device)
-    return gumbel_softmax_hard_op(logits, temperature, dim, state), state
-
-
-def gumbel_max_sample(logits, dim, seed=None, offset=0, generator=None):
-    return gumbel_max_sample_op(logits, dim, cm.rng_state(seed, offset, generator, logits.device))
-
-
-KERNELS = {
-    "exp_concrete_sample": exp_concrete_sample,
-    "concrete_sample": concrete_sample,
+# The host functions, by op name, with the signature of torch.ops.concrete_ext_triton.<name>.
+HOST = {
+    "exp_concrete_sample": exp_concrete_sample_op,
+    "concrete_sample": concrete_sample_op,
     "exp_concrete_sample_backward": exp_concrete_sample_backward_op,
     "concrete_sample_backward": concrete_sample_backward_op,
-    "gumbel_softmax_hard": gumbel_softmax_hard,
+    "gumbel_softmax_hard": gumbel_softmax_hard_op,
     "gumbel_softmax_hard_backward": gumbel_softmax_hard_backward_op,
-    "gumbel_max_sample": gumbel_max_sample,
+    "gumbel_max_sample": gumbel_max_sample_op,
 }

@@ -7,10 +7,8 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import triton_op
 
 from . import common as cm
-from .common import NAMESPACE
 
 KINDS = {"bits": 0, "uniform": 1, "exponential": 2, "gumbel": 3, "logistic": 4}
 # 1 - (largest value below 1) of the fp16 and bf16 outputs: uniform draws that round up to 1 there
@@ -56,7 +54,6 @@ def _kind(kind: str) -> int:
     return KINDS[kind]
 
 
-@triton_op(f"{NAMESPACE}::noise_like", mutates_args=())
 def noise_like_op(self: Tensor, kind: str, rng_state: Tensor) -> Tensor:
     """Noise shaped like `self` (its values are not read) for the call rng_state = [seed, offset]:
     int64 draws for kind "bits", else noise in self's dtype."""
@@ -75,20 +72,7 @@ def noise_like_op(self: Tensor, kind: str, rng_state: Tensor) -> Tensor:
     return out
 
 
-def _setup_const(ctx, inputs, output):
-    ctx.mark_non_differentiable(output)
-
-
-def _backward_const(ctx, grad):
-    return None, None, None
-
-
-noise_like_op.register_autograd(_backward_const, setup_context=_setup_const)
-
-
-def noise_like(self: Tensor, kind: str, seed=None, offset: int = 0, generator=None) -> Tensor:
-    """torch.ops.concrete_ext.noise_like through Triton."""
-    return noise_like_op(self, kind, cm.rng_state(seed, offset, generator, self.device))
-
-
-KERNELS = {"noise_like": noise_like}
+# The host functions, by op name, with the signature of torch.ops.concrete_ext_triton.<name>.
+HOST = {
+    "noise_like": noise_like_op,
+}

@@ -13,12 +13,10 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import triton_op
 
-from .. import _ops
+from .. import _layout
 from . import common as cm
 from . import rows as rw
-from .common import NAMESPACE
 from .densities import _log_kappa
 
 INF = tl.constexpr(float("inf"))
@@ -224,7 +222,6 @@ def _launch_kw(launch: cm.RowLaunch, fp64: bool) -> dict:
                 num_warps=launch.num_warps)
 
 
-@triton_op(f"{NAMESPACE}::relaxed_kl_sample", mutates_args=())
 def relaxed_kl_sample_op(q_logits: Tensor, q_temperature: Tensor, p_logits: Tensor,
                          p_temperature: Tensor, dim: int,
                          rng_state: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -236,7 +233,7 @@ def relaxed_kl_sample_op(q_logits: Tensor, q_temperature: Tensor, p_logits: Tens
     dev = q_logits.device
     tq, sq = cm.prepare_temperature(q_temperature, bshape, dev, acc, "q_temperature")
     tp, sp = cm.prepare_temperature(p_temperature, bshape, dev, acc, "p_temperature")
-    y = _ops.empty_rows_like(q_logits, d)
+    y = _layout.empty_rows_like(q_logits, d)
     log_q = q_logits.new_empty(bshape)
     log_p = q_logits.new_empty(bshape)
     aq = cm.to_rows(q_logits, d)
@@ -250,7 +247,6 @@ def relaxed_kl_sample_op(q_logits: Tensor, q_temperature: Tensor, p_logits: Tens
     return y, log_q, log_p
 
 
-@triton_op(f"{NAMESPACE}::relaxed_kl_sample_backward", mutates_args=())
 def relaxed_kl_sample_backward_op(grad_sample: Optional[Tensor], grad_log_q: Optional[Tensor],
                                   grad_log_p: Optional[Tensor], sample: Tensor, q_logits: Tensor,
                                   q_temperature: Tensor, p_logits: Tensor, p_temperature: Tensor,
@@ -265,9 +261,9 @@ def relaxed_kl_sample_backward_op(grad_sample: Optional[Tensor], grad_log_q: Opt
     tq, sq = cm.prepare_temperature(q_temperature, bshape, dev, acc, "q_temperature")
     tp, sp = cm.prepare_temperature(p_temperature, bshape, dev, acc, "p_temperature")
     want = [bool(b) for b in output_mask]
-    gaq = _ops.empty_rows_like(q_logits, d) if want[0] else q_logits.new_empty([0])
+    gaq = _layout.empty_rows_like(q_logits, d) if want[0] else q_logits.new_empty([0])
     gtq = q_logits.new_empty(bshape if want[1] else [0], dtype=acc)
-    gap = _ops.empty_rows_like(q_logits, d) if want[2] else q_logits.new_empty([0])
+    gap = _layout.empty_rows_like(q_logits, d) if want[2] else q_logits.new_empty([0])
     gtp = q_logits.new_empty(bshape if want[3] else [0], dtype=acc)
     y = cm.to_rows(sample, d)
     rows, n = y.shape
@@ -300,33 +296,8 @@ def relaxed_kl_sample_backward_op(grad_sample: Optional[Tensor], grad_log_q: Opt
     return gaq, gtq, gap, gtp
 
 
-# ---- autograd -------------------------------------------------------------------------------------
-def _setup_kl(ctx, inputs, output):
-    ctx.save_for_backward(output[0], inputs[0], inputs[1], inputs[2], inputs[3])
-    ctx.dim = inputs[4]
-
-
-def _backward_kl(ctx, gy, glq, glp):
-    y, ql, qt, pl, pt = ctx.saved_tensors
-    mask = list(ctx.needs_input_grad[:4])
-    gql, gqt, gpl, gpt = relaxed_kl_sample_backward_op(gy, glq, glp, y, ql, qt, pl, pt, ctx.dim,
-                                                        mask)
-    return (gql if mask[0] else None, _ops.reduce_temperature_grad(gqt, qt) if mask[1] else None,
-            gpl if mask[2] else None, _ops.reduce_temperature_grad(gpt, pt) if mask[3] else None,
-            None, None)
-
-
-relaxed_kl_sample_op.register_autograd(_backward_kl, setup_context=_setup_kl)
-
-
-# ---- the signatures of torch.ops.concrete_ext.* -------------------------------------------------
-def relaxed_kl_sample(q_logits, q_temperature, p_logits, p_temperature, dim, seed=None, offset=0,
-                      generator=None):
-    state = cm.rng_state(seed, offset, generator, q_logits.device)
-    return relaxed_kl_sample_op(q_logits, q_temperature, p_logits, p_temperature, dim, state)
-
-
-KERNELS = {
-    "relaxed_kl_sample": relaxed_kl_sample,
+# The host functions, by op name, with the signature of torch.ops.concrete_ext_triton.<name>.
+HOST = {
+    "relaxed_kl_sample": relaxed_kl_sample_op,
     "relaxed_kl_sample_backward": relaxed_kl_sample_backward_op,
 }

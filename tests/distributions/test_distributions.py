@@ -14,7 +14,7 @@ from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 import concrete_ext as ce
 from concrete_ext.distributions import BinaryConcrete, Concrete, ExpConcrete, LogitBinaryConcrete
 
-from conftest import INF, make_logits, make_temperature
+from concrete_ext.testing import INF, make_logits, make_temperature
 
 CATEGORICAL = [Concrete, ExpConcrete]
 BINARY = [BinaryConcrete, LogitBinaryConcrete]

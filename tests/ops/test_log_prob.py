@@ -14,7 +14,7 @@ from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 import concrete_ext as ce
 from concrete_ext import reference as R
 
-from conftest import (DTYPES, INF, assert_matches_reference, backend_params, batch_shape,
+from concrete_ext.testing import (DTYPES, INF, assert_matches_reference, backend_params, batch_shape,
                       compare_with_reference, make_logits, make_temperature, requires_cuda,
                       temperature_variants, use_backend)
 

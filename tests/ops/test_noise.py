@@ -9,7 +9,7 @@ import torch
 import concrete_ext as ce
 from concrete_ext import reference as R
 
-from conftest import DEVICES, LOW_PRECISION, requires_cuda
+from concrete_ext.testing import DEVICES, LOW_PRECISION, requires_cuda
 
 KINDS = ("uniform", "exponential", "gumbel", "logistic")
 M32 = 2**32

@@ -12,7 +12,7 @@ import torch
 import concrete_ext as ce
 from concrete_ext import reference as R
 
-from conftest import (DTYPES, INF, assert_matches_reference, backend_params, batch_shape,
+from concrete_ext.testing import (DTYPES, INF, assert_matches_reference, backend_params, batch_shape,
                       compare_with_reference, make_logits, make_temperature, requires_cuda,
                       use_backend)
 

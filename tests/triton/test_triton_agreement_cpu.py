@@ -11,7 +11,7 @@ pytest.importorskip("triton")
 
 from concrete_ext import _ops  # noqa: E402
 from concrete_ext._triton import KERNELS, common as cm  # noqa: E402
-from triton_helpers import LOOPED, make_logits, make_temperature  # noqa: E402
+from concrete_ext.testing import LOOPED, make_logits, make_temperature  # noqa: E402
 
 pytestmark = [pytest.mark.triton, pytest.mark.filterwarnings("ignore::RuntimeWarning"),
               pytest.mark.skipif(not _ops.has_compiled("cpu"),
@@ -21,7 +21,7 @@ F32 = torch.float32
 
 
 def _case(n):
-    a = make_logits((4, n), seed=n, dtype=F32)
+    a = make_logits((4, n), seed=n, dtype=F32, masked=True)
     t = make_temperature((4,), seed=1, dtype=F32)
     p = make_logits((4, n), seed=n + 1, masked=False, dtype=F32)
     y = torch.ops.concrete_ext.exp_concrete_sample(a, t, -1, 5, 2, None)

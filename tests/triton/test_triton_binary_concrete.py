@@ -10,7 +10,7 @@ pytest.importorskip("triton")
 
 from concrete_ext import _ops, reference as ref  # noqa: E402
 from concrete_ext._triton import KERNELS, common as cm  # noqa: E402
-from triton_helpers import assert_low_precision, compare, make_logits, \
+from concrete_ext.testing import assert_low_precision, compare, make_logits, \
     make_temperature  # noqa: E402
 
 pytestmark = [pytest.mark.triton, pytest.mark.filterwarnings("ignore::RuntimeWarning")]

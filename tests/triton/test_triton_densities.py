@@ -10,7 +10,7 @@ pytest.importorskip("triton")
 
 from concrete_ext import reference as ref  # noqa: E402
 from concrete_ext._triton import KERNELS, common as cm  # noqa: E402
-from triton_helpers import INF, LOOPED, ROW_NS, compare, make_logits, \
+from concrete_ext.testing import INF, LOOPED, ROW_NS, compare, make_logits, \
     make_temperature  # noqa: E402
 
 pytestmark = [pytest.mark.triton, pytest.mark.filterwarnings("ignore::RuntimeWarning")]
@@ -28,7 +28,7 @@ def _point(logits, seed, log_space):
 @pytest.mark.parametrize("n", ROW_NS)
 @pytest.mark.parametrize("name", ["exp_concrete_log_prob", "concrete_log_prob"])
 def test_log_prob_fp64(name, n, path, device):
-    logits = make_logits((5, n), seed=n)
+    logits = make_logits((5, n), seed=n, masked=True)
     inputs = {"value": _point(make_logits((5, n), seed=n + 50, masked=False).masked_fill(logits == -INF, -INF),
                               n, name.startswith("exp")),
               "logits": logits, "temperature": make_temperature((5,), seed=n)}
@@ -44,7 +44,7 @@ def test_log_prob_fp64(name, n, path, device):
 @pytest.mark.parametrize("name", ["exp_concrete_log_prob", "concrete_log_prob"])
 def test_log_prob_fp32_dims(name, path, device):
     # Category dim 0 of a (n, 3, 2) tensor; a scalar temperature; n = 40 (> 32: Stirling's lgamma).
-    logits = make_logits((2, 3, 40), seed=3)
+    logits = make_logits((2, 3, 40), seed=3, masked=True)
     value = _point(make_logits((2, 3, 40), seed=4, masked=False).masked_fill(logits == -INF, -INF), 1,
                    name.startswith("exp"))
     inputs = {"value": value.permute(2, 1, 0), "logits": logits.permute(2, 1, 0),
@@ -70,7 +70,7 @@ def test_log_prob_of_an_empty_row_is_nan(device):
 @pytest.mark.parametrize("mask", [[True, False, False], [False, True, False], [False, False, True],
                                   [True, True, True]])
 def test_log_prob_backward_output_mask(mask, device):
-    logits = make_logits((4, 6), seed=2).to(device)
+    logits = make_logits((4, 6), seed=2, masked=True).to(device)
     value = _point(logits.cpu(), 2, True).to(device)
     t = make_temperature((4,), seed=2).to(device)
     grad = torch.linspace(-1, 1, 4, dtype=torch.float64, device=device)
@@ -93,7 +93,7 @@ def _kl_fns(dim=-1):
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("n", ROW_NS)
 def test_relaxed_kl_fp64(n, path, device):
-    inputs = {"q_logits": make_logits((4, n), seed=n), "q_temperature": make_temperature((4,), 1),
+    inputs = {"q_logits": make_logits((4, n), seed=n, masked=True), "q_temperature": make_temperature((4,), 1),
               "p_logits": make_logits((4, n), seed=n + 1, masked=False),
               "p_temperature": torch.tensor(0.9, dtype=torch.float64)}
     with cm.launch_config(**PATHS[path]):
@@ -103,7 +103,7 @@ def test_relaxed_kl_fp64(n, path, device):
 
 @pytest.mark.parametrize("path", PATHS)
 def test_relaxed_kl_fp32(path, device):
-    inputs = {"q_logits": make_logits((3, 2, 13), seed=2).transpose(1, 2),
+    inputs = {"q_logits": make_logits((3, 2, 13), seed=2, masked=True).transpose(1, 2),
               "q_temperature": make_temperature((3, 2), 3),
               "p_logits": make_logits((3, 2, 13), seed=3, masked=False).transpose(1, 2),
               "p_temperature": make_temperature((3, 1), 4)}
@@ -115,7 +115,7 @@ def test_relaxed_kl_fp32(path, device):
 
 def test_relaxed_kl_density_of_the_returned_sample(device):
     # log kappa_q(y) is exp_concrete_log_prob of the returned y.
-    q = make_logits((3, 9), seed=5).to(device)
+    q = make_logits((3, 9), seed=5, masked=True).to(device)
     p = make_logits((3, 9), seed=6, masked=False).to(device)
     tq, tp = make_temperature((3,), 7).to(device), torch.tensor(0.5, dtype=torch.float64)
     y, lq, lp = KERNELS["relaxed_kl_sample"](q, tq, p, tp, -1, 1, 0, None)
@@ -126,7 +126,7 @@ def test_relaxed_kl_density_of_the_returned_sample(device):
 @pytest.mark.parametrize("which", ["sample", "log_q", "log_p"])
 def test_relaxed_kl_backward_with_missing_upstream(which, device):
     # Only one output used: the other upstream gradients arrive as None.
-    q = make_logits((3, 7), seed=8).requires_grad_()
+    q = make_logits((3, 7), seed=8, masked=True).requires_grad_()
     p = make_logits((3, 7), seed=9, masked=False).requires_grad_()
     tq = make_temperature((3,), 1).requires_grad_()
     k = {"sample": 0, "log_q": 1, "log_p": 2}[which]

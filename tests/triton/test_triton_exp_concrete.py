@@ -11,7 +11,7 @@ pytest.importorskip("triton")
 
 from concrete_ext import reference as ref  # noqa: E402
 from concrete_ext._triton import KERNELS, common as cm  # noqa: E402
-from triton_helpers import INF, LOOPED, ROW_NS, assert_low_precision, compare, make_logits, \
+from concrete_ext.testing import INF, LOOPED, ROW_NS, assert_low_precision, compare, make_logits, \
     make_temperature  # noqa: E402
 
 pytestmark = [pytest.mark.triton, pytest.mark.filterwarnings("ignore::RuntimeWarning")]
@@ -31,7 +31,7 @@ def _sample_fns(name):
 @pytest.mark.parametrize("name", ["exp_concrete_sample", "concrete_sample"])
 def test_sample_fp64(name, n, path, device):
     kernel, reference = _sample_fns(name)
-    inputs = {"logits": make_logits((5, n), seed=n), "temperature": make_temperature((5,), seed=n)}
+    inputs = {"logits": make_logits((5, n), seed=n, masked=True), "temperature": make_temperature((5,), seed=n)}
     with cm.launch_config(**PATHS[path]):
         compare(kernel, reference, inputs, torch.float64, device, ["logits", "temperature"])
 
@@ -41,7 +41,7 @@ def test_sample_fp64(name, n, path, device):
 @pytest.mark.parametrize("name", ["exp_concrete_sample", "concrete_sample"])
 def test_sample_fp32_scalar_temperature(name, n, path, device):
     kernel, reference = _sample_fns(name)
-    inputs = {"logits": make_logits((4, n), seed=n + 1),
+    inputs = {"logits": make_logits((4, n), seed=n + 1, masked=True),
               "temperature": torch.tensor(0.45, dtype=torch.float64)}
     with cm.launch_config(**PATHS[path]):
         compare(kernel, reference, inputs, torch.float32, device, ["logits", "temperature"])
@@ -52,7 +52,7 @@ def test_sample_fp32_scalar_temperature(name, n, path, device):
 @pytest.mark.parametrize("name", ["exp_concrete_sample", "concrete_sample"])
 def test_sample_low_precision(name, dtype, path, device):
     # Math in fp32; the result rounded once to fp16 / bf16.
-    a = make_logits((4, 33), seed=12).to(dtype)
+    a = make_logits((4, 33), seed=12, masked=True).to(dtype)
     t = make_temperature((4,), seed=13).to(dtype)
     with cm.launch_config(**PATHS[path]):
         out = KERNELS[name](a.to(device), t.to(device), -1, 6, 0, None)
@@ -63,7 +63,7 @@ def test_sample_low_precision(name, dtype, path, device):
 
 @pytest.mark.parametrize("name", ["exp_concrete_sample", "concrete_sample"])
 def test_sample_other_dims_and_broadcast_temperature(name, device):
-    logits = make_logits((3, 7, 4), seed=5).transpose(0, 2)  # (4, 7, 3), non-contiguous
+    logits = make_logits((3, 7, 4), seed=5, masked=True).transpose(0, 2)  # (4, 7, 3), non-contiguous
     temperature = make_temperature((4, 1), seed=6)            # broadcasts to the batch (4, 3)
     kernel = lambda logits, temperature: KERNELS[name](logits, temperature, 1, 8, 0, None)
     reference = lambda logits, temperature: getattr(ref, name)(logits, temperature, 1, seed=8)
@@ -111,7 +111,7 @@ def test_gumbel_softmax_hard(n, path, device):
 
     reference = lambda logits, temperature: ref.gumbel_softmax(logits, temperature, True, -1,
                                                                seed=11, offset=2)
-    inputs = {"logits": make_logits((6, n), seed=n), "temperature": make_temperature((6,), seed=2)}
+    inputs = {"logits": make_logits((6, n), seed=n, masked=True), "temperature": make_temperature((6,), seed=2)}
     with cm.launch_config(**PATHS[path]):
         outs, _ = compare(kernel, reference, inputs, torch.float64, device,
                           ["logits", "temperature"])
@@ -121,7 +121,7 @@ def test_gumbel_softmax_hard(n, path, device):
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("n", ROW_NS)
 def test_gumbel_max(n, path, device):
-    a = make_logits((7, n), seed=n + 3).to(device)
+    a = make_logits((7, n), seed=n + 3, masked=True).to(device)
     with cm.launch_config(**PATHS[path]):
         out = KERNELS["gumbel_max_sample"](a, -1, 5, 1, None)
     assert torch.equal(out.cpu(), ref.gumbel_max_sample(a.cpu(), -1, seed=5, offset=1))
@@ -146,14 +146,14 @@ def test_gumbel_max_ties_nan_and_empty_rows(path, device):
 
 
 def test_gumbel_max_has_no_gradient(device):
-    a = make_logits((2, 5), seed=1).to(device).requires_grad_()
+    a = make_logits((2, 5), seed=1, masked=True).to(device).requires_grad_()
     out = KERNELS["gumbel_max_sample"](a, -1, 5, 1, None)
     assert not out.requires_grad
 
 
 @pytest.mark.parametrize("name", ["exp_concrete_sample", "concrete_sample"])
 def test_generator_seed_matches_reference(name, device):
-    a = make_logits((3, 6), seed=9).to(device)
+    a = make_logits((3, 6), seed=9, masked=True).to(device)
     gen = torch.Generator(device=device).manual_seed(5)
     out = KERNELS[name](a, torch.tensor(0.7, dtype=torch.float64), -1, None, 0, gen)
     expected = getattr(ref, name)(a, 0.7, -1,
@@ -166,7 +166,7 @@ def test_generator_seed_matches_reference(name, device):
 
 def test_hard_backward_recomputes_the_soft_sample(device):
     # The hard backward from the saved rng_state equals the soft sample's backward.
-    a = make_logits((4, 10), seed=2).to(device)
+    a = make_logits((4, 10), seed=2, masked=True).to(device)
     t = make_temperature((4,), seed=3).to(device)
     g = torch.randn(4, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     g = g.to(device)

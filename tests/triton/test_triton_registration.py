@@ -1,7 +1,7 @@
 """How the Triton kernels are exposed: KERNELS covers every op of concrete_ext with its signature,
-the ops live in the concrete_ext_triton namespace with autograd, the backend choice can route the
-public API to them, and (on a GPU, where the kernels are compiled) torch.compile(fullgraph=True),
-opcheck and CUDA-graph replay work."""
+the ops live in the concrete_ext_triton namespace with the schemas, autograd and fake kernels of the
+op table, the backend choice can route the public API to them, torch.compile(fullgraph=True) and
+opcheck work, and (on a GPU) CUDA-graph replay and the CUDA fallback of the concrete_ext ops."""
 
 from __future__ import annotations
 
@@ -13,31 +13,35 @@ pytest.importorskip("triton")
 import concrete_ext as ce  # noqa: E402
 from concrete_ext import _backend, _ops, _triton, reference as ref  # noqa: E402
 from concrete_ext._triton import KERNELS, common as cm  # noqa: E402
-from triton_helpers import INTERPRET, make_logits, make_temperature  # noqa: E402
+from concrete_ext.testing import INTERPRET, make_logits, make_temperature  # noqa: E402
 
 pytestmark = [pytest.mark.triton, pytest.mark.filterwarnings("ignore::RuntimeWarning")]
 
-compiled_only = pytest.mark.skipif(
-    INTERPRET, reason="under TRITON_INTERPRET=1 torch.library.wrap_triton returns the raw "
-    "InterpretedFunction, which FakeTensor / torch.compile tracing cannot run (needs a GPU)")
+on_gpu = pytest.mark.skipif(INTERPRET, reason="CUDA graphs and the CUDA key need a GPU")
+
+
+TABLE_OPS = sorted(name for (ns, name), sig in _ops.SIGNATURES.items()
+                   if ns == _ops.NAMESPACE and not sig.row.composite)
 
 
 def test_every_op_has_a_triton_kernel():
-    assert set(KERNELS) == set(_ops.SCHEMAS)
-    assert all(_triton.supports(name) for name in _ops.SCHEMAS)
+    assert set(KERNELS) == set(TABLE_OPS)
+    assert all(_triton.supports(name) for name in TABLE_OPS)
     assert not _triton.supports("no_such_op")
     assert _triton.unavailable_reasons() == []
 
 
 def test_ops_are_registered_in_their_namespace():
-    for name in _ops.SCHEMAS:
+    """The Triton namespace's schemas come from the op table: the compiled op's arguments, with
+    a random op's (seed, offset, generator) replaced by its rng_state tensor."""
+    for name in TABLE_OPS:
         schema = str(getattr(torch.ops.concrete_ext_triton, name).default._schema)
-        if "Generator" in _ops.SCHEMAS[name][0]:
-            assert "Tensor rng_state" in schema, schema  # the seed travels as a device tensor
-        else:  # the same arguments as the concrete_ext op
-            ours = schema[schema.index("("):].replace("SymInt", "int").replace("bool[]", "bool[3]")
-            theirs = _ops.SCHEMAS[name][0].replace("bool[4]", "bool[3]")
-            assert ours.split(") ->")[0] == theirs.split(") ->")[0], (ours, theirs)
+        compiled = str(getattr(torch.ops.concrete_ext, name).default._schema)
+        ours, theirs = schema[schema.index("("):], compiled[compiled.index("("):]
+        if "Generator" in theirs:
+            assert "Tensor rng_state" in ours, ours  # the seed travels as a device tensor
+            theirs = theirs.replace("int? seed, int offset, Generator? generator", "Tensor rng_state")
+        assert ours == theirs, (ours, theirs)
 
 
 def test_rng_state_explicit_and_from_generator(device):
@@ -74,7 +78,7 @@ def test_empty_batches(device):
 
 
 def test_backend_choice_routes_the_public_api(device):
-    a = make_logits((3, 6), seed=1).to(device)
+    a = make_logits((3, 6), seed=1, masked=True).to(device)
     t = make_temperature((3,), seed=2).to(device)
     assert not _backend.not_supported_reasons("triton", torch.device(device), "concrete_sample")
     with ce.backend("triton"):
@@ -93,13 +97,13 @@ def test_backends_lists_triton():
         assert not info["available"] and any("CUDA" in r for r in info["reasons"])
 
 
-# ---- compiled kernels only (a GPU) ----------------------------------------------------------------
-@compiled_only
+# ---- torch.compile and opcheck (the ops are opaque to tracing: their fake kernels come from the
+# op table, so this runs under the interpreter too) ---------------------------------------------
 @pytest.mark.parametrize("name", ["exp_concrete_sample", "concrete_sample", "gumbel_softmax_hard",
                                   "relaxed_kl_sample", "binary_concrete_sample"])
 def test_compile_fullgraph_matches_eager(name, device):
     torch._dynamo.reset()
-    a = make_logits((6, 10), seed=3).to(device)
+    a = make_logits((6, 10), seed=3, masked=True).to(device)
     t = make_temperature((6,), seed=4).to(device).requires_grad_()
     p = make_logits((6, 10), seed=5, masked=False).to(device)
 
@@ -125,16 +129,14 @@ def test_compile_fullgraph_matches_eager(name, device):
     torch.testing.assert_close(t2.grad, t.grad)
 
 
-@compiled_only
 def test_compile_draws_fresh_seeds(device):
     torch._dynamo.reset()
-    a = make_logits((4, 8), seed=3).to(device)
+    a = make_logits((4, 8), seed=3, masked=True).to(device)
     f = torch.compile(lambda a: KERNELS["concrete_sample"](a, torch.tensor(0.5), -1, None, 0,
                                                            None), fullgraph=True)
     assert not torch.equal(f(a), f(a))
 
 
-@compiled_only
 @pytest.mark.parametrize("name", ["exp_concrete_sample", "exp_concrete_log_prob",
                                   "relaxed_kl_sample", "logit_binary_concrete_log_prob"])
 def test_opcheck(name, device):
@@ -153,9 +155,9 @@ def test_opcheck(name, device):
     torch.library.opcheck(op, args)
 
 
-@compiled_only
+@on_gpu
 def test_cuda_graph_replays_fresh_noise(device):
-    a = make_logits((4, 16), seed=3).to(device)
+    a = make_logits((4, 16), seed=3, masked=True).to(device)
     t = torch.tensor(0.5)
     f = lambda: KERNELS["concrete_sample"](a, t, -1, None, 0, None)
     s = torch.cuda.Stream()
@@ -173,14 +175,13 @@ def test_cuda_graph_replays_fresh_noise(device):
     torch.testing.assert_close(out.sum(-1), torch.ones(4, device=device))
 
 
-@compiled_only
+@on_gpu
 def test_cuda_fallback_registration(device):
     if _ops.has_compiled("cuda"):
         pytest.skip("the compiled CUDA kernels own the CUDA key of the concrete_ext ops")
-    assert _triton.register_cuda_fallback() == sorted(_ops.SCHEMAS)
-    a = make_logits((4, 9), seed=1).to(device).requires_grad_()
+    a = make_logits((4, 9), seed=1, masked=True).to(device).requires_grad_()
     t = make_temperature((4,), seed=2).to(device).requires_grad_()
-    x = torch.ops.concrete_ext.concrete_sample(a, t, -1, 3, 0, None)
+    x = torch.ops.concrete_ext.concrete_sample(a, t, -1, 3, 0, None)  # served by Triton
     torch.testing.assert_close(x, KERNELS["concrete_sample"](a, t, -1, 3, 0, None))
     ga, gt = torch.autograd.grad(x[:, 0].sum(), (a, t))
     ra, rt = torch.autograd.grad(ref.concrete_sample(a, t, -1, seed=3)[:, 0].sum(), (a, t))
