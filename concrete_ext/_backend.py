@@ -119,11 +119,17 @@ _IMPLS: Dict[Tuple[str, str], "object"] = {}
 
 
 def impl(op_name: str, name: str):
-    """The _autograd.Impl of `op_name` on backend `name` (not "reference")."""
+    """The _autograd.Impl of `op_name` on backend `name` (not "reference"). They are built ahead
+    (here for the compiled and Python kernels, when Triton loads for Triton), not while
+    torch.compile traces a first call."""
+    if name == "cuda":  # one Impl per namespace: the compiled one serves both devices
+        name = "cpu"
+    found = _IMPLS.get((op_name, name))
+    return found if found is not None else _make_impl(op_name, name)
+
+
+def _make_impl(op_name: str, name: str):
     key = (op_name, name)
-    found = _IMPLS.get(key)
-    if found is not None:
-        return found
     from ._autograd import Impl
 
     sig = _ops.SIGNATURES[(_ops.NAMESPACE, op_name)]
@@ -143,6 +149,14 @@ def impl(op_name: str, name: str):
     return found
 
 
+def make_impls(names=("cpu", "python")) -> None:
+    for op_name in {n for (ns, n), sig in _ops.SIGNATURES.items()
+                    if ns == _ops.NAMESPACE and not sig.backward}:
+        for name in names:
+            if name != "triton" or not _ops.SIGNATURES[(_ops.NAMESPACE, op_name)].row.composite:
+                _make_impl(op_name, name)
+
+
 def backends() -> Dict[str, dict]:
     """Each backend: whether it is available on this machine, and the reasons when not."""
     cuda_dev = torch.device("cuda")
@@ -154,3 +168,6 @@ def backends() -> Dict[str, dict]:
             reasons = reasons + ["no CUDA device is visible"]
         out[name] = {"available": not reasons, "reasons": reasons}
     return out
+
+
+make_impls(("cpu", "python"))  # "cuda" shares the compiled namespace's Impl: the device picks

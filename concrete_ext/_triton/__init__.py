@@ -83,3 +83,6 @@ if HOST:
 
     register_triton_kernels(HOST)
     KERNELS.update((name, compiled_signature(name)) for name in HOST)
+    from .. import _backend
+
+    _backend.make_impls(("triton",))
