@@ -108,16 +108,27 @@ def concrete_sample_vjp(grad, sample, temperature, dim, temperature_grad):
     return _sample_vjp(grad, sample, temperature, dim, temperature_grad, False)
 
 
-def _softmax_tangent(x: Tensor, log_x: Tensor, live: Tensor, tau: Tensor, da, dtau) -> Tensor:
-    """d softmax((a + G) / tau) for tangents (da, dtau): w = (da - log x dtau) / tau (log x may be
-    any row-constant shift of z), dx = x (w - sum_j x_j w_j); w is 0 where the category is dead."""
-    w = torch.zeros_like(x)
+def _perturbation_tangent(log_x: Tensor, live: Tensor, tau: Tensor, da, dtau) -> Tensor:
+    """w = (da - log x dtau) / tau, the tangent of z = (a + G) / tau up to a row constant (log x
+    may be any row-constant shift of z), 0 where the category is dead."""
+    w = torch.zeros_like(log_x)
     if da is not None:
         w = w + _zero_to(da, live)
     if dtau is not None:
         w = w - _safe(log_x, live) * dtau
-    w = w / tau
+    return w / tau
+
+
+def _softmax_tangent(x: Tensor, log_x: Tensor, live: Tensor, tau: Tensor, da, dtau) -> Tensor:
+    """d softmax((a + G) / tau) for tangents (da, dtau): dx = x (w - sum_j x_j w_j)."""
+    w = _perturbation_tangent(log_x, live, tau, da, dtau)
     return x * (w - _rows_sum(x * w))
+
+
+def _log_tangent(y: Tensor, live: Tensor, tau: Tensor, da, dtau) -> Tensor:
+    """d y for y = z - LSE(z): w - sum_j x_j w_j, 0 where masked."""
+    w = _perturbation_tangent(y, live, tau, da, dtau)
+    return _zero_to(w - _rows_sum(torch.exp(y) * w), live)
 
 
 def _sample_jvp(inputs, outputs, tangents, log_space):
@@ -134,18 +145,6 @@ def _sample_jvp(inputs, outputs, tangents, log_space):
         live = s > 0
         d = _softmax_tangent(s, torch.log(_safe(s, live, 1.0)), live, tau, da, dtau)
     return (_back(d, dim, out),)
-
-
-def _log_tangent(y: Tensor, live: Tensor, tau: Tensor, da, dtau) -> Tensor:
-    """d y for y = z - LSE(z): w - sum_j x_j w_j, w = (da - y dtau) / tau, 0 where masked."""
-    x = torch.exp(y)
-    w = torch.zeros_like(y)
-    if da is not None:
-        w = w + _zero_to(da, live)
-    if dtau is not None:
-        w = w - _safe(y, live) * dtau
-    w = w / tau
-    return _zero_to(w - _rows_sum(x * w), live)
 
 
 def exp_concrete_sample_jvp(inputs, outputs, tangents):
