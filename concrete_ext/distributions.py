@@ -1,11 +1,26 @@
-"""torch.distributions classes backed by the fused ops.
+"""torch.distributions classes backed by the fused ops, subclasses of torch's relaxed classes.
 
-``Concrete`` (on the simplex) and ``ExpConcrete`` (its log, on the log-simplex) follow
-torch.distributions.RelaxedOneHotCategorical / ExpRelaxedCategorical; ``BinaryConcrete`` (on (0, 1))
-and ``LogitBinaryConcrete`` (its logit, on R) follow RelaxedBernoulli / LogitRelaxedBernoulli.
-The constructor is ``(temperature, probs=None, logits=None, validate_args=None)``; a tensor
-temperature is part of the batch shape and receives gradients. ``rsample``/``sample`` also take
-``generator=`` keyword-only.
+``ExpConcrete`` (the log of a Concrete sample, on the log-simplex) is an
+``ExpRelaxedCategorical``; ``Concrete`` (on the simplex) is a ``RelaxedOneHotCategorical``, a
+``TransformedDistribution`` of an ExpConcrete by ``ExpTransform``; ``LogitBinaryConcrete`` (on R)
+is a ``LogitRelaxedBernoulli``; ``BinaryConcrete`` (on (0, 1)) is a ``RelaxedBernoulli``, a
+TransformedDistribution of a LogitBinaryConcrete by ``SigmoidTransform``. Code that subclasses,
+type-checks or registers KL divergences and transforms on torch's classes takes them as they are.
+What differs is what they compute and check:
+
+* ``rsample`` and ``log_prob`` run the fused ops (``rsample``/``sample`` also take ``generator=``);
+* a zero probability is a masked category (a -inf logit): its sample is exactly 0, it gets no
+  gradient, and it is left out of the density, with finite gradients for every other entry
+  (torch clamps probabilities away from 0 instead);
+* the temperature is checked (positive and finite with ``validate_args``; a Python float is taken);
+  a tensor temperature may broadcast against the logits as torch's does (size 1 along the category
+  dim, e.g. ``(4, 1)`` with ``(4, 5)`` logits) or against the batch shape (one value per
+  distribution, e.g. ``(4,)``): either way it is part of the batch shape, and a temperature that
+  varies along the categories, which torch would accept, is refused (it is not a Concrete);
+* ``log_prob`` promotes the value and the parameters to a common dtype, as torch does, and checks
+  the value against the support with ``validate_args``.
+
+The constructors are torch's: ``(temperature, probs=None, logits=None, validate_args=None)``.
 """
 
 from __future__ import annotations
@@ -16,12 +31,16 @@ from typing import Optional
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, constraints
-from torch.distributions.utils import broadcast_all, lazy_property
+from torch.distributions import Categorical, Distribution, constraints
+from torch.distributions.relaxed_bernoulli import LogitRelaxedBernoulli, RelaxedBernoulli
+from torch.distributions.relaxed_categorical import ExpRelaxedCategorical, RelaxedOneHotCategorical
+from torch.distributions.transforms import ExpTransform, SigmoidTransform
 
 from . import functional as F
 
-__all__ = ["Concrete", "ExpConcrete", "BinaryConcrete", "LogitBinaryConcrete"]
+__all__ = ["Concrete", "ExpConcrete", "BinaryConcrete", "LogitBinaryConcrete", "log_simplex"]
+
+NEG_INF = float("-inf")
 
 
 class _LogSimplex(constraints.Constraint):
@@ -45,9 +64,20 @@ class _LogSimplex(constraints.Constraint):
 log_simplex = _LogSimplex()
 
 
+# ---- parameters ------------------------------------------------------------------------------
 def _check_param(param, name: str) -> None:
     if isinstance(param, Tensor) and not param.is_floating_point():
         raise TypeError(f"`{name}` must have a floating dtype, got {param.dtype}")
+
+
+def _as_temperature(temperature, like: Tensor) -> Tensor:
+    if isinstance(temperature, Tensor):
+        _check_param(temperature, "temperature")
+        return temperature
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"temperature must be a positive float or a tensor, got "
+                        f"{type(temperature).__name__}")
+    return torch.tensor(float(temperature), dtype=like.dtype, device=like.device)
 
 
 def _check_finite_temperature(temperature: Tensor) -> None:
@@ -64,6 +94,53 @@ def _broadcast_shape(a, b, what: str) -> torch.Size:
         raise ValueError(f"{what}: shapes {tuple(a)} and {tuple(b)} do not broadcast") from None
 
 
+def _validate(dist: Distribution, checks, validate_args: Optional[bool]) -> bool:
+    """Whether `dist` validates its arguments; if so, check (name, value, constraint) for each
+    parameter given (the derived one is not checked twice), as torch's Distribution does."""
+    validate = Distribution._validate_args if validate_args is None else validate_args
+    if validate and not torch.compiler.is_compiling():
+        for name, value, constraint in checks:
+            valid = constraint.check(value)
+            if not torch._is_all_true(valid):
+                raise ValueError(
+                    f"Expected parameter {name} (Tensor of shape {tuple(value.shape)}) of "
+                    f"distribution {type(dist).__name__} to satisfy the constraint "
+                    f"{constraint!r}, but found invalid values:\n{value}")
+        _check_finite_temperature(checks[-1][1])
+    return validate
+
+
+def _masked_log(p: Tensor) -> Tensor:
+    """log p with exact zeros mapped to -inf (masked categories) and a zero, not NaN, gradient
+    there: log of a zero never enters the graph."""
+    positive = p > 0
+    return torch.where(positive, torch.log(torch.where(positive, p, torch.ones_like(p))), NEG_INF)
+
+
+def _row_temperature(temperature: Tensor, param_shape: torch.Size) -> Tensor:
+    """The temperature in batch form (one value per distribution): torch's form (broadcasting
+    against the logits with size 1 along the category dim) drops that dim; a tensor that
+    broadcasts against the batch shape is taken as it is."""
+    shape = temperature.shape
+    if len(shape) >= 1 and shape[-1] == 1:
+        try:
+            torch.broadcast_shapes(shape, param_shape)
+            return temperature.squeeze(-1)
+        except RuntimeError:
+            pass
+    return temperature
+
+
+def _promoted(value: Tensor, *params: Tensor):
+    """value and the parameters in their common dtype (torch's type promotion)."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"value must be a torch.Tensor, got {type(value).__name__}")
+    dtype = value.dtype
+    for p in params:
+        dtype = torch.promote_types(dtype, p.dtype)
+    return tuple(t if t.dtype == dtype else t.to(dtype) for t in (value, *params))
+
+
 def _into_open_interval(value: Tensor, upper: bool = True) -> Tensor:
     """value with exact 0 (and 1 when `upper`) moved to tiny (1 - eps/2): the representable ends
     of the open unit interval. Values outside [0, 1] are left alone (validate_args refuses them)."""
@@ -74,234 +151,257 @@ def _into_open_interval(value: Tensor, upper: bool = True) -> Tensor:
     return torch.where(value == 1, 1 - info.eps / 2, value) if upper else value
 
 
-def _as_temperature(temperature, like: Tensor) -> Tensor:
-    if isinstance(temperature, Tensor):
-        _check_param(temperature, "temperature")
-        return temperature
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a positive float or a tensor, got "
-                        f"{type(temperature).__name__}")
-    return torch.tensor(float(temperature), dtype=like.dtype, device=like.device)
+# ---- categorical ---------------------------------------------------------------------------------
+class ExpConcrete(ExpRelaxedCategorical):
+    """ExpConcrete(temperature, probs/logits): the log of a Concrete sample (paper, Appendix C),
+    an ExpRelaxedCategorical. Its log-density is the stable one to optimise at low temperature
+    (Appendix C.3)."""
 
-
-class _CategoricalConcrete(Distribution):
-    arg_constraints = {
-        "probs": constraints.simplex,
-        "logits": constraints.real_vector,
-        "temperature": constraints.positive,
-    }
+    arg_constraints = {"probs": constraints.simplex, "logits": constraints.real_vector,
+                       "temperature": constraints.positive}
+    support = log_simplex
     has_rsample = True
 
-    def __init__(self, temperature, probs: Optional[Tensor] = None, logits: Optional[Tensor] = None,
-                 validate_args: Optional[bool] = None):
+    def __init__(self, temperature, probs: Optional[Tensor] = None,
+                 logits: Optional[Tensor] = None, validate_args: Optional[bool] = None):
         if (probs is None) == (logits is None):
             raise ValueError("Either `probs` or `logits` must be specified, but not both.")
-        if probs is not None:
-            _check_param(probs, "probs")
-            if probs.dim() < 1:
-                raise ValueError("`probs` parameter must be at least one-dimensional.")
-            self.probs = probs / probs.sum(-1, keepdim=True)
-            param = self.probs
-        else:
-            _check_param(logits, "logits")
-            if logits.dim() < 1:
-                raise ValueError("`logits` parameter must be at least one-dimensional.")
-            self.logits = logits - logits.logsumexp(dim=-1, keepdim=True)
-            param = self.logits
+        param = probs if probs is not None else logits
+        _check_param(param, "probs" if probs is not None else "logits")
+        if not isinstance(param, Tensor) or param.dim() < 1:
+            raise ValueError(f"`{'probs' if probs is not None else 'logits'}` parameter must be "
+                             "at least one-dimensional.")
         self.temperature = _as_temperature(temperature, param)
-        self._num_events = param.shape[-1]
-        batch_shape = _broadcast_shape(param.shape[:-1], self.temperature.shape,
+        validate = _validate(self, [("probs" if probs is not None else "logits", param,
+                                     self.arg_constraints["probs" if probs is not None
+                                                         else "logits"]),
+                                    ("temperature", self.temperature, constraints.positive)],
+                             validate_args)
+        if probs is not None:
+            logits = _masked_log(probs / probs.sum(-1, keepdim=True))
+        self._categorical = Categorical(logits=logits, validate_args=False)
+        self._row_tau = _row_temperature(self.temperature, param.shape)
+        batch_shape = _broadcast_shape(param.shape[:-1], self._row_tau.shape,
                                        "temperature does not broadcast to the batch shape")
-        super().__init__(batch_shape, param.shape[-1:], validate_args=validate_args)
-        if self._validate_args:
-            _check_finite_temperature(self.temperature)
-
-    @lazy_property
-    def logits(self) -> Tensor:  # noqa: F811 - set in __init__ when given
-        return torch.log(self.probs)
-
-    @lazy_property
-    def probs(self) -> Tensor:  # noqa: F811
-        return torch.softmax(self.logits, dim=-1)
-
-    @property
-    def param_shape(self):
-        return self.batch_shape + self.event_shape
+        Distribution.__init__(self, batch_shape, param.shape[-1:], validate_args=False)
+        self._validate_args = validate
 
     def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(type(self), _instance)
+        new = self._get_checked_instance(ExpConcrete, _instance)
         batch_shape = torch.Size(batch_shape)
-        new.temperature = self.temperature.expand(batch_shape)
-        if "probs" in self.__dict__:
-            new.probs = self.probs.expand(batch_shape + self.event_shape)
-        if "logits" in self.__dict__:
-            new.logits = self.logits.expand(batch_shape + self.event_shape)
-        new._num_events = self._num_events
+        new.temperature = self.temperature
+        new._row_tau = self._row_tau.expand(batch_shape)
+        new._categorical = self._categorical.expand(batch_shape)
         Distribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
 
     def _shaped(self, sample_shape):
         shape = self._extended_shape(sample_shape)
-        return self.logits.expand(shape), self.temperature.expand(shape[:-1])
+        return self.logits.expand(shape), self._row_tau.expand(shape[:-1])
+
+    def rsample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
+        logits, t = self._shaped(sample_shape)
+        return F.exp_concrete_sample(logits, t, -1, generator)
 
     def sample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape, generator=generator)
 
-    def _log_prob_args(self, value):
-        if not isinstance(value, Tensor):
-            raise TypeError(f"value must be a torch.Tensor, got {type(value).__name__}")
-        if self._validate_args:
+    def _log_prob_args(self, value, validate: bool = True):
+        value, logits, t = _promoted(value, self.logits, self._row_tau)
+        if validate and self._validate_args:
             self._validate_sample(value)
         # The value broadcasts against the whole batch shape, which includes the temperature's.
         shape = _broadcast_shape(value.shape, self.batch_shape + self.event_shape,
                                  "value does not broadcast to batch_shape + event_shape")
-        return value, self.logits.expand(shape), self.temperature.expand(shape[:-1])
-
-
-class ExpConcrete(_CategoricalConcrete):
-    """ExpConcrete(temperature, probs/logits): the log of a Concrete sample (paper, Appendix C).
-
-    Its log-density is the stable one to optimise at low temperature (Appendix C.3).
-    """
-
-    support = log_simplex
-
-    def rsample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
-        logits, t = self._shaped(sample_shape)
-        return F.exp_concrete_sample(logits, t, -1, generator)
+        return value, logits.expand(shape), t.expand(shape[:-1])
 
     def log_prob(self, value: Tensor) -> Tensor:
         value, logits, t = self._log_prob_args(value)
         return F.exp_concrete_log_prob(value, logits, t, -1)
 
 
-class Concrete(_CategoricalConcrete):
-    """Concrete(temperature, probs/logits) on the simplex (paper, Definition 1); the Gumbel-Softmax
-    distribution. Same API as torch.distributions.RelaxedOneHotCategorical."""
+class Concrete(RelaxedOneHotCategorical):
+    """Concrete(temperature, probs/logits) on the simplex (paper, Definition 1): the
+    Gumbel-Softmax distribution, a RelaxedOneHotCategorical (ExpConcrete through ExpTransform)."""
 
+    arg_constraints = {"probs": constraints.simplex, "logits": constraints.real_vector,
+                       "temperature": constraints.positive}
     support = constraints.simplex
-
-    def rsample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
-        logits, t = self._shaped(sample_shape)
-        return F.concrete_sample(logits, t, -1, generator)
-
-    def log_prob(self, value: Tensor) -> Tensor:
-        value, logits, t = self._log_prob_args(value)
-        # A sample whose small entries rounded to exactly 0 lies on the boundary of the simplex,
-        # where the density's formula is inf - inf: evaluate it at the nearest interior point,
-        # as torch.distributions clamps probabilities (clamp_probs). Masked categories (-inf
-        # logits) are left out of the density whatever their value.
-        return F.concrete_log_prob(_into_open_interval(value, upper=False), logits, t, -1)
-
-
-class _BinaryConcrete(Distribution):
-    arg_constraints = {
-        "probs": constraints.unit_interval,
-        "logits": constraints.real,
-        "temperature": constraints.positive,
-    }
     has_rsample = True
 
-    def __init__(self, temperature, probs: Optional[Tensor] = None, logits: Optional[Tensor] = None,
-                 validate_args: Optional[bool] = None):
-        if (probs is None) == (logits is None):
-            raise ValueError("Either `probs` or `logits` must be specified, but not both.")
-        param = probs if probs is not None else logits
-        _check_param(param, "probs" if probs is not None else "logits")
-        if not isinstance(param, Tensor):
-            param = torch.tensor(float(param))
-        temperature = _as_temperature(temperature, param)
-        _broadcast_shape(param.shape, temperature.shape,
-                         "temperature does not broadcast with the parameter")
-        param, self.temperature = broadcast_all(param, temperature)
-        if probs is not None:
-            self.probs = param
-        else:
-            self.logits = param
-        super().__init__(param.shape, torch.Size(), validate_args=validate_args)
-        if self._validate_args:
-            _check_finite_temperature(self.temperature)
-
-    @lazy_property
-    def logits(self) -> Tensor:  # noqa: F811
-        return torch.log(self.probs) - torch.log1p(-self.probs)
-
-    @lazy_property
-    def probs(self) -> Tensor:  # noqa: F811
-        return torch.sigmoid(self.logits)
-
-    @property
-    def param_shape(self):
-        return self.batch_shape
+    def __init__(self, temperature, probs: Optional[Tensor] = None,
+                 logits: Optional[Tensor] = None, validate_args: Optional[bool] = None):
+        base = ExpConcrete(temperature, probs, logits, validate_args=validate_args)
+        super(RelaxedOneHotCategorical, self).__init__(base, ExpTransform(),
+                                                       validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(type(self), _instance)
-        batch_shape = torch.Size(batch_shape)
-        new.temperature = self.temperature.expand(batch_shape)
-        if "probs" in self.__dict__:
-            new.probs = self.probs.expand(batch_shape)
-        if "logits" in self.__dict__:
-            new.logits = self.logits.expand(batch_shape)
-        Distribution.__init__(new, batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        new = self._get_checked_instance(Concrete, _instance)
+        return super(RelaxedOneHotCategorical, self).expand(batch_shape, _instance=new)
 
-    def _shaped(self, sample_shape):
-        shape = self._extended_shape(sample_shape)
-        return self.logits.expand(shape), self.temperature.expand(shape)
+    def rsample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
+        logits, t = self.base_dist._shaped(sample_shape)
+        return F.concrete_sample(logits, t, -1, generator)
 
     def sample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape, generator=generator)
 
-    def _log_prob_args(self, value):
-        if not isinstance(value, Tensor):
-            raise TypeError(f"value must be a torch.Tensor, got {type(value).__name__}")
+    def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        shape = _broadcast_shape(value.shape, self.logits.shape,
-                                 "value does not broadcast to the batch shape")
-        return value, self.logits, self.temperature.expand(shape)
+        value, logits, t = self.base_dist._log_prob_args(value, validate=False)
+        # A sample whose small entries rounded to exactly 0 lies on the boundary of the simplex,
+        # where the density's formula is inf - inf: the functional API evaluates it at the
+        # nearest interior point, as torch.distributions clamps probabilities (clamp_probs).
+        # Masked categories (-inf logits) are left out of the density whatever their value.
+        return F.concrete_log_prob(value, logits, t, -1)
 
 
-class LogitBinaryConcrete(_BinaryConcrete):
+# ---- binary ----------------------------------------------------------------------------------
+def _binary_logits(probs: Tensor) -> Tensor:
+    """log(p) - log(1 - p), -inf at p = 0 and +inf at p = 1, with zero (not NaN) gradients there."""
+    inside = (probs > 0) & (probs < 1)
+    p = torch.where(inside, probs, torch.full_like(probs, 0.5))
+    logits = torch.log(p) - torch.log1p(-p)
+    return torch.where(inside, logits, torch.where(probs > 0, math.inf, NEG_INF))
+
+
+class LogitBinaryConcrete(LogitRelaxedBernoulli):
     """The logit of a BinaryConcrete sample: (logits + L) / temperature with L ~ Logistic(0, 1)
-    (paper, Eq. 26); same API as torch.distributions.LogitRelaxedBernoulli."""
+    (paper, Eq. 26); a LogitRelaxedBernoulli."""
 
+    arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real,
+                       "temperature": constraints.positive}
     support = constraints.real
+    has_rsample = True
+
+    def __init__(self, temperature, probs: Optional[Tensor] = None,
+                 logits: Optional[Tensor] = None, validate_args: Optional[bool] = None):
+        if (probs is None) == (logits is None):
+            raise ValueError("Either `probs` or `logits` must be specified, but not both.")
+        name = "probs" if probs is not None else "logits"
+        param = probs if probs is not None else logits
+        _check_param(param, name)
+        if not isinstance(param, Tensor):
+            param = torch.tensor(float(param))
+        temperature = _as_temperature(temperature, param)
+        validate = _validate(self, [(name, param, self.arg_constraints[name]),
+                                    ("temperature", temperature, constraints.positive)],
+                             validate_args)
+        shape = _broadcast_shape(param.shape, temperature.shape,
+                                 "temperature does not broadcast with the parameter")
+        self.temperature = temperature  # as given, as torch keeps it; _tau has the batch shape
+        self._tau = temperature.expand(shape)
+        param = param.expand(shape)
+        if probs is not None:
+            self.probs = param
+        else:
+            self.logits = param
+        self._param = param
+        Distribution.__init__(self, shape, torch.Size(), validate_args=False)
+        self._validate_args = validate
+
+    @property
+    def logits(self) -> Tensor:  # noqa: F811 - set in __init__ when given
+        if "logits" not in self.__dict__:
+            self.__dict__["logits"] = _binary_logits(self.probs)
+        return self.__dict__["logits"]
+
+    @logits.setter
+    def logits(self, value: Tensor) -> None:
+        self.__dict__["logits"] = value
+
+    @property
+    def probs(self) -> Tensor:  # noqa: F811
+        if "probs" not in self.__dict__:
+            self.__dict__["probs"] = torch.sigmoid(self.logits)
+        return self.__dict__["probs"]
+
+    @probs.setter
+    def probs(self, value: Tensor) -> None:
+        self.__dict__["probs"] = value
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(LogitBinaryConcrete, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.temperature = self.temperature
+        new._tau = self._tau.expand(batch_shape)
+        for name in ("probs", "logits"):
+            if name in self.__dict__:
+                setattr(new, name, self.__dict__[name].expand(batch_shape))
+        new._param = new.__dict__.get("probs", new.__dict__.get("logits"))
+        Distribution.__init__(new, batch_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
 
     @property
     def mean(self) -> Tensor:
-        return self.logits / self.temperature
+        return self.logits / self._tau
 
     @property
     def variance(self) -> Tensor:
-        return (math.pi**2 / 3) / self.temperature**2
+        return (math.pi**2 / 3) / self._tau**2
+
+    def _shaped(self, sample_shape):
+        shape = self._extended_shape(sample_shape)
+        return self.logits.expand(shape), self._tau.expand(shape)
 
     def rsample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
         logits, t = self._shaped(sample_shape)
         return F.logit_binary_concrete_sample(logits, t, generator)
+
+    def sample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape, generator=generator)
+
+    def _log_prob_args(self, value, validate: bool = True):
+        value, logits, t = _promoted(value, self.logits, self._tau)
+        if validate and self._validate_args:
+            self._validate_sample(value)
+        shape = _broadcast_shape(value.shape, logits.shape,
+                                 "value does not broadcast to the batch shape")
+        return value, logits, t.expand(shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
         value, logits, t = self._log_prob_args(value)
         return F.logit_binary_concrete_log_prob(value, logits, t)
 
 
-class BinaryConcrete(_BinaryConcrete):
-    """BinaryConcrete(temperature, probs/logits) on (0, 1) (paper, Eq. 16 and 17); same API as
-    torch.distributions.RelaxedBernoulli."""
+class BinaryConcrete(RelaxedBernoulli):
+    """BinaryConcrete(temperature, probs/logits) on (0, 1) (paper, Eq. 16 and 17); a
+    RelaxedBernoulli (LogitBinaryConcrete through SigmoidTransform)."""
 
+    arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real,
+                       "temperature": constraints.positive}
     support = constraints.unit_interval
+    has_rsample = True
+
+    def __init__(self, temperature, probs: Optional[Tensor] = None,
+                 logits: Optional[Tensor] = None, validate_args: Optional[bool] = None):
+        base = LogitBinaryConcrete(temperature, probs, logits, validate_args=validate_args)
+        super(RelaxedBernoulli, self).__init__(base, SigmoidTransform(),
+                                               validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(BinaryConcrete, _instance)
+        return super(RelaxedBernoulli, self).expand(batch_shape, _instance=new)
 
     def rsample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
-        logits, t = self._shaped(sample_shape)
+        logits, t = self.base_dist._shaped(sample_shape)
         return F.binary_concrete_sample(logits, t, generator)
 
+    def sample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape, generator=generator)
+
     def log_prob(self, value: Tensor) -> Tensor:
-        value, logits, t = self._log_prob_args(value)
+        if self._validate_args:
+            self._validate_sample(value)
+        value, logits, t = self.base_dist._log_prob_args(value, validate=False)
         # Samples that rounded to exactly 0 or 1 (low temperature, large logits) are evaluated at
-        # the nearest interior point, as torch's RelaxedBernoulli does (clipped sigmoid): the
-        # formula is inf - inf there.
-        return F.binary_concrete_log_prob(_into_open_interval(value), logits, t)
+        # the nearest interior point, as torch's RelaxedBernoulli does (clipped sigmoid); the
+        # functional API does so.
+        return F.binary_concrete_log_prob(value, logits, t)

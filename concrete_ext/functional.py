@@ -219,6 +219,21 @@ def _check_generator(generator, device: torch.device):
         raise ValueError(f"generator is for {generator.device} but the logits are on {device}")
 
 
+def _torch_layout(out: Tensor, like: Tensor) -> Tensor:
+    """A row op's output in the layout torch's functions return: contiguous, or contiguous in the
+    logits' memory format when that is channels-last. The kernels write their rows with the
+    category dim innermost, which is that layout whenever `dim` is innermost in the logits'
+    memory; otherwise this is one transposing copy (the kernels also read such logits through one)."""
+    if out.is_contiguous():
+        return out
+    fmt = torch.contiguous_format
+    if like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last):
+        fmt = torch.channels_last
+    elif like.dim() == 5 and like.is_contiguous(memory_format=torch.channels_last_3d):
+        fmt = torch.channels_last_3d
+    return out if out.is_contiguous(memory_format=fmt) else out.contiguous(memory_format=fmt)
+
+
 def _run(op_name: str, device: torch.device, args: tuple, reference_fn):
     """Run op `op_name` on the chosen backend with the op's arguments, or the reference."""
     name = _backend.select(op_name, device)
@@ -250,9 +265,9 @@ def exp_concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1,
     """
     _check_tensor(logits, "logits")
     t = _temperature(temperature, logits, _category_dim(logits, dim))
-    return _random_call("exp_concrete_sample", logits.device, (logits, t, dim),
-                        functools.partial(ref.exp_concrete_sample, logits, t, dim),
-                        generator, seed, offset)
+    return _torch_layout(_random_call("exp_concrete_sample", logits.device, (logits, t, dim),
+                                      functools.partial(ref.exp_concrete_sample, logits, t, dim),
+                                      generator, seed, offset), logits)
 
 
 def concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1,
@@ -261,9 +276,9 @@ def concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1,
     """x ~ Concrete(logits, temperature) on the simplex: softmax((logits + G) / tau) along `dim`."""
     _check_tensor(logits, "logits")
     t = _temperature(temperature, logits, _category_dim(logits, dim))
-    return _random_call("concrete_sample", logits.device, (logits, t, dim),
-                        functools.partial(ref.concrete_sample, logits, t, dim),
-                        generator, seed, offset)
+    return _torch_layout(_random_call("concrete_sample", logits.device, (logits, t, dim),
+                                      functools.partial(ref.concrete_sample, logits, t, dim),
+                                      generator, seed, offset), logits)
 
 
 def gumbel_softmax(logits: Tensor, tau: Temperature = 1.0, hard: bool = False, eps: float = 1e-10,
@@ -281,13 +296,15 @@ def gumbel_softmax(logits: Tensor, tau: Temperature = 1.0, hard: bool = False, e
     # errors name the argument `tau`, as the caller wrote it
     t = _temperature(tau, logits, _category_dim(logits, dim), "tau")
     if not hard:
-        return _random_call("concrete_sample", logits.device, (logits, t, dim),
-                            functools.partial(ref.concrete_sample, logits, t, dim),
-                            generator, seed, offset)
-    out = _random_call("gumbel_softmax_hard", logits.device, (logits, t, dim),
-                       functools.partial(ref.gumbel_softmax, logits, t, True, dim),
-                       generator, seed, offset)
-    return out if isinstance(out, Tensor) else out[0]  # the op also returns its rng_state
+        out = _random_call("concrete_sample", logits.device, (logits, t, dim),
+                           functools.partial(ref.concrete_sample, logits, t, dim),
+                           generator, seed, offset)
+    else:
+        out = _random_call("gumbel_softmax_hard", logits.device, (logits, t, dim),
+                           functools.partial(ref.gumbel_softmax, logits, t, True, dim),
+                           generator, seed, offset)
+        out = out if isinstance(out, Tensor) else out[0]  # the op also returns its rng_state
+    return _torch_layout(out, logits)
 
 
 def gumbel_max_sample(logits: Tensor, dim: int = -1, generator: Optional[torch.Generator] = None,
@@ -295,9 +312,9 @@ def gumbel_max_sample(logits: Tensor, dim: int = -1, generator: Optional[torch.G
     """One-hot of argmax_k(logits_k + G_k): a draw of Discrete(alpha) (zero temperature)."""
     _check_tensor(logits, "logits")
     _category_dim(logits, dim)
-    return _random_call("gumbel_max_sample", logits.device, (logits, dim),
-                        functools.partial(ref.gumbel_max_sample, logits, dim),
-                        generator, seed, offset)
+    return _torch_layout(_random_call("gumbel_max_sample", logits.device, (logits, dim),
+                                      functools.partial(ref.gumbel_max_sample, logits, dim),
+                                      generator, seed, offset), logits)
 
 
 def _broadcast_value(value: Tensor, logits: Tensor, name: str = "value"):
@@ -392,9 +409,11 @@ def relaxed_kl_sample(q_logits: Tensor, q_temperature: Temperature, p_logits: Te
     d = _category_dim(q_logits, dim, "q_logits")
     tq = _temperature(q_temperature, q_logits, d, "q_temperature")
     tp = _temperature(p_temperature, q_logits, d, "p_temperature")
-    return _random_call("relaxed_kl_sample", q_logits.device, (q_logits, tq, p_logits, tp, dim),
-                        functools.partial(ref.relaxed_kl_sample, q_logits, tq, p_logits, tp, dim),
-                        generator, seed, offset)
+    y, log_q, log_p = _random_call(
+        "relaxed_kl_sample", q_logits.device, (q_logits, tq, p_logits, tp, dim),
+        functools.partial(ref.relaxed_kl_sample, q_logits, tq, p_logits, tp, dim),
+        generator, seed, offset)
+    return _torch_layout(y, q_logits), log_q, log_p
 
 
 # ---- binary --------------------------------------------------------------------------------------

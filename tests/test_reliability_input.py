@@ -208,9 +208,13 @@ def test_distribution_bad_input(cls):
             cls(bad, logits=L, validate_args=False).rsample()
 
 
-def test_distribution_value_dtype():
-    with pytest.raises(TypeError, match="value has dtype"):
-        ExpConcrete(0.5, logits=L, validate_args=False).log_prob(torch.zeros(4, 5).double())
+def test_distribution_value_dtype_promotes_as_torch():
+    """A float64 value on a float32 distribution gives a float64 density, as torch's does."""
+    d = ExpConcrete(0.5, logits=L, validate_args=False)
+    y = d.sample(generator=torch.Generator().manual_seed(0))
+    lp = d.log_prob(y.double())
+    assert lp.dtype == torch.float64
+    torch.testing.assert_close(lp, ExpConcrete(0.5, logits=L.double()).log_prob(y.double()))
 
 
 # ---- a row of all -inf logits (README: samples NaN) ----------------------------------------------

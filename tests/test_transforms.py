@@ -81,11 +81,36 @@ OPS = {
 STRAIGHT_THROUGH = {"gumbel_softmax_hard"}
 
 
+def _class_case(cls, value):
+    """A distribution class: its rsample (a fixed generator) and log_prob at a fixed point; the
+    reference is the same class on the reference backend."""
+    def f(m, a, t):
+        d = cls(t, logits=a)
+        return d.rsample(generator=torch.Generator().manual_seed(6)), d.log_prob(value)
+    return f
+
+
+def _class_ops(inp):
+    dist = ce.distributions
+    return {
+        "Concrete": (("a", "tb"), _class_case(dist.Concrete, inp["x"])),
+        "ExpConcrete": (("a", "tb"), _class_case(dist.ExpConcrete, inp["y"])),
+        "BinaryConcrete": (("ab", "tb"), _class_case(dist.BinaryConcrete, inp["b"])),
+        "LogitBinaryConcrete": (("ab", "tb"), _class_case(dist.LogitBinaryConcrete, inp["z"])),
+    }
+
+
+CLASS_OPS = _class_ops(_inputs("cpu"))
+
+
 def _module(backend):
     return ref if backend == "reference" else ce
 
 
 def _call(op, backend, *xs):
+    if op in CLASS_OPS:
+        with ce.backend(backend):
+            return CLASS_OPS[op][1](None, *xs)
     fn = OPS[op][1]
     if backend == "reference":
         return fn(ref, *xs)
@@ -118,7 +143,7 @@ def _fns(op, backend):
 
 def _args(op, device="cpu"):
     inp = _inputs(device)
-    return tuple(inp[n] for n in OPS[op][0])
+    return tuple(inp[n] for n in (CLASS_OPS if op in CLASS_OPS else OPS)[op][0])
 
 
 def _close(ours, theirs, what, atol=1e-9, rtol=1e-9):
@@ -138,11 +163,13 @@ def _device(backend):
 
 backends = pytest.mark.parametrize("backend", [backend_param(b) for b in BACKENDS])
 ops = pytest.mark.parametrize("op", sorted(OPS))
+# the distribution classes too, where a fixed generator makes them deterministic (not under vmap)
+ops_and_classes = pytest.mark.parametrize("op", sorted(OPS) + sorted(CLASS_OPS))
 
 
 # ---- double backward ---------------------------------------------------------------------------
 @backends
-@ops
+@ops_and_classes
 def test_double_backward(op, backend):
     ours, theirs = _fns(op, backend)
     xs = tuple(x.detach().requires_grad_() for x in _args(op, _device(backend)))
@@ -159,7 +186,7 @@ def test_double_backward(op, backend):
 
 # ---- forward mode ------------------------------------------------------------------------------
 @backends
-@ops
+@ops_and_classes
 def test_jvp(op, backend):
     ours, theirs = _fns(op, backend)
     xs = _args(op, _device(backend))
@@ -181,15 +208,17 @@ def test_jvp(op, backend):
 
 # ---- torch.func reverse mode -------------------------------------------------------------------
 @backends
-@ops
+@ops_and_classes
 def test_grad_vjp_jacrev_jacfwd_hessian(op, backend):
     ours, theirs = _fns(op, backend)
     xs = _args(op, _device(backend))
     argnums = tuple(range(len(xs)))
-    for name, transform in (("grad", lambda f: grad(lambda *x: _loss(f(*x)), argnums)),
-                            ("jacrev", lambda f: jacrev(f, argnums)),
-                            ("jacfwd", lambda f: jacfwd(f, argnums)),
-                            ("hessian", lambda f: hessian(lambda *x: _loss(f(*x)), argnums))):
+    transforms = [("grad", lambda f: grad(lambda *x: _loss(f(*x)), argnums))]
+    if op not in CLASS_OPS:  # jacrev / jacfwd vmap, where a generator's draw raises (as torch's)
+        transforms += [("jacrev", lambda f: jacrev(f, argnums)),
+                       ("jacfwd", lambda f: jacfwd(f, argnums)),
+                       ("hessian", lambda f: hessian(lambda *x: _loss(f(*x)), argnums))]
+    for name, transform in transforms:
         _close(transform(ours)(*xs), transform(theirs)(*xs), f"{op} {name}")
     out, pullback = vjp(ours, *xs)
     out_r, pullback_r = vjp(theirs, *xs)
