@@ -5,6 +5,7 @@ forward + backward, one thread.
     python -m benchmarks.bench_small                  # the table, ratios = peer time / ours
     python -m benchmarks.bench_small --tree DIR       # import concrete_ext from checkout DIR
     python -m benchmarks.bench_small --compare DIR    # ours against checkout DIR, side by side
+    python -m benchmarks.bench_small --device cuda    # launch latency on a GPU (synchronised)
 
 Small calls are bound by per-call overhead (argument checks, dispatch, autograd bookkeeping), not
 by memory or arithmetic, so the timing differs from the harness's: each case times ours and its
@@ -40,15 +41,16 @@ def _import(tree: str = ""):
     return torch, ce
 
 
-def cases(torch, ce) -> List[Tuple[str, Callable, Callable, Callable]]:
+def cases(torch, ce, device: str = "cpu") -> List[Tuple[str, Callable, Callable, Callable]]:
     """(name, make_inputs(shape, grad), ours(inputs), peer(inputs)); each callable returns the
     output(s) to backpropagate."""
     F = torch.nn.functional
     D = torch.distributions
+    tau = torch.tensor(TAU, device=device)
 
     def logits(shape, grad):
         g = torch.Generator().manual_seed(0)
-        x = torch.randn(shape, generator=g)
+        x = torch.randn(shape, generator=g).to(device)
         return {"x": x.requires_grad_(grad)}
 
     def logistic(x):
@@ -61,7 +63,7 @@ def cases(torch, ce) -> List[Tuple[str, Callable, Callable, Callable]]:
     def with_value(kind):
         def make(shape, grad):
             inp = logits(shape, grad)
-            v = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+            v = torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(device)
             if kind == "log_simplex":
                 v = v.log_softmax(-1)
             elif kind == "unit":
@@ -109,11 +111,11 @@ def cases(torch, ce) -> List[Tuple[str, Callable, Callable, Callable]]:
         ("binary_concrete_log_prob", with_value("unit"),
          lambda i: ce.binary_concrete_log_prob(i["v"], i["x"], TAU), bc_lp_peer),
         ("Concrete.rsample", logits,
-         lambda i: ce.distributions.Concrete(torch.tensor(TAU), logits=i["x"]).rsample(),
-         lambda i: D.RelaxedOneHotCategorical(torch.tensor(TAU), logits=i["x"]).rsample()),
+         lambda i: ce.distributions.Concrete(tau, logits=i["x"]).rsample(),
+         lambda i: D.RelaxedOneHotCategorical(tau, logits=i["x"]).rsample()),
         ("BinaryConcrete.rsample", logits,
-         lambda i: ce.distributions.BinaryConcrete(torch.tensor(TAU), logits=i["x"]).rsample(),
-         lambda i: D.RelaxedBernoulli(torch.tensor(TAU), logits=i["x"]).rsample()),
+         lambda i: ce.distributions.BinaryConcrete(tau, logits=i["x"]).rsample(),
+         lambda i: D.RelaxedBernoulli(tau, logits=i["x"]).rsample()),
     ]
 
 
@@ -129,24 +131,33 @@ def _loop(fn: Callable, mode: str, inputs, torch) -> Callable:
     return full
 
 
-def _per_call(f: Callable, min_s: float) -> float:
-    """Seconds per call of one loop lasting at least min_s."""
+def _sync(torch, device: str):
+    return torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+
+def _per_call(f: Callable, min_s: float, sync=lambda: None) -> float:
+    """Seconds per call of one loop lasting at least min_s (on a GPU: launch to completion of the
+    loop, so the per-call time is the launch latency when the kernels are small)."""
     n = 1
     while True:
+        sync()
         t0 = time.perf_counter()
         for _ in range(n):
             f()
+        sync()
         dt = time.perf_counter() - t0
         if dt >= min_s:
             return dt / n
         n = max(2 * n, int(n * 1.2 * min_s / max(dt, 1e-9)))
 
 
-def measure(tree: str, rounds: int, min_ms: float, only: str = "") -> Dict[str, Dict[str, float]]:
+def measure(tree: str, rounds: int, min_ms: float, only: str = "",
+            device: str = "cpu") -> Dict[str, Dict[str, float]]:
     """{case key: {"ours": s, "peer": s}}: each the minimum over `rounds` of the per-call time."""
     torch, ce = _import(tree)
+    sync = _sync(torch, device)
     out = {}
-    for name, make, ours, peer in cases(torch, ce):
+    for name, make, ours, peer in cases(torch, ce, device):
         if only and only not in name:
             continue
         for shape in SHAPES:
@@ -156,8 +167,8 @@ def measure(tree: str, rounds: int, min_ms: float, only: str = "") -> Dict[str, 
                 fo(), fp()  # warm up
                 best = {"ours": math.inf, "peer": math.inf}
                 for _ in range(rounds):
-                    best["ours"] = min(best["ours"], _per_call(fo, min_ms / 1e3))
-                    best["peer"] = min(best["peer"], _per_call(fp, min_ms / 1e3))
+                    best["ours"] = min(best["ours"], _per_call(fo, min_ms / 1e3, sync))
+                    best["peer"] = min(best["peer"], _per_call(fp, min_ms / 1e3, sync))
                 out[f"{name}|{shape[0]}x{shape[1]}|{mode}"] = best
     return out
 
@@ -192,6 +203,7 @@ def main(argv=None):
     ap.add_argument("--min-ms", type=float, default=30.0)
     ap.add_argument("--repeats", type=int, default=2, help="with --compare: subprocess rounds")
     ap.add_argument("--only", default="", help="cases whose name contains this")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.compare:
@@ -202,7 +214,7 @@ def main(argv=None):
         print(_table(rows, ["op", "shape", "mode", "this tree µs", f"{args.compare} µs",
                             "other / this"]))
         return
-    res = measure(args.tree, args.rounds, args.min_ms, args.only)
+    res = measure(args.tree, args.rounds, args.min_ms, args.only, args.device)
     if args.json:
         print(json.dumps(res))
         return
@@ -210,9 +222,9 @@ def main(argv=None):
 
     import concrete_ext as ce
 
-    print(f"# small calls, one thread: torch {torch.__version__}, concrete_ext from "
-          f"{os.path.dirname(os.path.dirname(ce.__file__))}, min of {args.rounds} rounds "
-          f"of >= {args.min_ms} ms")
+    print(f"# small calls on {args.device} (one CPU thread): torch {torch.__version__}, "
+          f"concrete_ext from {os.path.dirname(os.path.dirname(ce.__file__))}, min of "
+          f"{args.rounds} rounds of >= {args.min_ms} ms, load average {os.getloadavg()}")
     rows = [[*k.split("|"), f"{v['ours'] * 1e6:.1f}", f"{v['peer'] * 1e6:.1f}",
              f"{v['peer'] / v['ours']:.2f}"] for k, v in res.items()]
     print(_table(rows, ["op", "shape", "mode", "ours µs", "peer µs", "peer / ours"]))
