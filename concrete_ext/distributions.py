@@ -221,6 +221,26 @@ class ExpConcrete(ExpRelaxedCategorical):
         value, logits, t = self._log_prob_args(value)
         return F.exp_concrete_log_prob(value, logits, t, -1)
 
+    def relaxed_kl(self, p: "ExpConcrete", sample_shape=torch.Size(), *, generator=None):
+        """(y, log q(y) - log p(y)) with y ~ q = self: the single-sample relaxed KL estimate of
+        the paper's Eq. 28, sample and both log-densities in one fused pass (relaxed_kl_sample).
+        `p` is an ExpConcrete or Concrete whose batch shape broadcasts with this one's."""
+        y, log_q, log_p = _relaxed_kl(self, p, sample_shape, generator)
+        return y, log_q - log_p
+
+
+def _relaxed_kl(q: ExpConcrete, p, sample_shape, generator):
+    p = p.base_dist if isinstance(p, Concrete) else p
+    if not isinstance(p, ExpConcrete):
+        raise TypeError(f"p must be an ExpConcrete or a Concrete, got {type(p).__name__}")
+    batch = _broadcast_shape(q.batch_shape, p.batch_shape, "the batch shapes of q and p")
+    shape = torch.Size(sample_shape) + batch + q.event_shape
+    if p.event_shape != q.event_shape:
+        raise ValueError(f"q has {q.event_shape[0]} categories but p has {p.event_shape[0]}")
+    return F.relaxed_kl_sample(q.logits.expand(shape), q._row_tau.expand(shape[:-1]),
+                               p.logits.expand(shape), p._row_tau.expand(shape[:-1]), -1,
+                               generator)
+
 
 class Concrete(RelaxedOneHotCategorical):
     """Concrete(temperature, probs/logits) on the simplex (paper, Definition 1): the
@@ -232,24 +252,35 @@ class Concrete(RelaxedOneHotCategorical):
     has_rsample = True
 
     def __init__(self, temperature, probs: Optional[Tensor] = None,
-                 logits: Optional[Tensor] = None, validate_args: Optional[bool] = None):
+                 logits: Optional[Tensor] = None, validate_args: Optional[bool] = None, *,
+                 hard: bool = False):
         base = ExpConcrete(temperature, probs, logits, validate_args=validate_args)
         super(RelaxedOneHotCategorical, self).__init__(base, ExpTransform(),
                                                        validate_args=validate_args)
+        self.hard = hard
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(Concrete, _instance)
+        new.hard = self.hard
         return super(RelaxedOneHotCategorical, self).expand(batch_shape, _instance=new)
 
     def rsample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
+        """A point of the simplex; with ``hard=True`` the one-hot of its largest entry in value and
+        the relaxed sample in gradient (straight-through), the soft value kept as ``.soft``."""
         logits, t = self.base_dist._shaped(sample_shape)
-        return F.concrete_sample(logits, t, -1, generator)
+        x = F.concrete_sample(logits, t, -1, generator)
+        if not self.hard:
+            return x
+        one_hot = torch.zeros_like(x).scatter_(-1, x.argmax(-1, keepdim=True), 1.0)
+        return F.straight_through(x, one_hot)
 
     def sample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape, generator=generator)
 
     def log_prob(self, value: Tensor) -> Tensor:
+        """The density at `value`, or at its soft value when it is a straight-through sample."""
+        value = getattr(value, "soft", value)
         if self._validate_args:
             self._validate_sample(value)
         value, logits, t = self.base_dist._log_prob_args(value, validate=False)
@@ -258,6 +289,12 @@ class Concrete(RelaxedOneHotCategorical):
         # nearest interior point, as torch.distributions clamps probabilities (clamp_probs).
         # Masked categories (-inf logits) are left out of the density whatever their value.
         return F.concrete_log_prob(value, logits, t, -1)
+
+    def relaxed_kl(self, p, sample_shape=torch.Size(), *, generator=None):
+        """(x, log q(x) - log p(x)) with x ~ q = self on the simplex: Eq. 28's estimate, computed
+        in log space in one fused pass (the change of variables cancels in the difference)."""
+        y, log_q, log_p = _relaxed_kl(self.base_dist, p, sample_shape, generator)
+        return y.exp(), log_q - log_p
 
 
 # ---- binary ----------------------------------------------------------------------------------
@@ -369,6 +406,23 @@ class LogitBinaryConcrete(LogitRelaxedBernoulli):
         value, logits, t = self._log_prob_args(value)
         return F.logit_binary_concrete_log_prob(value, logits, t)
 
+    def relaxed_kl(self, p, sample_shape=torch.Size(), *, generator=None):
+        """(z, log q(z) - log p(z)) with z ~ q = self, in logit space (Eq. 26)."""
+        return _binary_relaxed_kl(self, p, sample_shape, generator)
+
+
+def _binary_relaxed_kl(q: "LogitBinaryConcrete", p, sample_shape, generator):
+    p = p.base_dist if isinstance(p, BinaryConcrete) else p
+    if not isinstance(p, LogitBinaryConcrete):
+        raise TypeError(f"p must be a LogitBinaryConcrete or a BinaryConcrete, got "
+                        f"{type(p).__name__}")
+    shape = torch.Size(sample_shape) + _broadcast_shape(q.batch_shape, p.batch_shape,
+                                                        "the batch shapes of q and p")
+    z = F.logit_binary_concrete_sample(q.logits.expand(shape), q._tau.expand(shape), generator)
+    log_q = F.logit_binary_concrete_log_prob(z, q.logits.expand(shape), q._tau.expand(shape))
+    log_p = F.logit_binary_concrete_log_prob(z, p.logits.expand(shape), p._tau.expand(shape))
+    return z, log_q - log_p
+
 
 class BinaryConcrete(RelaxedBernoulli):
     """BinaryConcrete(temperature, probs/logits) on (0, 1) (paper, Eq. 16 and 17); a
@@ -380,24 +434,31 @@ class BinaryConcrete(RelaxedBernoulli):
     has_rsample = True
 
     def __init__(self, temperature, probs: Optional[Tensor] = None,
-                 logits: Optional[Tensor] = None, validate_args: Optional[bool] = None):
+                 logits: Optional[Tensor] = None, validate_args: Optional[bool] = None, *,
+                 hard: bool = False):
         base = LogitBinaryConcrete(temperature, probs, logits, validate_args=validate_args)
         super(RelaxedBernoulli, self).__init__(base, SigmoidTransform(),
                                                validate_args=validate_args)
+        self.hard = hard
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(BinaryConcrete, _instance)
+        new.hard = self.hard
         return super(RelaxedBernoulli, self).expand(batch_shape, _instance=new)
 
     def rsample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
+        """A point of (0, 1); with ``hard=True`` the Bernoulli draw 1[x > 1/2] in value and the
+        relaxed sample in gradient (straight-through), the soft value kept as ``.soft``."""
         logits, t = self.base_dist._shaped(sample_shape)
-        return F.binary_concrete_sample(logits, t, generator)
+        return F.binary_concrete_sample(logits, t, generator, hard=self.hard)
 
     def sample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape, generator=generator)
 
     def log_prob(self, value: Tensor) -> Tensor:
+        """The density at `value`, or at its soft value when it is a straight-through sample."""
+        value = getattr(value, "soft", value)
         if self._validate_args:
             self._validate_sample(value)
         value, logits, t = self.base_dist._log_prob_args(value, validate=False)
@@ -405,3 +466,9 @@ class BinaryConcrete(RelaxedBernoulli):
         # the nearest interior point, as torch's RelaxedBernoulli does (clipped sigmoid); the
         # functional API does so.
         return F.binary_concrete_log_prob(value, logits, t)
+
+    def relaxed_kl(self, p, sample_shape=torch.Size(), *, generator=None):
+        """(x, log q(x) - log p(x)) with x ~ q = self on (0, 1), computed in logit space (the
+        change of variables cancels in the difference)."""
+        z, kl = _binary_relaxed_kl(self.base_dist, p, sample_shape, generator)
+        return torch.sigmoid(z), kl

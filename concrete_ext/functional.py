@@ -39,6 +39,7 @@ __all__ = [
     "relaxed_kl_sample",
     "gumbel_max_sample",
     "noise",
+    "straight_through",
 ]
 
 Temperature = Union[float, Tensor]
@@ -430,13 +431,27 @@ def logit_binary_concrete_sample(logits: Tensor, temperature: Temperature,
 
 def binary_concrete_sample(logits: Tensor, temperature: Temperature,
                            generator: Optional[torch.Generator] = None, *,
-                           seed: Optional[int] = None, offset: int = 0) -> Tensor:
-    """x = sigmoid((logits + L) / temperature) in (0, 1): BinConcrete (Eq. 16)."""
+                           seed: Optional[int] = None, offset: int = 0,
+                           hard: bool = False) -> Tensor:
+    """x = sigmoid((logits + L) / temperature) in (0, 1): BinConcrete (Eq. 16).
+
+    hard=True returns the Bernoulli draw 1[x > 1/2] in the forward pass and the gradient of x in
+    backward (straight-through); the soft sample is kept on the result as ``result.soft``."""
     _check_tensor(logits, "logits")
     t = _temperature(temperature, logits, None)
-    return _random_call("binary_concrete_sample", logits.device, (logits, t),
-                        functools.partial(ref.binary_concrete_sample, logits, t),
-                        generator, seed, offset)
+    x = _random_call("binary_concrete_sample", logits.device, (logits, t),
+                     functools.partial(ref.binary_concrete_sample, logits, t),
+                     generator, seed, offset)
+    return straight_through(x, (x > 0.5).to(x.dtype)) if hard else x
+
+
+def straight_through(soft: Tensor, hard: Tensor) -> Tensor:
+    """`hard` in value, `soft` in gradient: hard - soft.detach() + soft, with the soft value kept
+    as the result's attribute ``soft`` (what the straight-through distributions' log_prob reads)."""
+    out = hard - soft.detach() + soft
+    if not torch.compiler.is_compiling():  # a traced tensor takes no attribute
+        out.soft = soft
+    return out
 
 
 def logit_binary_concrete_log_prob(value: Tensor, logits: Tensor,
