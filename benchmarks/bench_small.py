@@ -10,9 +10,11 @@ forward + backward, one thread.
 Small calls are bound by per-call overhead (argument checks, dispatch, autograd bookkeeping), not
 by memory or arithmetic, so the timing differs from the harness's: each case times ours and its
 peer alternately, `--rounds` times, each a loop of calls long enough to last `--min-ms`; the
-per-call time is the minimum over the rounds (on a shared machine the minimum is the least
-disturbed), and the ratio is peer / ours (above 1: ours is faster). With --compare, the same is
-done between two checkouts, one subprocess each, alternated.
+per-call time is the minimum over the rounds, and the ratio is peer / ours (above 1: ours is
+faster). On the CPU the clock is the process's CPU time (one thread: the time spent computing
+this call, which other jobs on a shared machine change far less than the wall-clock time); on a
+GPU it is the wall-clock time to completion. With --compare, the same is done between two
+checkouts, one subprocess each, alternated.
 """
 
 from __future__ import annotations
@@ -135,17 +137,17 @@ def _sync(torch, device: str):
     return torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
 
-def _per_call(f: Callable, min_s: float, sync=lambda: None) -> float:
-    """Seconds per call of one loop lasting at least min_s (on a GPU: launch to completion of the
-    loop, so the per-call time is the launch latency when the kernels are small)."""
+def _per_call(f: Callable, min_s: float, sync=lambda: None, clock=time.process_time) -> float:
+    """Seconds per call of one loop lasting at least min_s on `clock` (on a GPU: launch to
+    completion of the loop, so the per-call time is the launch latency when kernels are small)."""
     n = 1
     while True:
         sync()
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(n):
             f()
         sync()
-        dt = time.perf_counter() - t0
+        dt = clock() - t0
         if dt >= min_s:
             return dt / n
         n = max(2 * n, int(n * 1.2 * min_s / max(dt, 1e-9)))
@@ -156,6 +158,7 @@ def measure(tree: str, rounds: int, min_ms: float, only: str = "",
     """{case key: {"ours": s, "peer": s}}: each the minimum over `rounds` of the per-call time."""
     torch, ce = _import(tree)
     sync = _sync(torch, device)
+    clock = time.perf_counter if device == "cuda" else time.process_time
     out = {}
     for name, make, ours, peer in cases(torch, ce, device):
         if only and only not in name:
@@ -167,8 +170,8 @@ def measure(tree: str, rounds: int, min_ms: float, only: str = "",
                 fo(), fp()  # warm up
                 best = {"ours": math.inf, "peer": math.inf}
                 for _ in range(rounds):
-                    best["ours"] = min(best["ours"], _per_call(fo, min_ms / 1e3, sync))
-                    best["peer"] = min(best["peer"], _per_call(fp, min_ms / 1e3, sync))
+                    best["ours"] = min(best["ours"], _per_call(fo, min_ms / 1e3, sync, clock))
+                    best["peer"] = min(best["peer"], _per_call(fp, min_ms / 1e3, sync, clock))
                 out[f"{name}|{shape[0]}x{shape[1]}|{mode}"] = best
     return out
 

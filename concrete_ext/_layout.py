@@ -71,6 +71,10 @@ def make_output(spec: str, args: Mapping[str, object]) -> Tensor:
         return t.new_empty(t.shape, dtype=acc)
     if layout == "state":
         return t.new_empty([2], dtype=torch.int64)
+    if layout == "index":
+        return t.new_empty(batch_shape(t, args["dim"]), dtype=torch.int64)
+    if layout == "topk":
+        return t.new_empty(batch_shape(t, args["dim"]) + [args["k"]], dtype=torch.int64)
     if layout == "noise":
         return t.new_empty(t.shape, dtype=torch.int64 if args["kind"] == "bits" else t.dtype)
     raise ValueError(f"unknown output layout {layout!r}")

@@ -122,8 +122,15 @@ def has_compiled(device_type: str) -> bool:
 
 
 # ---- the Python kernels ---------------------------------------------------------------------------
+_INTEGER_LAYOUTS = ("state", "index", "topk")
+
+
 def _acc_args(sig: Signature, values: tuple) -> tuple:
-    """16-bit floating tensors in float32 (the math type the kernels compute in)."""
+    """16-bit floating tensors in float32 (the math type the kernels compute in). An op whose
+    outputs are all integers (indices) gets its arguments as they are: its reference computes in
+    the math type itself, after rounding what the kernels round in the logits' dtype."""
+    if all(o.partition(":")[0] in _INTEGER_LAYOUTS for o in sig.outputs):
+        return values
     return tuple(v.to(torch.float32) if isinstance(v, torch.Tensor) and v.is_floating_point()
                  and v.dtype in (torch.float16, torch.bfloat16) and a.name != "self" else v
                  for a, v in zip(sig.args, values))

@@ -51,6 +51,8 @@ LAYOUTS = {
     "trows": "the input's shape without `dim`, in the math type (float64 for float64, else float32)",
     "telems": "the input's shape, contiguous, in the math type",
     "state": "int64 [seed, offset] of the call, on the input's device",
+    "index": "the input's shape without `dim`, int64",
+    "topk": "the input's shape without `dim`, then k, int64",
     "noise": "the input's shape, contiguous; int64 for kind 'bits', else the input's dtype",
 }
 
@@ -126,6 +128,11 @@ OPS: Tuple[Op, ...] = (
        jvp=dv.gumbel_softmax_hard_jvp),
     Op("gumbel_max_sample", "Tensor logits, int dim", "Tensor", ROW, ("rows:logits",),
        random=True, reference=ref.gumbel_max_sample),
+    # ---- index samplers: Gumbel-max and Gumbel-top-k returning indices (no one-hot, no noise) ----
+    Op("categorical_sample", "Tensor logits, Tensor temperature, int dim", "Tensor", ROW,
+       ("index:logits",), random=True, reference=ref.categorical_sample),
+    Op("gumbel_top_k", "Tensor logits, int k, int dim", "Tensor", ROW, ("topk:logits",),
+       random=True, reference=ref.gumbel_top_k),
     # ---- categorical log-densities (reduce `dim`) ----------------------------------------------
     Op("exp_concrete_log_prob", "Tensor value, Tensor logits, Tensor temperature, int dim",
        "Tensor", ROW, ("batch:logits",), grads=("value", "logits", "temperature"),

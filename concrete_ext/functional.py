@@ -38,6 +38,8 @@ __all__ = [
     "binary_concrete_log_prob",
     "relaxed_kl_sample",
     "gumbel_max_sample",
+    "categorical_sample",
+    "gumbel_top_k",
     "noise",
     "straight_through",
 ]
@@ -316,6 +318,41 @@ def gumbel_max_sample(logits: Tensor, dim: int = -1, generator: Optional[torch.G
     return _torch_layout(_random_call("gumbel_max_sample", logits.device, (logits, dim),
                                       functools.partial(ref.gumbel_max_sample, logits, dim),
                                       generator, seed, offset), logits)
+
+
+def categorical_sample(logits: Tensor, temperature: Temperature = 1.0, dim: int = -1, *,
+                       generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
+                       offset: int = 0) -> Tensor:
+    """One draw of Categorical(softmax(logits / temperature)) per row, as int64 indices of the
+    batch shape (Gumbel-max: argmax_k (logits_k / temperature + G_k), ties to the lower index).
+
+    It is the zero-temperature end of the Concrete sample: for the same (seed, offset) the index is
+    that of ``gumbel_max_sample(logits / temperature)``'s one-hot, so a discrete draw and a relaxed
+    one can share their noise. It reads the logits once and writes one integer per row. A -inf
+    logit masks its category; a row whose logits are all -inf gives -1."""
+    _check_tensor(logits, "logits")
+    t = _temperature(temperature, logits, _category_dim(logits, dim))
+    return _random_call("categorical_sample", logits.device, (logits, t, dim),
+                        functools.partial(ref.categorical_sample, logits, t, dim),
+                        generator, seed, offset)
+
+
+def gumbel_top_k(logits: Tensor, k: int, dim: int = -1, *,
+                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
+                 offset: int = 0) -> Tensor:
+    """k categories drawn without replacement from Categorical(softmax(logits)) per row, as int64
+    indices of shape (batch..., k): the k largest logits_k + G_k in decreasing order (the
+    Gumbel-top-k trick; ties to the lower index, -inf logits last). Its first column is
+    ``categorical_sample(logits)`` for the same (seed, offset)."""
+    _check_tensor(logits, "logits")
+    d = _category_dim(logits, dim)
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    if not 1 <= k <= logits.shape[d]:
+        raise ValueError(f"k must be in [1, {logits.shape[d]}] (the number of categories), got {k}")
+    return _random_call("gumbel_top_k", logits.device, (logits, k, dim),
+                        functools.partial(ref.gumbel_top_k, logits, k, dim),
+                        generator, seed, offset)
 
 
 def _broadcast_value(value: Tensor, logits: Tensor, name: str = "value"):

@@ -31,6 +31,8 @@ __all__ = [
     "exp_concrete_sample",
     "gumbel_softmax",
     "gumbel_max_sample",
+    "categorical_sample",
+    "gumbel_top_k",
     "exp_concrete_log_prob",
     "concrete_log_prob",
     "binary_concrete_sample",
@@ -239,6 +241,40 @@ def gumbel_max_sample(logits: Tensor, dim: int = -1, *, seed: Optional[int] = No
     a = logits.movedim(dim, -1).detach()
     g = _moved_noise(a, "gumbel", seed, offset, generator)
     return _argmax_one_hot(a + g, a.dtype).movedim(-1, dim)
+
+
+def _perturbed_scores(logits: Tensor, temperature: Temperature, dim: int, seed, offset,
+                      generator) -> Tensor:
+    """a / tau (rounded to the logits' dtype, as logits / temperature is for a float temperature)
+    + G, in the math type of the kernels (float32 for 16-bit logits) and the moved layout, with
+    NaN counted as -inf: the scores Gumbel-max ranks."""
+    a = logits.movedim(dim, -1).detach()
+    acc = torch.float64 if a.dtype == torch.float64 else torch.float32  # the kernels' math type
+    if not (isinstance(temperature, (int, float)) and temperature == 1):
+        a = (a.to(acc) / _row_tau(temperature, a.to(acc))).to(a.dtype)
+    s = a.to(acc) + _moved_noise(a.to(acc), "gumbel", seed, offset, generator)
+    return torch.where(s.isnan(), float("-inf"), s)
+
+
+def categorical_sample(logits: Tensor, temperature: Temperature = 1.0, dim: int = -1, *,
+                       seed: Optional[int] = None, offset: int = 0,
+                       generator: Optional[torch.Generator] = None) -> Tensor:
+    """argmax_k (a_k / tau + G_k) as int64 indices of the batch shape: a draw of
+    Categorical(softmax(a / tau)) (Gumbel-max, ties to the lower index); -1 for a row with no
+    category (all logits -inf). The index of gumbel_max_sample(logits / temperature)'s one-hot for
+    the same (seed, offset)."""
+    s = _perturbed_scores(logits, temperature, dim, seed, offset, generator)
+    idx = torch.argmax(s, dim=-1)
+    return torch.where((s == float("-inf")).all(-1), -1, idx)
+
+
+def gumbel_top_k(logits: Tensor, k: int, dim: int = -1, *, seed: Optional[int] = None,
+                 offset: int = 0, generator: Optional[torch.Generator] = None) -> Tensor:
+    """The indices of the k largest a_k + G_k in decreasing order, shape (batch..., k): a draw of
+    k categories without replacement (the Gumbel-top-k trick); ties to the lower index, -inf
+    logits last."""
+    s = _perturbed_scores(logits, 1.0, dim, seed, offset, generator)
+    return torch.sort(s, dim=-1, descending=True, stable=True).indices[..., :k]
 
 
 def _log_kappa(y: Tensor, a: Tensor, tau: Tensor, masked: Tensor) -> Tensor:

@@ -4,7 +4,8 @@ HOST maps each op of the op table (``concrete_ext._table``) to its Triton host f
 signature of ``torch.ops.concrete_ext_triton.<name>``: the arguments of the compiled op, except that
 a random op takes its seed as an int64 device tensor ``rng_state = [seed, offset]`` instead of
 ``(seed, offset, generator)``. The kernels live in one module per op family (noise, exp_concrete:
-categorical samples, densities: categorical log-densities, relaxed_kl, binary_concrete). Importing
+categorical samples, densities: categorical log-densities, relaxed_kl, binary_concrete, index:
+the index samplers). Importing
 this package registers them as the kernels of the ``concrete_ext_triton`` ops, whose schemas, fake
 kernels, autograd and vmap rules come from the op table like every other namespace's. KERNELS maps
 each op to ``torch.ops.concrete_ext_triton.<name>`` called with the arguments of
@@ -28,9 +29,9 @@ except ImportError as e:  # pragma: no cover - exercised only without triton
     _IMPORT_ERROR = f"triton is not importable ({e})"
 else:
     try:
-        from . import binary_concrete, densities, exp_concrete, noise, relaxed_kl
+        from . import binary_concrete, densities, exp_concrete, index, noise, relaxed_kl
 
-        for _module in (noise, exp_concrete, densities, relaxed_kl, binary_concrete):
+        for _module in (noise, exp_concrete, densities, relaxed_kl, binary_concrete, index):
             HOST.update(_module.HOST)
     except Exception as e:  # pragma: no cover - a Triton / torch version without an API we use
         _IMPORT_ERROR = f"the Triton kernels failed to load ({type(e).__name__}: {e})"
