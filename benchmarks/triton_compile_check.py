@@ -28,7 +28,8 @@ _PTR = {torch.float32: "*fp32", torch.float64: "*fp64", torch.float16: "*fp16",
 
 
 class Compiler:
-    """Stands in for torch.library.wrap_triton: kernel[grid](*args, **kwargs) compiles."""
+    """Stands in for concrete_ext._triton.common.wrap_triton: kernel[grid](*args, **kwargs)
+    compiles."""
 
     def __init__(self, target):
         self.target, self.seen, self.failures = target, set(), []
@@ -97,6 +98,10 @@ def row_calls(K, dtype, n, rows=3):
     for tg in (True, False):
         K["gumbel_softmax_hard_backward"](g, a, t, torch.tensor([1, 0]), -1, tg)
     K["gumbel_max_sample"](a, -1, 1, 0, None)
+    K["categorical_sample"](a, t, -1, 1, 0, None)
+    K["categorical_sample"](a, ts, -1, 1, 0, None)
+    for k in sorted({1, min(3, n), n}):
+        K["gumbel_top_k"](a, k, -1, 1, 0, None)
     for name in ("exp_concrete_log_prob", "concrete_log_prob"):
         K[name](a, a, t, -1)
         for mask in itertools.product([True, False], repeat=3):

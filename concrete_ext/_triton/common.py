@@ -218,10 +218,16 @@ def is_interpreted(kernel) -> bool:
     return type(kernel).__name__ == "InterpretedFunction"
 
 
-def launch(kernel):
-    """kernel, to launch as kernel[grid](...). The ops are opaque to torch.compile (their fake
-    kernels come from the op table), so the kernels are only ever launched on real tensors."""
+def wrap_triton(kernel):
+    """The launcher of a compiled kernel: the kernel itself. The ops are opaque to torch.compile
+    (their fake kernels come from the op table), so kernels are only launched on real tensors;
+    benchmarks/triton_compile_check.py replaces this to compile every variant without a GPU."""
     return kernel
+
+
+def launch(kernel):
+    """kernel, to launch as kernel[grid](...) (an interpreted kernel directly)."""
+    return kernel if is_interpreted(kernel) else wrap_triton(kernel)
 
 
 @dataclasses.dataclass

@@ -39,7 +39,7 @@ def _scores(a_ptr, tau, seed, lo, hi, row0, r, row_ok, n, c0, R: tl.constexpr,
 def _best(v, k, n, taken_ptr, r, row_ok, j, K: tl.constexpr, EXCLUDE: tl.constexpr):
     """(max over the chunk, its lowest index) among the categories not taken yet: the first j
     picks of the row, stored at taken_ptr + r K + 0 .. j - 1 (EXCLUDE)."""
-    ok = k[None, :] < n
+    ok = (k[None, :] < n) & row_ok[:, None]  # [R, C] from the start: the loop keeps its shape
     if EXCLUDE:
         for p in range(0, j):
             prev = tl.load(taken_ptr + r * K + p, mask=row_ok, other=-1)
