@@ -80,8 +80,7 @@ def not_supported_reasons(name: str, device: torch.device, op_name: str = "") ->
             info = _ops.compiled_info()
             why = info.get("error") or f"this build of concrete_ext._C has no {name.upper()} kernels"
             reasons.append(f"compiled {name} kernels unavailable: {why}")
-        elif op_name and not torch._C._dispatch_has_kernel_for_dispatch_key(
-                f"{_ops.NAMESPACE}::{op_name}", name.upper()):
+        elif op_name and not _ops.has_kernel(op_name, name):
             reasons.append(f"this build of concrete_ext._C has no {name} kernel for {op_name}")
         return reasons
     if name == "triton":

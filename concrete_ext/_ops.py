@@ -112,6 +112,20 @@ _HAS_COMPILED = {"cpu": bool(_COMPILED_INFO.get("cpu", False)),
                  "cuda": bool(_COMPILED_INFO.get("cuda", False))}
 
 
+def has_kernel(op_name: str, device_type: str) -> bool:
+    """Whether `concrete_ext::<op_name>` has a kernel for the device type (read once per pair: a
+    dispatcher query in the call path would break torch.compile's graph)."""
+    key = (op_name, device_type)
+    found = _KERNELS_FOUND.get(key)
+    if found is None:
+        found = _KERNELS_FOUND[key] = torch._C._dispatch_has_kernel_for_dispatch_key(
+            f"{NAMESPACE}::{op_name}", device_type.upper())
+    return found
+
+
+_KERNELS_FOUND: Dict[Tuple[str, str], bool] = {}
+
+
 def compiled_info() -> dict:
     """build_info() of _C, or a dict saying why it is missing."""
     return dict(_COMPILED_INFO)
@@ -225,6 +239,10 @@ if _C is None:  # pragma: no cover - exercised only without a build
 
 from . import _autograd, _vmap  # noqa: E402  (they use the signatures defined above)
 
+for (_ns, _name), _sig in SIGNATURES.items():  # read ahead of any traced call
+    if _ns == NAMESPACE:
+        has_kernel(_name, "cpu"), has_kernel(_name, "cuda")
+
 for (_ns, _name), _sig in SIGNATURES.items():
     _library(_ns).impl(_name, _autograd.autograd_kernel(_sig), "Autograd")
     torch.library.register_vmap(_sig.qualname, _vmap.rule(_sig), lib=_library(_ns))
@@ -243,6 +261,7 @@ def register_triton_kernels(kernels: Dict[str, Callable]) -> None:
     if not has_compiled("cuda") and torch.cuda.is_available():
         for name in kernels:
             _library(NAMESPACE).impl(name, _triton.compiled_signature(name), "CUDA")
+            _KERNELS_FOUND[(name, "cuda")] = True
 
 
 if not has_compiled("cuda") and torch.cuda.is_available():

@@ -33,6 +33,8 @@ def _close(x, y, dtype):
 @pytest.mark.parametrize("dim", [1, -1])
 @pytest.mark.parametrize("name", NAMES)
 def test_python_kernels_match_the_compiled_kernels(name, dim, dtype):
+    if not torch._C._dispatch_has_kernel_for_dispatch_key(f"{_ops.NAMESPACE}::{name}", "CPU"):
+        pytest.skip(f"this build of concrete_ext._C has no CPU kernel for {name}")
     sig = _ops.SIGNATURES[(_ops.NAMESPACE, name)]
     args = example_args(sig, dtype=dtype, dim=dim, seed=1234, offset=5)
     ours = sig.op(*args)
