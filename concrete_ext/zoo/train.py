@@ -236,9 +236,10 @@ class Trainer:
                 runs.truncate_jsonl(os.path.join(run_dir, runs.METRICS), self.step)
         if world.is_main:
             runs.write_json(os.path.join(run_dir, runs.CONFIG), config.to_dict())
-        # the training forward pass: model and estimator, under DistributedDataParallel if several
-        # ranks; share = this rank's part of each global batch
+        # the training forward pass: model and estimator (their gradients all-reduced after the
+        # backward pass when there are several ranks); share = this rank's part of each batch
         self.objective = world.wrap(self.model, self.estimator, config.m)
+        self._params = list(self.model.parameters()) + list(self.estimator.parameters())
         self.share = 1.0
         self.compiled = None
         self._compiled_ran = False
@@ -366,6 +367,7 @@ class Trainer:
         # weighted by the shard's share: the all-reduced gradient is that of the global mean
         weight = self.share * self.world.size
         (out.loss if weight == 1.0 else out.loss * weight).backward()
+        self.world.reduce_gradients(self._params)
         self.optimizer.step()
         self.world.sync_buffers(self.model, self.share)
         self.step += 1
