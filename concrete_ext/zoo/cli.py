@@ -333,16 +333,16 @@ def cmd_campaign(args) -> int:
     from . import campaign
 
     _threads(args.threads)
+    plan = dataclasses.replace(campaign.PLAN, total=args.total, stage=args.stage)
     if args.status:
-        print(campaign.format_status(campaign.status(args.root), args.total))
+        print(campaign.format_status(campaign.status(args.root, plan), plan.total))
         return 0
     if args.export:
-        copied = campaign.export(args.root, args.export)
+        copied = campaign.export(args.root, args.export, plan)
         print(f"{len(copied)} files copied to {args.export}")
         return 0
-    result = campaign.run_campaign(args.root, total=args.total, stage=args.stage,
-                                   progress=args.progress)
-    print(campaign.format_status(campaign.status(args.root), args.total))
+    result = campaign.run_campaign(args.root, plan, progress=args.progress)
+    print(campaign.format_status(campaign.status(args.root, plan), plan.total))
     return 0 if result == "done" else 130
 
 

@@ -269,3 +269,80 @@ def test_compiled_run_resumes_exactly(tmp_path, small):
     config = _config(arch="12H-8H~784V", estimator="concrete", m=2, steps=12, checkpoint_every=5,
                      batch_size=32, compile=True)
     assert_resume_is_exact(tmp_path, config, small, stop_at=5)
+
+
+# ---- the 10^6-step campaign, on a tiny plan ----------------------------------------------------
+def test_campaign_continues_what_is_left(tmp_path, capsys):
+    """Sweeps, stages round-robin, interim and final evaluations; a stopped campaign continues,
+    and a finished one does nothing more."""
+    from concrete_ext.zoo import campaign
+
+    plan = campaign.Plan(
+        pairs={"s": "392V-6H-392V", "d": "8H-784V"},
+        common=dict(dataset="mnist-sample", m=1, seed=0, batch_size=16, eval_every=4, eval_m=4,
+                    eval_n=20, log_every=4, checkpoint_every=4),
+        sweep=dict(steps=4, eval_every=4, checkpoint_every=4),
+        rates=(1e-3, 1e-2),
+        evals={("sp", "interim"): [("test", 4, None, 0)],
+               ("sp", "final"): [("test", 4, None, 0), ("train", 4, 30, 0)],
+               ("density", "interim"): [("test", 8, 30, 0)],
+               ("density", "final"): [("test", 8, 30, 0), ("test", 32, 10, 1),
+                                      ("test", 8, 10, 1)]},
+        total=8, stage=4)
+    root = str(tmp_path / "c")
+    # a stop in the middle of the second stage: the trainer's signal flag, set at step 6
+    from concrete_ext.zoo import train as train_module
+
+    real = train_module.Trainer.train_step
+
+    def stop_at_6(self):
+        out = real(self)
+        if self.step == 6 and self.config.arch == "8H-784V" and self.config.estimator == "nvil":
+            self._stop = True
+        return out
+
+    train_module.Trainer.train_step = stop_at_6
+    try:
+        assert campaign.run_campaign(root, plan) == "stopped"
+    finally:
+        train_module.Trainer.train_step = real
+    rows = {r["run"]: r for r in campaign.status(root, plan)}
+    assert {k: r["step"] for k, r in rows.items()} == {
+        "s_concrete": 8, "s_nvil": 8, "d_concrete": 8, "d_nvil": 6}
+    # round-robin: every run reached the first stage (and was evaluated) before any went on
+    err = capsys.readouterr().err
+    order = [line.split(":")[0].split()[-1] for line in err.splitlines()
+             if "training from step" in line]
+    assert order == ["s_concrete", "s_nvil", "d_concrete", "d_nvil"] * 2, order
+    assert err.index("d_nvil: interim evaluation") < err.index("s_concrete: training from step 4")
+    assert all(r["interim_eval"] for r in rows.values())
+    assert not any(r["final_eval"] for r in rows.values())
+    for pair in plan.pairs:
+        sweep = json.load(open(os.path.join(root, "lr", pair, "sweep.json")))
+        assert [r["lr"] for r in sweep["records"]] == [1e-3, 1e-2]
+        nvil = runs.read_json(os.path.join(root, f"{pair}_nvil", runs.CONFIG))
+        assert nvil["lr"] == sweep["chosen_lr"]
+    assert runs.read_json(os.path.join(root, "s_concrete", runs.CONFIG))["lr"] == 3e-4  # D.5
+    # continue: everything finishes and is evaluated
+    assert campaign.run_campaign(root, plan) == "done"
+    rows = {r["run"]: r for r in campaign.status(root, plan)}
+    assert all(r["step"] == 8 and r["final_eval"] for r in rows.values()), rows
+    evals = runs.read_json(os.path.join(root, "d_nvil", runs.EVAL))
+    assert {"test@8/n30s0", "test@32/n10s1", "test@8/n10s1"} <= set(evals)
+    assert set(runs.read_json(os.path.join(root, "s_concrete", runs.EVAL))) == {
+        "test@4", "train@4/n30s0"}
+    # the stopped and continued run logged each step once
+    steps = [r["step"] for r in runs.read_jsonl(os.path.join(root, "d_nvil", runs.METRICS))
+             if r["kind"] == "train"]
+    assert steps == sorted(set(steps)) and steps[-1] == 8
+    # nothing left: a third call trains and evaluates nothing
+    stamp = os.path.getmtime(os.path.join(root, "d_nvil", runs.EVAL))
+    assert campaign.run_campaign(root, plan) == "done"
+    assert os.path.getmtime(os.path.join(root, "d_nvil", runs.EVAL)) == stamp
+    copied = campaign.export(root, str(tmp_path / "export"), plan)
+    assert "d_nvil/metrics.jsonl" in copied and "lr/s/sweep.json" in copied
+    assert not [c for c in copied if c.endswith(".pt")]
+    assert any(c.startswith("d_concrete/milestones/") for c in copied)
+    assert any(c.endswith(".npz") for c in copied)
+    assert not [c for c in copied if c.endswith(".npz") and "/train@" in c]
+    capsys.readouterr()
