@@ -5,7 +5,9 @@
     train   train a model of Section 5.2 (progress bar, JSON-lines metrics, atomic checkpoints,
             --resume continues exactly)
     eval    L_m of the discrete model (streamed, m up to 50,000) on test / train / valid
-    table   results of runs beside the paper's Table 1 / Table 2 / Figure 4
+    table   results of runs beside the paper's Table 1 / Table 2 / Figure 4, and paired
+            differences
+    compare one run against another on the same images (paired standard error)
     plot    training curves of runs as PNG
     temperature  Figure 4 (right): structured prediction trained at a range of temperatures,
             continuous and discrete objectives (PNG, JSON, CSV)
@@ -257,6 +259,22 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .report import compare_runs
+
+    rows = compare_runs(args.run_a, args.run_b)
+    if not rows:
+        print(f"{args.run_a} and {args.run_b} share no evaluation of the same images with "
+              "per-image values (eval both with the same --split, --m, --n and --subset-seed)",
+              file=sys.stderr)
+        return 1
+    for r in rows:
+        print(f"{r['key']}: NLL {r['a_nll']:.2f} (step {r['step_a']}) - {r['b_nll']:.2f} (step "
+              f"{r['step_b']}) = {r['diff']:+.2f} +- {r['sem']:.2f} (paired s.e.; unpaired "
+              f"{r['unpaired_sem']:.2f}) on {r['n']} images")
+    return 0
+
+
 def cmd_plot(args) -> int:
     from .report import plot_curves, plot_log_curves
 
@@ -401,6 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+")
     p.add_argument("--markdown", action="store_true")
     p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("compare", help="NLL of one run minus another's on the same images, "
+                       "with the paired standard error")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("plot", help="training curves as PNG")
     p.add_argument("runs", nargs="+")

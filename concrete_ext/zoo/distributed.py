@@ -200,7 +200,7 @@ class World:
         if spec[:2] == [str(self.rank), str(step)]:
             hang = spec[2:] == ["hang"]
             print(f"rank {self.rank}: {FAULT_ENV} set, {'hanging' if hang else 'exiting'} at "
-                  f"step {step}", file=sys.stderr, flush=True)
+                  f"step {step} (time {time.time():.3f})", file=sys.stderr, flush=True)
             if hang:
                 time.sleep(3600)
             os._exit(3)

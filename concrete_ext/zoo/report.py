@@ -13,8 +13,8 @@ from . import runs
 from .arch import parse_arch
 from .paper import paper_nll
 
-__all__ = ["collect", "format_table", "paired_differences", "format_paired", "plot_curves",
-           "plot_log_curves", "extrapolate", "save_figure"]
+__all__ = ["collect", "format_table", "paired_differences", "format_paired", "compare_runs",
+           "plot_curves", "plot_log_curves", "extrapolate", "save_figure"]
 
 
 _NAMES = {"concrete": "Concrete", "vimco": "VIMCO", "nvil": "NVIL"}
@@ -153,6 +153,20 @@ def paired_differences(paths: Sequence[str]) -> List[Dict]:
                                  f"L_{a['m']}",
                             "b": f"L_{b['m']}", "run_a": run_dir, "run_b": run_dir,
                             "steps_a": _steps(run_dir), "steps_b": _steps(run_dir), **p})
+    return out
+
+
+def compare_runs(run_a: str, run_b: str) -> List[Dict]:
+    """NLL_a - NLL_b with the paired standard error for every evaluation the two runs share
+    (same split, m and images): any two runs, e.g. two learning rates or two architectures."""
+    ea = runs.read_json(os.path.join(run_a, runs.EVAL), {})
+    eb = runs.read_json(os.path.join(run_b, runs.EVAL), {})
+    out = []
+    for key in sorted(set(ea) & set(eb)):
+        p = _paired(run_a, ea[key], run_b, eb[key])
+        if p is not None:
+            out.append({"key": key, "split": ea[key]["split"], "eval_m": ea[key]["m"],
+                        "step_a": ea[key].get("step"), "step_b": eb[key].get("step"), **p})
     return out
 
 

@@ -166,6 +166,12 @@ def test_eval_keeps_per_image_values_and_table_pairs_them(tmp_path, capsys):
     e = v300 - va  # NLL_30 - NLL_300 = L_300 - L_30 per image
     assert f"{e.mean():+.2f} ± {e.std(ddof=1) / math.sqrt(40):.2f}" in bias[0]
     assert e.mean() > 0  # L_m grows with m
+    # compare: any two runs on the evaluations they share
+    assert cli.main(["compare", a, b]) == 0
+    text = capsys.readouterr().out
+    assert text.count("test@30/n40s0") == 1 and "test@300" not in text
+    assert f"= {d.mean():+.2f} +- {d.std(ddof=1) / math.sqrt(40):.2f} (paired s.e." in text
+    assert cli.main(["compare", a, str(tmp_path)]) == 1
 
 
 # ---- progress line --------------------------------------------------------------------------------
