@@ -171,6 +171,50 @@ def trainer_steps_per_s(arch, arity, estimator, m, args, compile_step: bool):
             "compiled": bool(compile_step and trainer.compiled is not None)}
 
 
+def profile_steps(arch, arity, estimator, m, args, compile_step: bool) -> dict:
+    """Self CPU time per step of the trainer's step (torch.profiler over ``args.steps`` steps after
+    ``args.warmup``), in groups: the matrix products (mm, addmm, bmm), this package's ops
+    (forward and backward kernels), Adam, the compiled graphs (their generated kernels and
+    wrappers), and everything else (other aten ops, autograd, the Python of the trainer)."""
+    import dataclasses
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from concrete_ext.zoo.data import load_mnist_sample
+    from concrete_ext.zoo.train import TrainConfig, Trainer
+
+    fields = dict(dataset="mnist-sample", arch=arch, arity=arity, estimator=estimator, m=m,
+                  steps=10 ** 9, eval_every=10 ** 9, log_every=10 ** 9, checkpoint_every=10 ** 9)
+    if compile_step and "compile" in {f.name for f in dataclasses.fields(TrainConfig)}:
+        fields["compile"] = True
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer(TrainConfig(**fields), run_dir, progress=False,
+                          dataset=load_mnist_sample())
+        for _ in range(args.warmup):
+            trainer.train_step()
+        t0 = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(args.steps):
+                trainer.train_step()
+        wall = (time.perf_counter() - t0) / args.steps
+    groups = {"gemm": 0.0, "package ops": 0.0, "adam": 0.0, "compiled graphs": 0.0, "other": 0.0}
+    for e in prof.key_averages():
+        name = e.key
+        if name in ("aten::mm", "aten::addmm", "aten::bmm"):
+            g = "gemm"
+        elif name.startswith("concrete_ext::"):
+            g = "package ops"
+        elif "adam" in name.lower():
+            g = "adam"
+        elif "CompiledFxGraph" in name:
+            g = "compiled graphs"
+        else:
+            g = "other"
+        groups[g] += e.self_cpu_time_total / 1000 / args.steps  # ms per step
+    return {"ms_per_step": groups, "profiled_ms": sum(groups.values()), "wall_ms": wall * 1e3}
+
+
 def _tree_commit(tree: str) -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -266,10 +310,23 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="alternations with --against")
     p.add_argument("--configs", help="ARCH:ARITY:ESTIMATOR:M,... (with --against)")
     p.add_argument("--no-compile", action="store_true", help="this checkout's eager step")
+    p.add_argument("--profile", action="store_true", help="self CPU time of the trainer's step "
+                   "by group (matrix products, the package's ops, Adam, compiled graphs, other) "
+                   "for --configs, with the checkout on PYTHONPATH")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.profile:
+        configs = [c.split(":") for c in (args.configs or "200H~784V:2:concrete:1").split(",")]
+        print(f"{concrete_ext.__file__}, {'eager' if args.no_compile else 'compiled'} step; "
+              f"self CPU ms per step (profiled; profiling adds overhead)")
+        for arch, arity, estimator, m in configs:
+            r = profile_steps(arch, int(arity), estimator, int(m), args, not args.no_compile)
+            parts = ", ".join(f"{k} {v:.2f} ({100 * v / r['profiled_ms']:.0f}%)"
+                              for k, v in r["ms_per_step"].items() if v > 0)
+            print(f"{arch} {estimator} m={m}: {r['profiled_ms']:.2f} ms/step: {parts}")
+        return 0
     if args.worker:
         import json
 
