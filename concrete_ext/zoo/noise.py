@@ -3,8 +3,8 @@
 Training draws from a ``torch.Generator`` that is saved in checkpoints, so a resumed run continues
 the same stream. Evaluation uses explicit seeds instead: the noise of each work unit (a block of
 examples times a chunk of samples) is a pure function of (seed, block, chunk), through the ops'
-``seed=`` argument (Philox, DESIGN.md section 4). So an evaluation does not depend on the order
-the units are computed in, or on how they are split between workers.
+``seed=`` argument (Philox; docs/ARCHITECTURE.md, "Random numbers"). So an evaluation does not
+depend on the order the units are computed in, or on how they are split between workers.
 
 A generator's draw is made here, not inside the op: one 64-bit seed per call, taken from a CPU
 generator exactly as the ops take it (``random64``), so the noise is the same as passing the
