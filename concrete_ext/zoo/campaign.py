@@ -1,5 +1,5 @@
-"""The 10^6-step reproduction (a tenth of the paper's 10^7 steps): three Concrete-against-NVIL pairs,
-trained round-robin in stages and evaluated on the paper's protocol where affordable.
+"""The 10^6-step reproduction (a tenth of the paper's 10^7 steps): three Concrete-against-NVIL
+pairs, trained round-robin in stages and evaluated on the paper's protocol where affordable.
 
     python -m concrete_ext.zoo campaign --root runs/campaign            # continue whatever is left
     python -m concrete_ext.zoo campaign --root runs/campaign --status   # where each run stands
