@@ -22,8 +22,8 @@ is cut short is redone) and started again:
    ordinary run folders ``<root>/<pair>_<estimator>`` (seed 0, batch 64, validation L_100 on
    1,000 validation images every 10,000 steps, a checkpoint every 10,000 steps, the compiled
    step); each stage resumes the run exactly.
-3. Evaluation of ``best.pt`` (the early stopping of D.5) after the first stage (``interim``, kept in
-   ``<root>/<run>/milestones/<step>/``) and at the end (``final``):
+3. Evaluation of ``best.pt`` (the early stopping of D.5) after the run's first stage (``interim``,
+   kept in ``<root>/<run>/milestones/<step>/``) and at the end (``final``):
    structured prediction: L^SP_100 on the whole test and training sets (the paper's estimate);
    density: L_5000 on 2,000 random test images (subset seed 0); at the end also L_50000 and
    L_5000 on the same 200 random test images (subset seed 1: the bias of the smaller m) and
@@ -198,10 +198,8 @@ def run_campaign(root: str, plan: Plan = PLAN, progress: bool = False) -> str:
                 run_dir = os.path.join(root, run_name(pair, est))
                 if _step(run_dir) < min(target, plan.total):
                     _train(plan, root, pair, est, min(target, plan.total), progress)
-            for pair, est in plan.runs:
-                run_dir = os.path.join(root, run_name(pair, est))
                 if _step(run_dir) >= plan.stage and not _interim_done(run_dir):
-                    _evaluate(plan, root, pair, est, "interim", progress)
+                    _evaluate(plan, root, pair, est, "interim", progress)  # as soon as it can
             if target >= plan.total:
                 break
             target += plan.stage

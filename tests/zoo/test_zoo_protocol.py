@@ -315,11 +315,13 @@ def test_campaign_continues_what_is_left(tmp_path, capsys):
     rows = {r["run"]: r for r in campaign.status(root, plan)}
     assert {k: r["step"] for k, r in rows.items()} == {
         "s_concrete": 8, "s_nvil": 8, "d_concrete": 8, "d_nvil": 6}
-    # round-robin: every run reached the first stage (and was evaluated) before any went on
+    # round-robin: every run reached the first stage, and was evaluated at once, before any went on
     err = capsys.readouterr().err
     order = [line.split(":")[0].split()[-1] for line in err.splitlines()
              if "training from step" in line]
     assert order == ["s_concrete", "s_nvil", "d_concrete", "d_nvil"] * 2, order
+    assert (err.index("s_concrete: training from step 0") < err.index("s_concrete: interim")
+            < err.index("s_nvil: training from step 0"))
     assert err.index("d_nvil: interim evaluation") < err.index("s_concrete: training from step 4")
     assert all(r["interim_eval"] for r in rows.values())
     assert not any(r["final_eval"] for r in rows.values())
