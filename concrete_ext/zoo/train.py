@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from . import runs
+from .arch import INFERENCE_WIDTHS
 from .data import Dataset, load_dataset, random_subset
 from .distributed import World
 from .estimators import ESTIMATORS, make_estimator
 from .evaluate import estimate_bound
-from .arch import INFERENCE_WIDTHS
 from .model import make_model
 from .noise import DefaultGeneratorNoise, NoiseSource, generator_as_default, mix64
 from .progress import Progress
