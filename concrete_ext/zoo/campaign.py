@@ -25,9 +25,9 @@ is cut short is redone) and started again:
 3. Evaluation of ``best.pt`` (the early stopping of D.5) after the run's first stage (``interim``,
    kept in ``<root>/<run>/milestones/<step>/``) and at the end (``final``):
    structured prediction: L^SP_100 on the whole test and training sets (the paper's estimate);
-   density: L_5000 on 2,000 random test images (subset seed 0); at the end also L_50000 and
-   L_5000 on the same 200 random test images (subset seed 1: the bias of the smaller m) and
-   L_5000 on 2,000 random training images.
+   density: L_5000 on 2,000 random test images (subset seed 0), L_50000 and L_5000 on the same
+   200 random test images (subset seed 1: the bias of the smaller m), and at the end also L_5000
+   on 2,000 random training images.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ PLAN = Plan(
     rates=(1e-4, 3e-4, 1e-3),
     evals={("sp", "interim"): [("test", 100, None, 0), ("train", 100, None, 0)],
            ("sp", "final"): [("test", 100, None, 0), ("train", 100, None, 0)],
-           ("density", "interim"): [("test", 5000, 2000, 0)],
+           ("density", "interim"): [("test", 5000, 2000, 0), ("test", 50000, 200, 1),
+                                    ("test", 5000, 200, 1)],
            ("density", "final"): [("test", 5000, 2000, 0), ("test", 50000, 200, 1),
                                   ("test", 5000, 200, 1), ("train", 5000, 2000, 0)]})
 
@@ -160,10 +161,15 @@ def _evaluate(plan: Plan, root: str, pair: str, estimator: str, phase: str,
         runs.write_json(os.path.join(dest, "done.json"), {"step": best})
 
 
-def _interim_done(run_dir: str) -> bool:
-    folder = os.path.join(run_dir, "milestones")
-    return os.path.isdir(folder) and any(
-        os.path.isfile(os.path.join(folder, d, "done.json")) for d in os.listdir(folder))
+def _interim_done(plan: Plan, root: str, pair: str, estimator: str) -> bool:
+    """A milestone holds every interim evaluation of the plan."""
+    folder = os.path.join(root, run_name(pair, estimator), "milestones")
+    if not os.path.isdir(folder):
+        return False
+    keys = {_eval_key(*e) for e in plan.evals[(_task(plan, pair), "interim")]}
+    return any(os.path.isfile(os.path.join(folder, d, "done.json"))
+               and keys <= set(runs.read_json(os.path.join(folder, d, runs.EVAL), {}))
+               for d in os.listdir(folder))
 
 
 def _final_done(plan: Plan, root: str, pair: str, estimator: str) -> bool:
@@ -198,7 +204,7 @@ def run_campaign(root: str, plan: Plan = PLAN, progress: bool = False) -> str:
                 run_dir = os.path.join(root, run_name(pair, est))
                 if _step(run_dir) < min(target, plan.total):
                     _train(plan, root, pair, est, min(target, plan.total), progress)
-                if _step(run_dir) >= plan.stage and not _interim_done(run_dir):
+                if _step(run_dir) >= plan.stage and not _interim_done(plan, root, pair, est):
                     _evaluate(plan, root, pair, est, "interim", progress)  # as soon as it can
             if target >= plan.total:
                 break
@@ -227,7 +233,7 @@ def status(root: str, plan: Plan = PLAN) -> List[Dict]:
                     "elapsed_h": train[-1]["elapsed_s"] / 3600 if train else None,
                     "best_valid": valid[-1]["best"] if valid else None,
                     "lr": (sweep or {}).get("chosen_lr") if est != "concrete" else "D.5",
-                    "interim_eval": _interim_done(run_dir),
+                    "interim_eval": _interim_done(plan, root, pair, est),
                     "final_eval": _final_done(plan, root, pair, est)})
     return out
 

@@ -5,6 +5,7 @@ progress line of a time-budgeted run, and a compiled step that computes what the
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -347,6 +348,16 @@ def test_campaign_continues_what_is_left(tmp_path, capsys):
     stamp = os.path.getmtime(os.path.join(root, "d_nvil", runs.EVAL))
     assert campaign.run_campaign(root, plan) == "done"
     assert os.path.getmtime(os.path.join(root, "d_nvil", runs.EVAL)) == stamp
+    # an interim evaluation added to the plan is done for the runs that lack it
+    evals = dict(plan.evals)
+    evals[("density", "interim")] = evals[("density", "interim")] + [("test", 16, 10, 1)]
+    more = dataclasses.replace(plan, evals=evals)
+    assert not campaign.status(root, more)[2]["interim_eval"]
+    assert campaign.run_campaign(root, more) == "done"
+    assert all(r["interim_eval"] for r in campaign.status(root, more))
+    milestones = os.path.join(root, "d_nvil", "milestones")
+    assert any("test@16/n10s1" in runs.read_json(os.path.join(milestones, d, runs.EVAL))
+               for d in os.listdir(milestones))
     copied = campaign.export(root, str(tmp_path / "export"), plan)
     assert "d_nvil/metrics.jsonl" in copied and "lr/s/sweep.json" in copied
     assert not [c for c in copied if c.endswith(".pt")]
