@@ -80,8 +80,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    "(default D.5: 0 for density estimation, 1e-3 for structured prediction)")
     g.add_argument("--compile", choices=("auto", "on", "off"), help="run the training step "
                    "through torch.compile (one CPU process; the same step up to floating-point "
-                   f"rounding, 1.2-1.4x faster here, about a minute of compiling at the start); "
-                   f"auto (default): on for runs of {COMPILE_AUTO_STEPS:,} steps or more")
+                   "rounding, 1.1-1.5x faster on the CPU measured in docs/BENCHMARKS.md, seconds "
+                   "to a minute of compiling at the start); auto (default): on for runs of "
+                   f"{COMPILE_AUTO_STEPS:,} steps or more")
     g.add_argument("--seed", type=int, help="default 0")
     g = p.add_argument_group("logging and checkpoints")
     g.add_argument("--log-every", type=int, help=f"steps per metrics line (default {d.log_every})")
