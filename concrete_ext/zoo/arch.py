@@ -9,9 +9,15 @@ e.g. ``"392V-240H-240H-392V"``). The paper's typographic dashes (``–``) and ti
 accepted too.
 
 Inference networks mirror each link: the network that infers layer ``i`` from layer ``i + 1`` has
-the same kind as the link between them and, for ``~``, tanh layers of the size of layer ``i`` (the
-preceding layer in the notation), as in Burda et al. (2016), whose architectures the paper follows
-(Appendix D).
+the same kind as the link between them. For ``~`` the paper's "tanh layers of the size of the
+preceding stochastic layer" has two readings for an inference network, which runs in the other
+direction (INFERENCE_WIDTHS):
+
+* ``"mirror"`` (the default): the size of layer ``i``, the preceding layer in the notation, as in
+  the generative link (Burda et al. 2016, whose architectures the paper follows, Appendix D:
+  ``200H~784V`` infers with 784 -> 200 -> 200 -> 200);
+* ``"input"``: the size of layer ``i + 1``, the layer that precedes in the inference network's own
+  direction (784 -> 784 -> 784 -> 200).
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import re
 from dataclasses import dataclass
 from typing import Tuple
 
-__all__ = ["Layer", "Arch", "parse_arch"]
+__all__ = ["Layer", "Arch", "parse_arch", "INFERENCE_WIDTHS"]
+
+INFERENCE_WIDTHS = ("mirror", "input")
 
 _TOKEN = re.compile(r"\s*(\d+)\s*([HV])\s*", re.IGNORECASE)
 _LINKS = {"-": "-", "–": "-", "—": "-", "~": "~", "∼": "~"}
@@ -72,6 +80,16 @@ class Arch:
     def hidden_width(self, i: int) -> int:
         """Width of the tanh layers of link ``i`` (between layers i and i+1): layer i's size."""
         return self.layers[i].size
+
+    def inference_width(self, i: int, reading: str = "mirror") -> int:
+        """Width of the tanh layers of the inference network of link ``i`` (inferring layer i from
+        layer i+1): layer i's size (``"mirror"``) or layer i+1's (``"input"``); module docstring."""
+        if reading == "mirror":
+            return self.layers[i].size
+        if reading == "input":
+            return self.layers[i + 1].size
+        raise ValueError(f"inference width reading must be one of {INFERENCE_WIDTHS}, got "
+                         f"{reading!r}")
 
 
 def parse_arch(text) -> Arch:

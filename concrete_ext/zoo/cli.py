@@ -5,10 +5,15 @@
     train   train a model of Section 5.2 (progress bar, JSON-lines metrics, atomic checkpoints,
             --resume continues exactly)
     eval    L_m of the discrete model (streamed, m up to 50,000) on test / train / valid
-    table   results of runs beside the paper's Table 1 / Table 2 / Figure 4
+    table   results of runs beside the paper's Table 1 / Table 2 / Figure 4, and paired
+            differences
+    compare one run against another on the same images (paired standard error)
     plot    training curves of runs as PNG
     temperature  Figure 4 (right): structured prediction trained at a range of temperatures,
             continuous and discrete objectives (PNG, JSON, CSV)
+    lr-sweep  choose the learning rate of VIMCO / NVIL by validation after a fixed number of
+            steps (lrsweep.py)
+    campaign  the 10^6-step reproduction of Concrete against NVIL (campaign.py): continue it
 
 Structured prediction (Section 5.3) is chosen by an architecture with a leading observed layer,
 e.g. ``--arch 392V-240H-240H-392V``, or by ``--task sp`` (whose default arch that is).
@@ -35,6 +40,7 @@ SP_DEFAULT_ARCH = "392V-240H-240H-392V"
 THREADS_HELP = ("torch CPU threads (default 1: the networks are small, and on a busy machine idle "
                 "OpenMP threads spinning on shared cores slow training tenfold)")
 PAPER_EVAL_M = 50000
+COMPILE_AUTO_STEPS = 10_000  # --compile auto: compile runs at least this long
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -60,6 +66,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prior-temperature", type=float, help="lambda_2 (default by arity, D.5)")
     g.add_argument("--nvil-hidden", type=int, help=f"tanh units of NVIL's baseline network "
                    f"(default {d.nvil_hidden})")
+    g.add_argument("--inference-width", choices=("mirror", "input"), help="tanh width of a '~' "
+                   "inference link: the size of the layer it infers, as the generative link "
+                   "(mirror, default), or of its input layer (input); docs/ZOO.md")
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, help=f"training steps (default {d.steps})")
     g.add_argument("--minutes", type=float, help="stop after this much training time")
@@ -67,7 +76,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
     g.add_argument("--lr", type=float, help="Adam learning rate (default D.5: 3e-4 linear, "
                    "1e-4 non-linear models)")
-    g.add_argument("--weight-decay", type=float, help="default 0")
+    g.add_argument("--weight-decay", type=float, help="L2 weight decay of the model's parameters "
+                   "(default D.5: 0 for density estimation, 1e-3 for structured prediction)")
+    g.add_argument("--compile", choices=("auto", "on", "off"), help="run the training step "
+                   "through torch.compile (one CPU process; the same step up to floating-point "
+                   "rounding, 1.1-1.5x faster on the CPU measured in docs/BENCHMARKS.md, seconds "
+                   "to a minute of compiling at the start); auto (default): on for runs of "
+                   f"{COMPILE_AUTO_STEPS:,} steps or more")
     g.add_argument("--seed", type=int, help="default 0")
     g = p.add_argument_group("logging and checkpoints")
     g.add_argument("--log-every", type=int, help=f"steps per metrics line (default {d.log_every})")
@@ -87,11 +102,18 @@ def _train_config(args, saved=None):
     base = saved or TrainConfig()
     values = {}
     for f in dataclasses.fields(TrainConfig):
+        if f.name == "compile":
+            continue
         v = getattr(args, f.name, None)
         if v is not None:
             values[f.name] = v
     if getattr(args, "paper", False):
         values["steps"] = PAPER_STEPS
+    comp = getattr(args, "compile", None)
+    if comp in ("on", "off"):
+        values["compile"] = comp == "on"
+    elif comp == "auto" or (comp is None and saved is None):  # a resumed run keeps its choice
+        values["compile"] = values.get("steps", base.steps) >= COMPILE_AUTO_STEPS
     task = getattr(args, "task", None)
     if task == "sp" and "arch" not in values and saved is None:
         values["arch"] = SP_DEFAULT_ARCH
@@ -168,6 +190,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    import numpy as np
+
     from . import runs
     from .data import load_dataset, random_subset
     from .evaluate import estimate_bound
@@ -193,18 +217,22 @@ def cmd_eval(args) -> int:
         for split in args.split.split(","):
             x = data.binary(split)
             subset = None
+            indices = np.arange(len(x))
             if args.n and args.n < len(x):
                 subset = f"{args.n} of {len(x)} images drawn with seed {args.subset_seed}"
-                x = x[random_subset(len(x), args.n, args.subset_seed)]
+                indices = random_subset(len(x), args.n, args.subset_seed)
+                x = x[indices]
             est = estimate_bound(model, x, m, seed=args.seed, rows=args.rows, world=world,
                                  progress=not args.quiet and world.is_main, desc=f"{split} {name}")
             if not world.is_main:  # rank 0 writes and reports
                 continue
+            key = f"{split}@{m}" + (f"/n{args.n}s{args.subset_seed}" if subset else "")
             rec = {**est.summary(), "split": split, "step": step,
                    "checkpoint": os.path.basename(path), "dataset": config.dataset,
-                   "subset": subset,
+                   "subset": subset, "per_image": runs.save_per_image(run_dir, key,
+                                                                      est.per_example, indices),
                    "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            results[f"{split}@{m}" + (f"/n{args.n}s{args.subset_seed}" if subset else "")] = rec
+            results[key] = rec
             runs.write_json(os.path.join(run_dir, runs.EVAL), results)
             print(f"{run_dir} ({os.path.basename(path)}, step {step}): {split} {name} = "
                   f"{est.mean:.2f} +- {est.sem:.2f} (NLL {est.nll:.2f}) on {est.n} images, "
@@ -213,7 +241,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from .report import collect, format_table
+    from .report import collect, format_paired, format_table, paired_differences
 
     rows = collect(args.runs)
     if not rows:
@@ -224,14 +252,43 @@ def cmd_table(args) -> int:
           "the bottom half given the top half); 'paper': Maddison et al. (2017), Table 1 "
           "(binary; VIMCO column for vimco/nvil) or Table 2 (n-ary, Concrete), after 10^7 steps, "
           "L_50000; Figure 4's table for 392V-... models (L^SP_100; VIMCO column for vimco/nvil).")
+    pairs = paired_differences(args.runs)
+    if pairs:
+        print("\nPaired differences (the same images and noise seeds; s.e. of the per-image "
+              "difference):\n")
+        print(format_paired(pairs, markdown=args.markdown))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .report import compare_runs
+
+    rows = compare_runs(args.run_a, args.run_b)
+    if not rows:
+        print(f"{args.run_a} and {args.run_b} share no evaluation of the same images with "
+              "per-image values (eval both with the same --split, --m, --n and --subset-seed)",
+              file=sys.stderr)
+        return 1
+    for r in rows:
+        print(f"{r['key']}: NLL {r['a_nll']:.2f} (step {r['step_a']}) - {r['b_nll']:.2f} (step "
+              f"{r['step_b']}) = {r['diff']:+.2f} +- {r['sem']:.2f} (paired s.e.; unpaired "
+              f"{r['unpaired_sem']:.2f}) on {r['n']} images")
     return 0
 
 
 def cmd_plot(args) -> int:
-    from .report import plot_curves
+    from .report import plot_curves, plot_log_curves
 
-    out = plot_curves(args.runs, args.out, args.title)
-    print(out)
+    if args.log_steps:
+        fits = plot_log_curves(args.runs, args.out, args.title, args.extrapolate or None)
+        for run_dir, fit in fits.items():
+            if fit:
+                print(f"{run_dir}: {fit['slope']:+.2f} nats per decade over steps "
+                      f"{fit['from_step']:.0f}-{fit['to_step']:.0f}; extrapolated to "
+                      f"{fit['at']:.0e} steps: {fit['value']:.2f} (an extrapolation)")
+    else:
+        plot_curves(args.runs, args.out, args.title)
+    print(args.out)
     return 0
 
 
@@ -253,6 +310,59 @@ def cmd_temperature(args) -> int:
                                eval_m=args.eval_bound_m, progress=not args.quiet)
     print(os.path.join(args.out, "fig4.png"))
     return 0 if result["records"] else 1
+
+
+def cmd_lr_sweep(args) -> int:
+    from .lrsweep import RATES, lr_sweep
+    from .train import TrainConfig
+
+    _threads(args.threads)
+    try:
+        rates = [float(r) for r in args.rates.split(",") if r.strip()] if args.rates else RATES
+    except ValueError:
+        print(f"--rates must be numbers separated by commas, got {args.rates!r}", file=sys.stderr)
+        return 2
+    if args.lr is not None:
+        print("lr-sweep chooses the learning rate: give --rates, not --lr", file=sys.stderr)
+        return 2
+    if args.task == "sp" and not args.arch:
+        args.arch = SP_DEFAULT_ARCH
+    base = _train_config(args, TrainConfig(estimator="score", steps=20000, eval_every=5000,
+                                           eval_m=100, eval_n=1000))
+    if args.compile is None:
+        base = dataclasses.replace(base, compile=base.steps >= COMPILE_AUTO_STEPS)
+    try:
+        result = lr_sweep(args.out, base, rates, progress=not args.quiet)
+    except KeyboardInterrupt as e:
+        print(f"stopped ({e}); run the same command to continue", file=sys.stderr)
+        return 130
+    for r in result["records"]:
+        print(f"lr {r['lr']:g}: validation L_{r['valid_m']} = {r['valid_bound']:.2f} +- "
+              f"{r['valid_sem']:.2f} on {r['valid_n']} images after {r['step']} steps")
+    margin = result["margin_over_runner_up"]
+    extra = ""
+    if margin:
+        extra = (f" ({margin['difference']:+.2f} +- {margin['paired_sem']:.2f} nats over lr "
+                 f"{margin['runner_up_lr']:g}, paired)")
+    print(f"chosen: lr {result['chosen_lr']:g}{extra}; {os.path.join(args.out, 'sweep.json')}")
+    return 0
+
+
+def cmd_campaign(args) -> int:
+    from . import campaign
+
+    _threads(args.threads)
+    plan = dataclasses.replace(campaign.PLAN, total=args.total, stage=args.stage)
+    if args.status:
+        print(campaign.format_status(campaign.status(args.root, plan), plan.total))
+        return 0
+    if args.export:
+        copied = campaign.export(args.root, args.export, plan)
+        print(f"{len(copied)} files copied to {args.export}")
+        return 0
+    result = campaign.run_campaign(args.root, plan, progress=args.progress)
+    print(campaign.format_status(campaign.status(args.root, plan), plan.total))
+    return 0 if result == "done" else 130
 
 
 def cmd_demo(args) -> int:
@@ -311,10 +421,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true")
     p.set_defaults(func=cmd_table)
 
+    p = sub.add_parser("compare", help="NLL of one run minus another's on the same images, "
+                       "with the paired standard error")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("plot", help="training curves as PNG")
     p.add_argument("runs", nargs="+")
     p.add_argument("--out", default="curves.png")
     p.add_argument("--title")
+    p.add_argument("--log-steps", action="store_true", help="validation bound against log(steps)")
+    p.add_argument("--extrapolate", type=float, default=1e7, help="with --log-steps: continue a "
+                   "line fitted to each run's last decade of steps to this step, labelled as an "
+                   "extrapolation (default 1e7; 0: none)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("temperature", help="Figure 4 (right): structured prediction trained on "
@@ -336,6 +456,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_temperature)
+
+    p = sub.add_parser("lr-sweep", help="choose a learning rate (VIMCO / NVIL) by validation "
+                       "after a fixed number of steps",
+                       description="Trains the configuration at each rate of --rates for --steps "
+                       "steps in OUT/lr<rate> (resumable), scores each final model by its "
+                       "validation L_{--eval-m} and writes OUT/sweep.json with the chosen rate. "
+                       "Defaults: --estimator score (VIMCO if m > 1, else NVIL), --steps 20000, "
+                       "--eval-m 100, --eval-n 1000, --rates 1e-4,3e-4,1e-3.")
+    _add_train_args(p)
+    p.add_argument("--rates", help="comma-separated learning rates (default 1e-4,3e-4,1e-3)")
+    p.add_argument("--out", required=True, help="sweep folder")
+    p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_lr_sweep)
+
+    p = sub.add_parser("campaign", help="the 10^6-step reproduction of pairs a-c (Concrete "
+                       "against NVIL): continue whatever is left (campaign.py)",
+                       description="Sweeps NVIL's learning rate, trains the six runs round-robin "
+                       "in stages and evaluates them (docs/RESULTS.md); each call continues "
+                       "where the last one stopped (Ctrl-C / SIGTERM stop it cleanly).")
+    p.add_argument("--root", default=os.path.join("runs", "campaign"),
+                   help="folder of the campaign's runs (default runs/campaign)")
+    p.add_argument("--status", action="store_true", help="print where each run stands")
+    p.add_argument("--export", metavar="DIR", help="copy the small result files (no "
+                   "checkpoints) to DIR")
+    p.add_argument("--total", type=int, default=1_000_000, help="steps per run (default 10^6)")
+    p.add_argument("--stage", type=int, default=100_000, help="steps per run and round "
+                   "(default 100,000)")
+    p.add_argument("--progress", action="store_true", help="progress bars")
+    p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+    p.set_defaults(func=cmd_campaign)
 
     p = sub.add_parser("demo", help="a small Concrete VAE on the shipped sample (offline)")
     p.add_argument("--out", default="zoo-demo", help="run folder (default zoo-demo)")

@@ -9,6 +9,9 @@
 * ``omniglot``: the 28x28 Omniglot of Burda et al. (IWAE), ``chardata.mat`` (keys ``data`` and
   ``testdata``, 784 x N grey levels), 24,345 / 8,070 images, binarized once with the fixed seed
   ``OMNIGLOT_BINARIZATION_SEED`` (the paper used "a fixed binarization" without stating its seed).
+  It has no validation split: ``OMNIGLOT_VALID`` (1,345) random training images (seed
+  ``OMNIGLOT_VALID_SEED``) are held out as one, so models are selected on images they were not
+  trained on; 23,000 remain for training.
 * ``mnist-sample``: a small random sample of ``mnist`` shipped inside the package
   (``data/mnist_sample.npz``: 3,000 / 500 / 1,000 images) so the demo and the tests run offline.
 
@@ -47,6 +50,10 @@ ENV_DATA = "CONCRETE_EXT_DATA"
 ENV_CACHE = "CONCRETE_EXT_CACHE"
 DYNAMIC_EVAL_SEED = 2017
 OMNIGLOT_BINARIZATION_SEED = 2017
+#: Omniglot has no validation split: this many training images (drawn with OMNIGLOT_VALID_SEED,
+#: at most a tenth of the file's) are held out for validation, leaving 23,000 to train on
+OMNIGLOT_VALID = 1345
+OMNIGLOT_VALID_SEED = 2019
 SAMPLE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mnist_sample.npz")
 IMAGE_PIXELS = 784
 
@@ -348,10 +355,16 @@ def load_omniglot(root: Optional[str] = None, download: bool = True,
     test = np.ascontiguousarray(mat["testdata"].T.astype(np.float64))
     if train.min() < 0 or train.max() > 1:
         raise ValueError(f"{path}: grey levels should lie in [0, 1], got [{train.min()}, {train.max()}]")
-    return Dataset("omniglot", _binarize_fixed(train, OMNIGLOT_BINARIZATION_SEED), None,
+    binary = _binarize_fixed(train, OMNIGLOT_BINARIZATION_SEED)  # the whole file, as before
+    held = random_subset(len(binary), min(OMNIGLOT_VALID, len(binary) // 10), OMNIGLOT_VALID_SEED)
+    keep = np.ones(len(binary), dtype=bool)
+    keep[held] = False
+    return Dataset("omniglot", binary[keep], binary[held],
                    _binarize_fixed(test, OMNIGLOT_BINARIZATION_SEED + 1),
                    info={"binarization": f"fixed, seeds {OMNIGLOT_BINARIZATION_SEED} (train) / "
                                          f"{OMNIGLOT_BINARIZATION_SEED + 1} (test)",
+                         "validation": f"{len(held)} of the {len(binary)} training images "
+                                       f"held out (seed {OMNIGLOT_VALID_SEED})",
                          "pixel_order": "column-major 28x28 (reshape with order='F' to view)"})
 
 

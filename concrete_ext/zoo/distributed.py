@@ -13,8 +13,9 @@ What a run computes does not depend on the number of ranks W (up to floating-poi
 * **Data.** Every rank draws the same global batch of ``batch_size`` examples from the same data
   generator (same permutation, same dynamic binarization) and keeps its contiguous shard of rows
   (sizes differ by at most one when W does not divide the batch; each shard's loss is weighted by
-  its share, so the gradient is that of the global mean). DistributedDataParallel all-reduces the
-  gradients, so parameters and Adam's state stay identical on all ranks.
+  its share, so the gradient is that of the global mean). ``reduce_gradients`` all-reduces the
+  gradients after the backward pass (one flat buffer; DistributedDataParallel is not used, see
+  ``World.close``), so parameters and Adam's state stay identical on all ranks.
 * **Noise.** The noise generator is the same on every rank and every op call draws one 64-bit seed
   from it, as in a one-process run. The ops' noise is a pure function of (seed, element index)
   (docs/ARCHITECTURE.md, "Random numbers"), so ``NoiseSource(rows=(start, total))`` makes every
@@ -41,7 +42,8 @@ What a run computes does not depend on the number of ranks W (up to floating-poi
 from __future__ import annotations
 
 import datetime
-import inspect
+import gc
+import importlib
 import os
 import sys
 import time
@@ -69,8 +71,8 @@ def _active() -> bool:
 
 
 class _Objective(nn.Module):
-    """Model and estimator as one module, so that DistributedDataParallel sees every parameter
-    (the estimator's too: NVIL's baseline) and wraps the training forward pass."""
+    """Model and estimator as one module: the training forward pass x, noise -> Step, and every
+    parameter (the estimator's too: NVIL's baseline) in one place."""
 
     def __init__(self, model: nn.Module, estimator: nn.Module, m: int):
         super().__init__()
@@ -123,18 +125,27 @@ class World:
 
     # ---- training -------------------------------------------------------------------------------
     def wrap(self, model: nn.Module, estimator: nn.Module, m: int) -> nn.Module:
-        """The training forward pass x, noise -> Step; under DistributedDataParallel when
-        distributed (gradients all-reduced in backward; buffers are synchronised by
-        ``sync_buffers``, not broadcast from rank 0)."""
-        objective = _Objective(model, estimator, m)
+        """The training forward pass x, noise -> Step (gradients are all-reduced by
+        ``reduce_gradients`` after the backward pass, buffers by ``sync_buffers``)."""
+        return _Objective(model, estimator, m)
+
+    def reduce_gradients(self, params: List[Tensor]) -> None:
+        """Each gradient replaced by its mean over ranks (one all-reduce of a flat buffer, as
+        DistributedDataParallel's buckets: sum, then divide by the number of ranks). A missing
+        gradient counts as zeros and is filled in, so every rank reduces the same buffer."""
         if not self.distributed:
-            return objective
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        ddp = nn.parallel.DistributedDataParallel
-        no_sync = ({"forward_sync_buffers": False}  # newer PyTorch; broadcast_buffers deprecated
-                   if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters
-                   else {"broadcast_buffers": False})
-        return ddp(objective, device_ids=ids, **no_sync)
+            return
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        dist.all_reduce(flat)
+        flat.div_(self.size)
+        start = 0
+        for p in params:
+            n = p.numel()
+            p.grad.copy_(flat[start:start + n].view_as(p.grad))
+            start += n
 
     def sync_buffers(self, module: nn.Module, share: float) -> None:
         """Floating-point buffers (the centering averages) replaced by their average over ranks,
@@ -189,7 +200,7 @@ class World:
         if spec[:2] == [str(self.rank), str(step)]:
             hang = spec[2:] == ["hang"]
             print(f"rank {self.rank}: {FAULT_ENV} set, {'hanging' if hang else 'exiting'} at "
-                  f"step {step}", file=sys.stderr, flush=True)
+                  f"step {step} (time {time.time():.3f})", file=sys.stderr, flush=True)
             if hang:
                 time.sleep(3600)
             os._exit(3)
@@ -207,17 +218,32 @@ class World:
         return table
 
     def close(self) -> None:
+        """Tear the process group down, and with it its worker threads, before Python exits.
+
+        Two aborts ("terminate called without an active exception") came from this teardown.
+        A rank destroying its gloo group while a peer still talked to it (3 of about 10 runs of
+        the 2-rank tests): so all ranks meet at a barrier first. And (1 of 79 runs with the
+        barrier; a core of the aborted rank shows it) a gloo worker thread releasing its last
+        finished work after the main thread had begun finalizing the interpreter: the work holds
+        tensors whose Python objects it must release, so the thread takes the GIL, which during
+        finalization makes it exit (pthread_exit) through the work's noexcept destructor, and
+        std::terminate aborts the process. The worker threads live as long as the group's C++
+        object, and two things kept that alive past destroy_process_group: torch._dynamo, when
+        first imported while a group exists (torch.optim imports it), keeps references to the
+        group, which ``from_env`` avoids by importing it before the group is made; and
+        DistributedDataParallel, which holds the group as long as the module lives, so the zoo
+        all-reduces gradients itself (``reduce_gradients``). destroy_process_group then drops
+        the last reference and the collection below frees the group, whose destructor (run with
+        the GIL released) joins its worker threads while the interpreter is whole. Tested: no
+        thread of the group is left after close."""
         if self.backend is not None and dist.is_initialized():
-            # All ranks arrive before any tears its group down: a rank destroying its gloo
-            # group while a peer still talks to it aborted the process ("terminate called
-            # without an active exception"): 3 of about 10 runs of the 2-rank tests without
-            # this barrier, 1 of 79 with it (the cause of that one is not known).
             try:
                 dist.barrier()
             except Exception:  # a dead peer: tear down anyway, the error is already reported
                 pass
             dist.destroy_process_group()
             self.backend = None
+            gc.collect()
 
 
 def from_env(device: Optional[str] = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> World:
@@ -242,6 +268,9 @@ def from_env(device: Optional[str] = None, timeout_s: float = DEFAULT_TIMEOUT_S)
         dev, backend = torch.device("cuda", local), "nccl"
     else:
         dev, backend = torch.device("cpu"), "gloo"
+    # imported before the group exists: imported later (torch.optim does), it keeps references
+    # to the group that outlive destroy_process_group, and the group's threads with them (close)
+    importlib.import_module("torch._dynamo")
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     return World(rank=rank, size=size, local_rank=local, device=dev, backend=backend)
 

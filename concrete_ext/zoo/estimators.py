@@ -38,11 +38,13 @@ __all__ = ["Step", "Concrete", "VIMCO", "NVIL", "make_estimator", "vimco_learnin
 
 class Step(NamedTuple):
     """What an estimator returns: the surrogate loss to minimise, the per-example objective it
-    tracks (no gradient), and extra statistics for the logs."""
+    tracks (no gradient), and extra statistics for the logs (0-d tensors without gradient, read
+    by the caller: no ``.item()`` inside a step, which ``torch.compile(fullgraph=True)`` traces
+    whole)."""
 
     loss: Tensor
     objective: Tensor
-    stats: Dict[str, float]
+    stats: Dict[str, Tensor]
 
 
 class Concrete(nn.Module):
@@ -83,7 +85,7 @@ class VIMCO(nn.Module):
         objective = bound(log_w)
         surrogate = objective + (signals * w.log_q).sum(-1)
         return Step(-surrogate.mean(), objective.detach(),
-                    {"signal_abs": signals.abs().mean().item()})
+                    {"signal_abs": signals.abs().mean()})
 
 
 class NVIL(nn.Module):
@@ -107,7 +109,10 @@ class NVIL(nn.Module):
 
     def scale(self) -> float:
         """The divisor max(1, running std) of the learning signal."""
-        return max(1.0, math.sqrt(float(self.signal_var)))
+        return float(self._scale())
+
+    def _scale(self) -> Tensor:
+        return self.signal_var.sqrt().clamp(min=1.0)
 
     def forward(self, model: SBN, x: Tensor, m: int, noise: NoiseSource) -> Step:
         if m != 1:
@@ -118,17 +123,17 @@ class NVIL(nn.Module):
         b = self.baseline(x).squeeze(-1)
         residual = signal - b.detach()
         if self.training:  # running statistics of the residual, first batch taken as they are
-            with torch.no_grad():
+            with torch.no_grad():  # (tensor ops, no Python branch on a value: traceable whole)
                 mean, var = batch_moments(residual)  # over all ranks' shards (distributed.py)
-                if not bool(self.started):
-                    self.signal_mean.copy_(mean)
-                    self.signal_var.copy_(var)
-                    self.started.fill_(True)
-                else:
-                    self.signal_mean.mul_(self.decay).add_((1 - self.decay) * mean)
-                    self.signal_var.mul_(self.decay).add_((1 - self.decay) * var)
+                d = self.decay
+                self.signal_mean.copy_(torch.where(self.started, self.signal_mean * d
+                                                   + (1 - d) * mean, mean))
+                self.signal_var.copy_(torch.where(self.started, self.signal_var * d
+                                                  + (1 - d) * var, var))
+                self.started.fill_(True)
         centred = residual - self.signal_mean
-        learning_signal = centred / self.scale()
+        scale = self._scale()
+        learning_signal = centred / scale
         # the pathwise term: grad log p(x, z) for a VAE (the zero-mean -grad log q of the ELBO's
         # gradient left out, as in Mnih & Gregor), grad log p(x_bottom | z) for structured
         # prediction (whose log q is the prior's, already in the score term)
@@ -136,8 +141,8 @@ class NVIL(nn.Module):
         surrogate = learning_signal * log_q + pathwise
         baseline_loss = (signal - self.signal_mean - b).pow(2)
         loss = -surrogate.mean() + baseline_loss.mean()
-        return Step(loss, signal, {"baseline_mse": baseline_loss.mean().item(),
-                                   "signal_scale": self.scale()})
+        return Step(loss, signal, {"baseline_mse": baseline_loss.mean().detach(),
+                                   "signal_scale": scale})
 
 
 ESTIMATORS = ("concrete", "vimco", "nvil", "score")

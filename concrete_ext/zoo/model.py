@@ -101,9 +101,10 @@ class SBN(nn.Module):
 
     def __init__(self, arch, arity: int = 2, *, posterior_temperature: Optional[float] = None,
                  prior_temperature: Optional[float] = None, centering_decay: float = 0.9,
-                 pixel_mean: Optional[np.ndarray] = None):
+                 pixel_mean: Optional[np.ndarray] = None, inference_width: str = "mirror"):
         super().__init__()
         self.arch: Arch = parse_arch(arch)
+        self.inference_width = inference_width
         if not self.arch.is_density_model:
             raise ValueError(f"{self.arch} is not a density model (latent layers, then one "
                              "observed layer); conditional models like 392V-240H-240H-392V are "
@@ -127,7 +128,7 @@ class SBN(nn.Module):
             for i in range(n))
         self.inf = nn.ModuleList(
             conditioning(sizes[i + 1], self.latent[i].params, self.arch.links[i],
-                         self.arch.hidden_width(i))
+                         self.arch.inference_width(i, inference_width))
             for i in range(n))
         for i in range(1, n):
             self.register_buffer(f"center_{i}", torch.zeros(sizes[i]))
@@ -152,7 +153,8 @@ class SBN(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"arch={self.arch}, arity={self.arity}, temperatures=(posterior "
-                f"{self.posterior_temperature:.4g}, prior {self.prior_temperature:.4g})")
+                f"{self.posterior_temperature:.4g}, prior {self.prior_temperature:.4g}), "
+                f"inference width {self.inference_width}")
 
     # ---- helpers ------------------------------------------------------------------------------
     def _centred(self, i: int, activity: Tensor) -> Tensor:
@@ -259,7 +261,7 @@ class ConditionalSBN(nn.Module):
 
     def __init__(self, arch, arity: int = 2, *, posterior_temperature: Optional[float] = None,
                  prior_temperature: Optional[float] = None, centering_decay: float = 0.9,
-                 pixel_mean: Optional[np.ndarray] = None):
+                 pixel_mean: Optional[np.ndarray] = None, inference_width: str = "mirror"):
         super().__init__()
         self.arch: Arch = parse_arch(arch)
         if not self.arch.is_conditional_model:
@@ -268,8 +270,8 @@ class ConditionalSBN(nn.Module):
         if arity not in DEFAULT_TEMPERATURES:
             raise ValueError(f"arity must be one of {sorted(DEFAULT_TEMPERATURES)}, got {arity}")
         self.arity = arity
-        # one temperature for the whole relaxed graph; prior_temperature and centering_decay are
-        # accepted for a uniform signature with SBN (no inference network: nothing to centre)
+        # one temperature for the whole relaxed graph; prior_temperature, centering_decay and
+        # inference_width are accepted for a uniform signature with SBN (no inference network)
         self.posterior_temperature = float(posterior_temperature or DEFAULT_TEMPERATURES[arity][0])
         self.prior_temperature = self.posterior_temperature
         sizes = self.arch.sizes

@@ -3,8 +3,8 @@
 Training draws from a ``torch.Generator`` that is saved in checkpoints, so a resumed run continues
 the same stream. Evaluation uses explicit seeds instead: the noise of each work unit (a block of
 examples times a chunk of samples) is a pure function of (seed, block, chunk), through the ops'
-``seed=`` argument (Philox, DESIGN.md section 4). So an evaluation does not depend on the order
-the units are computed in, or on how they are split between workers.
+``seed=`` argument (Philox; docs/ARCHITECTURE.md, "Random numbers"). So an evaluation does not
+depend on the order the units are computed in, or on how they are split between workers.
 
 A generator's draw is made here, not inside the op: one 64-bit seed per call, taken from a CPU
 generator exactly as the ops take it (``random64``), so the noise is the same as passing the
@@ -15,11 +15,12 @@ over the whole batch (layers.py), so a row's noise does not depend on how the ba
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+import contextlib
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 
-__all__ = ["mix64", "NoiseSource", "draw_seed"]
+__all__ = ["mix64", "NoiseSource", "draw_seed", "DefaultGeneratorNoise", "generator_as_default"]
 
 _MASK = (1 << 64) - 1
 
@@ -76,3 +77,34 @@ class NoiseSource:
         if self.rows is not None:
             kw["rows"] = self.rows
         return kw
+
+
+class DefaultGeneratorNoise:
+    """Hands out no noise arguments: each random op draws its 64-bit seed from torch's default
+    generator of its device, exactly as ``NoiseSource(generator)`` draws it from ``generator``
+    (``random64``). Used inside a compiled training step (train.py), where a seed drawn in Python
+    would be a constant of the graph; run it under ``generator_as_default(generator)`` to get the
+    noise ``NoiseSource(generator)`` gives."""
+
+    rows = None
+
+    def __call__(self) -> Dict:
+        return {}
+
+
+@contextlib.contextmanager
+def generator_as_default(generator: torch.Generator) -> Iterator[None]:
+    """Within the block, torch's default CPU generator is in ``generator``'s state; afterwards
+    ``generator`` takes the state the block left it in and the default generator gets its own
+    state back. So ops that draw from the default generator (``DefaultGeneratorNoise``) draw what
+    they would draw from ``generator``, and advance ``generator``, not the default one."""
+    if generator.device.type != "cpu":
+        raise ValueError(f"generator_as_default needs a CPU generator, got {generator.device}")
+    default = torch.default_generator
+    saved = default.get_state()
+    default.set_state(generator.get_state())
+    try:
+        yield
+        generator.set_state(default.get_state())
+    finally:
+        default.set_state(saved)

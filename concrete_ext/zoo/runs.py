@@ -6,6 +6,8 @@
                            order, step), replaced atomically every N steps and at the end
     <run>/best.pt          the model with the best validation bound so far (early stopping, D.5)
     <run>/eval.json        results of `eval`: {"test@5000": {...}, "train@5000": {...}}
+    <run>/per_image/       each evaluation's per-image bounds and the indices of its images in
+                           the split (.npz), for paired comparisons of runs on the same images
 
 Every file is written to a temporary file in the same folder, flushed to disk, then renamed over the
 old one (``os.replace``), so a crash leaves either the old or the new file, never a torn one.
@@ -27,10 +29,12 @@ import torch
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_save", "save_checkpoint",
            "CheckpointError", "state_digest", "append_jsonl",
            "read_jsonl", "truncate_jsonl", "read_json", "write_json", "load_checkpoint",
-           "run_dirs", "latest", "CHECKPOINT", "BEST", "CONFIG", "METRICS", "EVAL"]
+           "run_dirs", "latest", "save_per_image", "load_per_image", "CHECKPOINT", "BEST",
+           "CONFIG", "METRICS", "EVAL", "PER_IMAGE"]
 
 CHECKPOINT, BEST, CONFIG, METRICS, EVAL = ("checkpoint.pt", "best.pt", "config.json",
                                            "metrics.jsonl", "eval.json")
+PER_IMAGE = "per_image"  # <run>/per_image/<split>@<m>[_n<n>s<seed>].npz: values and image indices
 
 
 def _umask() -> int:
@@ -197,3 +201,36 @@ def latest(run_dir: str, which: str = "best") -> Optional[str]:
     if which == "best" and os.path.isfile(best):
         return best
     return last if os.path.isfile(last) else None
+
+
+def _per_image_name(key: str) -> str:
+    return key.replace("/", "_") + ".npz"
+
+
+def save_per_image(run_dir: str, key: str, values, indices) -> str:
+    """Write an evaluation's per-image bounds (float64) and the indices of its images in the
+    split (int64) to ``<run>/per_image/``; returns the path relative to the run folder."""
+    import io
+
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    indices = np.asarray(indices, dtype=np.int64)
+    if values.shape != indices.shape:
+        raise ValueError(f"{values.shape[0]} values for {indices.shape[0]} image indices")
+    buf = io.BytesIO()
+    np.savez(buf, values=values, indices=indices)
+    rel = os.path.join(PER_IMAGE, _per_image_name(key))
+    atomic_write_bytes(os.path.join(run_dir, rel), buf.getvalue())
+    return rel
+
+
+def load_per_image(run_dir: str, rel: str):
+    """(values, indices) saved by save_per_image, or None when the file is missing."""
+    import numpy as np
+
+    path = os.path.join(run_dir, rel)
+    if not os.path.isfile(path):
+        return None
+    with np.load(path) as z:
+        return z["values"], z["indices"]

@@ -24,6 +24,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
@@ -31,17 +32,20 @@ import numpy as np
 import torch
 
 from . import runs
+from .arch import INFERENCE_WIDTHS
 from .data import Dataset, load_dataset, random_subset
 from .distributed import World
 from .estimators import ESTIMATORS, make_estimator
 from .evaluate import estimate_bound
 from .model import make_model
-from .noise import NoiseSource, mix64
+from .noise import DefaultGeneratorNoise, NoiseSource, generator_as_default, mix64
 from .progress import Progress
 
 __all__ = ["TrainConfig", "Trainer", "build_model", "load_model", "PAPER_STEPS"]
 
 PAPER_STEPS = 10_000_000
+#: D.5: weight decay of the structured-prediction models (density models: none)
+SP_WEIGHT_DECAY = 1e-3
 FORMAT = 1
 
 
@@ -58,7 +62,8 @@ class TrainConfig:
     minutes: Optional[float] = None  # stop earlier when this much wall-clock time is spent
     batch_size: int = 64
     lr: Optional[float] = None  # D.5: 3e-4 for linear models, 1e-4 for non-linear ones
-    weight_decay: float = 0.0
+    weight_decay: Optional[float] = None  # D.5: 0 for density estimation, 1e-3 for structured
+    inference_width: str = "mirror"  # tanh width of '~' inference links (arch.INFERENCE_WIDTHS)
     beta1: float = 0.9
     beta2: float = 0.999
     posterior_temperature: Optional[float] = None  # D.5 by arity (model.DEFAULT_TEMPERATURES)
@@ -72,10 +77,12 @@ class TrainConfig:
     eval_n: int = 1000
     checkpoint_every: int = 1000
     data_root: Optional[str] = None
+    compile: bool = False  # the training step through torch.compile (one CPU process; see Trainer)
 
-    # fields that may change when a run is resumed (they do not change what a step computes)
+    # fields that may change when a run is resumed (they do not change what a step computes;
+    # compile changes only the floating-point rounding)
     RESUMABLE = ("steps", "minutes", "log_every", "eval_every", "eval_m", "eval_n",
-                 "checkpoint_every", "data_root")
+                 "checkpoint_every", "data_root", "compile")
 
     def resolved(self) -> "TrainConfig":
         """A copy with the defaults filled in and the values checked."""
@@ -94,6 +101,13 @@ class TrainConfig:
         c.posterior_temperature = c.posterior_temperature or t1
         c.prior_temperature = c.prior_temperature or t2
         c.lr = c.lr or (3e-4 if arch.is_linear else 1e-4)
+        if c.weight_decay is None:
+            c.weight_decay = SP_WEIGHT_DECAY if arch.is_conditional_model else 0.0
+        if c.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {c.weight_decay}")
+        if c.inference_width not in INFERENCE_WIDTHS:
+            raise ValueError(f"inference_width must be one of {INFERENCE_WIDTHS}, got "
+                             f"{c.inference_width!r}")
         for name in ("m", "steps", "batch_size", "log_every", "eval_every", "eval_m", "eval_n",
                      "checkpoint_every"):
             if getattr(c, name) < 1:
@@ -126,7 +140,8 @@ def build_model(config: TrainConfig, pixel_mean: Optional[np.ndarray] = None):
     return make_model(config.arch, config.arity,
                       posterior_temperature=config.posterior_temperature,
                       prior_temperature=config.prior_temperature,
-                      centering_decay=config.centering_decay, pixel_mean=pixel_mean)
+                      centering_decay=config.centering_decay, pixel_mean=pixel_mean,
+                      inference_width=config.inference_width)
 
 
 def load_model(path: str) -> Tuple[torch.nn.Module, "TrainConfig", int]:
@@ -195,8 +210,7 @@ class Trainer:
         self.data = dataset if dataset is not None else load_dataset(config.dataset,
                                                                      config.data_root)
         self.train_x = torch.as_tensor(self.data.train, dtype=torch.float32)
-        valid = self.data.valid if self.data.valid is not None else self.data.binary("train")
-        self.valid_x = valid[random_subset(len(valid), config.eval_n, config.seed)]
+        self.valid_x = self.validation_images(config, self.data)
         self.valid_name = "valid" if self.data.valid is not None else "train"
 
         with torch.random.fork_rng(devices=[]):  # initialise from the seed, leave torch's RNG be
@@ -206,9 +220,8 @@ class Trainer:
                                             config.nvil_hidden)
         self.model.to(world.device)
         self.estimator.to(world.device)
-        params = list(self.model.parameters()) + list(self.estimator.parameters())
-        self.optimizer = torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, config.beta2),
-                                          weight_decay=config.weight_decay, fused=True)
+        self.optimizer = torch.optim.Adam(self._param_groups(), lr=config.lr,
+                                          betas=(config.beta1, config.beta2), fused=True)
         self.data_gen = _generator(config.seed, 1)
         self.noise_gen = _generator(config.seed, 2)
         self.step, self.epoch, self.pos = 0, 0, 0
@@ -223,10 +236,34 @@ class Trainer:
                 runs.truncate_jsonl(os.path.join(run_dir, runs.METRICS), self.step)
         if world.is_main:
             runs.write_json(os.path.join(run_dir, runs.CONFIG), config.to_dict())
-        # the training forward pass: model and estimator, under DistributedDataParallel if several
-        # ranks; share = this rank's part of each global batch
+        # the training forward pass: model and estimator (their gradients all-reduced after the
+        # backward pass when there are several ranks); share = this rank's part of each batch
         self.objective = world.wrap(self.model, self.estimator, config.m)
+        self._params = list(self.model.parameters()) + list(self.estimator.parameters())
         self.share = 1.0
+        self.compiled = None
+        self._compiled_ran = False
+        if config.compile and not world.distributed and world.device.type == "cpu":
+            self.compiled = torch.compile(self._forward_default_noise, fullgraph=True,
+                                          dynamic=False)
+
+    def _param_groups(self):
+        """Adam's parameter groups: weight decay (an L2 term in Adam's gradient, PyTorch's
+        ``weight_decay``) on the model's parameters only, not on NVIL's baseline network, which
+        is no part of the model; one group when there is no decay (checkpoints of runs without
+        decay keep their layout)."""
+        model, est = list(self.model.parameters()), list(self.estimator.parameters())
+        wd = self.config.weight_decay
+        if wd == 0 or not est:
+            return [{"params": model + est, "weight_decay": wd}]
+        return [{"params": model, "weight_decay": wd}, {"params": est, "weight_decay": 0.0}]
+
+    @staticmethod
+    def validation_images(config: TrainConfig, data: Dataset) -> np.ndarray:
+        """The ``eval_n`` validation images a run tracks (drawn with its seed); the training
+        images when the dataset has no validation split."""
+        valid = data.valid if data.valid is not None else data.binary("train")
+        return valid[random_subset(len(valid), config.eval_n, config.seed)]
 
     # ---- state ----------------------------------------------------------------------------------
     @staticmethod
@@ -287,23 +324,55 @@ class Trainer:
             x = torch.bernoulli(x, generator=self.data_gen)
         return x
 
+    def _forward_default_noise(self, x: torch.Tensor):
+        """The forward pass with every random op drawing from torch's default generator: what
+        ``compiled`` compiles (a seed drawn in Python would be a constant of the graph)."""
+        return self.objective(x, DefaultGeneratorNoise())
+
+    def _forward(self, x: torch.Tensor, rows):
+        """The estimator's forward pass (model and estimator) on batch ``x``.
+
+        Compiled (``config.compile``): forward and backward run as generated kernels around the
+        package's ops (torch.compile, fullgraph: one graph each), with the noise generator
+        standing in for the default one, so each op draws the seed it draws in eager mode: the
+        same noise, the same step up to floating-point rounding. If compiling fails (no C++
+        compiler, say), the run continues in eager mode with a warning."""
+        if self.compiled is not None:
+            try:
+                with generator_as_default(self.noise_gen):
+                    out = self.compiled(x)
+                self._compiled_ran = True
+                return out
+            except Exception as e:  # noqa: BLE001 - a compiler failure: fall back to eager
+                if self._compiled_ran:  # it compiled and ran before: a real error
+                    raise
+                first = (str(e).strip().splitlines() or [""])[0][:200]
+                warnings.warn(f"torch.compile of the training step failed ({type(e).__name__}: "
+                              f"{first}); training continues in eager mode")
+                self.compiled = None
+        return self.objective(x, NoiseSource(self.noise_gen, rows=rows))
+
     def train_step(self) -> Dict:
         self.model.train()
         self.estimator.train()
         # this rank's rows of the global batch; the noise drawn as for the whole batch
         x, rows, self.share = self.world.shard(self.next_batch())
-        out = self.objective(x, NoiseSource(self.noise_gen, rows=rows))
-        if self.world.any(not torch.isfinite(out.loss))[0]:
+        out = self._forward(x, rows)
+        loss = out.loss.item()
+        if self.world.any(not math.isfinite(loss))[0]:
             raise FloatingPointError(
                 f"non-finite loss at step {self.step + 1}; the last checkpoint is in "
                 f"{self.run_dir} (try a lower --lr)")
         self.optimizer.zero_grad(set_to_none=True)
         # weighted by the shard's share: the all-reduced gradient is that of the global mean
-        (out.loss * (self.share * self.world.size)).backward()
+        weight = self.share * self.world.size
+        (out.loss if weight == 1.0 else out.loss * weight).backward()
+        self.world.reduce_gradients(self._params)
         self.optimizer.step()
         self.world.sync_buffers(self.model, self.share)
         self.step += 1
-        return {"loss": out.loss.item(), "objective": out.objective.mean().item(), **out.stats}
+        return {"loss": loss, "objective": out.objective.mean().item(),
+                **{k: float(v) for k, v in out.stats.items()}}
 
     def validate(self) -> float:
         c = self.config
@@ -340,7 +409,8 @@ class Trainer:
         window_steps, window_start = 0, time.time()
         status = "done"
         bar = Progress(c.steps, f"train {c.arch} {c.estimator} m={c.m}", initial=self.step,
-                       unit="step", disable=not self.progress)
+                       unit="step", disable=not self.progress,
+                       budget_s=budget if budget < math.inf else None, elapsed_s=self.elapsed)
         if self.step == 0 and self.best is None:  # the curve starts at the initial model
             self.validate()
         try:
@@ -360,7 +430,7 @@ class Trainer:
                 for k, v in stats.items():
                     window[k] = window.get(k, 0.0) + v
                 window_steps += 1
-                bar.update(1)
+                bar.update(1, elapsed=self.elapsed)
                 if self.step % c.log_every == 0 or self.step == c.steps:
                     now = time.time()
                     window = self.world.weighted_sum(window, self.share)  # global means
@@ -370,9 +440,6 @@ class Trainer:
                                elapsed_s=round(self.elapsed, 3))
                     self._log(rec)
                     bar.set(loss=rec["loss"], objective=rec["objective"])
-                    if budget < math.inf:  # the time budget, not the step count, ends the run
-                        left = max(budget - self.elapsed, 0.0) * rec["steps_per_s"]
-                        bar.set_total(min(c.steps, self.step + int(left)))
                     window, window_steps, window_start = {}, 0, now
                 if self.step % c.eval_every == 0:
                     t0 = time.time()

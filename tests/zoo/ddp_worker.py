@@ -45,9 +45,24 @@ def _save(trainer: Trainer, path: str) -> None:
                 "step": trainer.step}, path)
 
 
+def _threads() -> int:
+    """Threads of this process (Linux)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def _thread_names():
+    names = []
+    for t in sorted(os.listdir("/proc/self/task")):
+        with open(f"/proc/self/task/{t}/comm") as f:
+            names.append(f.read().strip())
+    return names
+
+
 def main(out: str) -> None:
     torch.set_num_threads(1)
+    before = _threads()
     world = distributed.from_env(timeout_s=60)
+    during = _threads()
     assert world.distributed and world.backend == "gloo", world
     with open(os.path.join(out, "spec.json")) as f:
         spec = json.load(f)
@@ -78,7 +93,11 @@ def main(out: str) -> None:
         est = estimate_bound(model, x, e["m"], seed=e["seed"], rows=e["rows"], progress=False,
                              world=world)
         np.save(os.path.join(out, f"eval.rank{world.rank}.npy"), est.per_example)
-    world.close()
+    rank = world.rank
+    world.close()  # the process group's worker threads are joined here, not at exit
+    with open(os.path.join(out, f"threads.rank{rank}.json"), "w") as f:
+        json.dump({"before": before, "during": during, "after": _threads(),
+                   "names": _thread_names()}, f)
 
 
 if __name__ == "__main__":

@@ -112,10 +112,21 @@ def test_omniglot_loader_on_a_synthetic_file(tmp_path, monkeypatch):
     path = str(folder / "chardata.mat")
     scipy_io.savemat(path, mat)
     ds = data.load_omniglot(path=path)
-    assert ds.train.shape == (40, 784) and ds.test.shape == (12, 784) and ds.valid is None
+    # no validation split in the file: a tenth (at most 1,345) of the training images held out
+    assert ds.train.shape == (36, 784) and ds.valid.shape == (4, 784)
+    assert ds.test.shape == (12, 784)
     assert ds.train.dtype == np.uint8 and set(np.unique(ds.train)) <= {0, 1}
-    assert abs(ds.train.mean() - mat["data"].mean()) < 0.02  # Bernoulli draws of the grey levels
-    np.testing.assert_array_equal(ds.train, data.load_omniglot(path=path).train)  # fixed seed
+    both = np.concatenate([ds.train, ds.valid])
+    assert abs(both.mean() - mat["data"].mean()) < 0.02  # Bernoulli draws of the grey levels
+    again = data.load_omniglot(path=path)  # fixed seeds: the same split and binarization
+    np.testing.assert_array_equal(ds.train, again.train)
+    np.testing.assert_array_equal(ds.valid, again.valid)
+    # the held-out images are training images, disjoint from those trained on
+    rows = {r.tobytes(): i for i, r in enumerate(data._binarize_fixed(
+        mat["data"].T.astype(np.float64), data.OMNIGLOT_BINARIZATION_SEED))}
+    held = {rows[r.tobytes()] for r in ds.valid}
+    kept = {rows[r.tobytes()] for r in ds.train}
+    assert len(held) == 4 and len(kept) == 36 and not held & kept
     monkeypatch.setenv("CONCRETE_EXT_DATA", str(tmp_path))
     with pytest.raises(ChecksumError, match="21ecaf34373511aa7691cf2e0802aa3d"):
         data.load_omniglot(download=False)

@@ -2,7 +2,9 @@
 
 The ranks are started as torchrun starts them (RANK, WORLD_SIZE, ... in the environment), one
 torch thread each, by this module (ddp_worker.py) or by torchrun itself; every launch has a
-timeout and kills what it started, so a test never hangs.
+timeout (generous: a busy machine can take minutes) and kills what it started, so a test never
+hangs. Timing checks are measured from the event they time (a rank's exit or hang, whose time the
+test hook prints), not from the launch, whose start-up a busy machine can stretch at will.
 """
 
 from __future__ import annotations
@@ -53,9 +55,11 @@ def _env(**extra) -> dict:
     return env
 
 
-def launch(args, world: int = 2, timeout: float = 120, wait=None, **env):
+def launch(args, world: int = 2, timeout: float = 600, wait=None, ended=None, **env):
     """``python ARGS`` on ``world`` ranks with torchrun's variables; [(output, returncode)] of the
-    ranks in ``wait`` (default all); the others are killed once those have ended."""
+    ranks in ``wait`` (default all); the others are killed once those have ended, and their
+    output so far is put in ``ended`` (a dict: rank -> output) when given, with the time the
+    waited-for ranks had all ended under the key "time"."""
     port, procs = _free_port(), []
     try:
         for r in range(world):
@@ -67,15 +71,20 @@ def launch(args, world: int = 2, timeout: float = 120, wait=None, **env):
                          MASTER_PORT=str(port), **env)))
         deadline = time.time() + timeout
         results = []
-        for p in (procs if wait is None else [procs[r] for r in wait]):
-            output = p.communicate(timeout=max(1.0, deadline - time.time()))[0]
-            results.append((output, p.returncode))
+        waited = list(range(world)) if wait is None else wait
+        for r in waited:
+            output = procs[r].communicate(timeout=max(1.0, deadline - time.time()))[0]
+            results.append((output, procs[r].returncode))
+        if ended is not None:
+            ended["time"] = time.time()
         return results
     finally:
-        for p in procs:  # never leave a rank behind
+        for r, p in enumerate(procs):  # never leave a rank behind
             if p.poll() is None:
                 p.kill()
-                p.wait()
+                output = p.communicate()[0]
+                if ended is not None:
+                    ended[r] = output
 
 
 def _train(fields, run_dir, data, steps=None) -> Trainer:
@@ -170,6 +179,17 @@ def test_rank0_decides_and_every_rank_raises(ddp):
     assert errors[0] == errors[1] and "already holds a checkpoint" in errors[0], errors
 
 
+def test_close_joins_the_process_group_threads(ddp):
+    """World.close() frees the process group before the interpreter exits: none of its threads
+    (gloo's workers, the store's) is left to release work while Python finalizes, the race that
+    aborted one rank in about 80 runs ("terminate called without an active exception")."""
+    out = ddp[0]
+    for r in range(2):
+        t = json.loads((out / f"threads.rank{r}.json").read_text())
+        assert t["during"] > t["before"], t  # the group runs threads of its own
+        assert t["after"] == t["before"], t
+
+
 def test_two_rank_evaluation_equals_one_process(ddp):
     """The units' noise depends on (seed, block, chunk) only and the table of unit log-sums is
     combined in a fixed order: the sharded estimate is the one-process one, bit for bit."""
@@ -194,7 +214,7 @@ def test_cli_under_torchrun(tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                 f"--master_port={_free_port()}", "-m", "concrete_ext.zoo", "--"]
     done = subprocess.run(torchrun + CLI_TRAIN + ["--run-dir", run], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("done at step 6") == 1, done.stdout  # rank 0 reports
     assert "2 ranks (gloo, cpu)" in done.stderr
@@ -202,7 +222,7 @@ def test_cli_under_torchrun(tmp_path):
              if r["kind"] == "train"]
     assert steps == [2, 4, 6]
     done = subprocess.run(torchrun + ["eval", run, "--m", "20", "--n", "12", "--quiet"],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     two = runs.read_json(os.path.join(run, runs.EVAL))["test@20/n12s0"]
     from concrete_ext.zoo.data import load_dataset, random_subset
@@ -220,31 +240,42 @@ def test_a_dead_rank_fails_the_job_quickly(tmp_path):
     seconds (gloo sees the connection drop; --dist-timeout bounds a silent hang), and the last
     checkpoint (step 2) is there to resume."""
     run = str(tmp_path / "run")
-    t0 = time.time()
+    ended = {}
     results = launch(["-m", "concrete_ext.zoo"] + CLI_TRAIN + ["--dist-timeout", "30",
                                                                "--run-dir", run],
-                     timeout=90, **{FAULT_ENV: "1:3"})
-    elapsed = time.time() - t0
+                     timeout=180, ended=ended, **{FAULT_ENV: "1:3"})
     (out0, code0), (out1, code1) = results
     assert code1 == 3 and "exiting at step 3" in out1, out1
     assert code0 == 1, out0
     assert "error: rank 0 of 2: communication with the other ranks failed" in out0, out0
     assert "continue with --resume, on any number of ranks" in out0
     assert "Traceback" not in out0
-    assert elapsed < 60, elapsed
+    # measured from rank 1's exit, not from the launch: start-up on a busy machine takes long
+    after = ended["time"] - _fault_time(out1)
+    assert after < 25, after  # well within the 30 s timeout: the dropped connection is seen
     assert runs.load_checkpoint(os.path.join(run, runs.CHECKPOINT))["step"] == 2
 
 
+def _fault_time(output: str) -> float:
+    """The time the test hook printed ("... at step 3 (time T)")."""
+    import re
+
+    found = re.search(r"at step \d+ \(time ([0-9.]+)\)", output)
+    assert found, output
+    return float(found.group(1))
+
+
 def test_a_hanging_rank_fails_the_job_after_the_timeout(tmp_path):
-    """Rank 1 stops answering at step 3 (test hook): rank 0 gives up after --dist-timeout (8 s;
-    the same timeout bounds the start-up rendezvous, so not much less on a busy machine)
-    with the same clear message."""
+    """Rank 1 stops answering at step 3 (test hook): rank 0 gives up after --dist-timeout (20 s;
+    the same timeout bounds the start-up rendezvous, so not much less on a busy machine) with
+    the same clear message: not before the timeout, and not long after it."""
     run = str(tmp_path / "run")
-    args = ["-m", "concrete_ext.zoo"] + CLI_TRAIN + ["--dist-timeout", "8", "--run-dir", run]
-    t0 = time.time()
-    [(out0, code0)] = launch(args, timeout=90, wait=[0], **{FAULT_ENV: "1:3:hang"})
-    elapsed = time.time() - t0
+    args = ["-m", "concrete_ext.zoo"] + CLI_TRAIN + ["--dist-timeout", "20", "--run-dir", run]
+    ended = {}
+    [(out0, code0)] = launch(args, timeout=180, wait=[0], ended=ended,
+                             **{FAULT_ENV: "1:3:hang"})
     assert code0 == 1, out0
     assert "error: rank 0 of 2: communication with the other ranks failed" in out0, out0
     assert "Traceback" not in out0
-    assert elapsed < 60, elapsed
+    after = ended["time"] - _fault_time(ended[1])  # measured from the hang, not the launch
+    assert 15 < after < 60, after
