@@ -88,10 +88,10 @@ def _check_finite_temperature(temperature: Tensor) -> None:
 
 
 def _broadcast_shape(a, b, what: str) -> torch.Size:
-    try:
-        return torch.broadcast_shapes(a, b)
-    except RuntimeError:
-        raise ValueError(f"{what}: shapes {tuple(a)} and {tuple(b)} do not broadcast") from None
+    shape = F.broadcast_shape(a, b)
+    if shape is None:
+        raise ValueError(f"{what}: shapes {tuple(a)} and {tuple(b)} do not broadcast")
+    return shape
 
 
 def _validate(dist: Distribution, checks, validate_args: Optional[bool]) -> bool:
@@ -99,6 +99,8 @@ def _validate(dist: Distribution, checks, validate_args: Optional[bool]) -> bool
     parameter given (the derived one is not checked twice), as torch's Distribution does."""
     validate = Distribution._validate_args if validate_args is None else validate_args
     if validate and not torch.compiler.is_compiling():
+        if _plainly_valid_temperature(checks[-1][1]):
+            checks = checks[:-1]
         for name, value, constraint in checks:
             valid = constraint.check(value)
             if not torch._is_all_true(valid):
@@ -106,8 +108,19 @@ def _validate(dist: Distribution, checks, validate_args: Optional[bool]) -> bool
                     f"Expected parameter {name} (Tensor of shape {tuple(value.shape)}) of "
                     f"distribution {type(dist).__name__} to satisfy the constraint "
                     f"{constraint!r}, but found invalid values:\n{value}")
-        _check_finite_temperature(checks[-1][1])
+        if checks and checks[-1][0] == "temperature":
+            _check_finite_temperature(checks[-1][1])
     return validate
+
+
+def _plainly_valid_temperature(t: Tensor) -> bool:
+    """Whether a temperature on the CPU is positive and finite, read once (the constraint checks
+    cost several small ops); False sends it through the checks that name what is wrong."""
+    if t.device.type != "cpu" or type(t) not in (Tensor, torch.nn.Parameter) or t.numel() == 0:
+        return False
+    v = t.detach()
+    lo, hi = (v.item(),) * 2 if v.numel() == 1 else (x.item() for x in torch.aminmax(v))
+    return 0 < lo and hi < math.inf
 
 
 def _masked_log(p: Tensor) -> Tensor:
@@ -122,12 +135,8 @@ def _row_temperature(temperature: Tensor, param_shape: torch.Size) -> Tensor:
     against the logits with size 1 along the category dim) drops that dim; a tensor that
     broadcasts against the batch shape is taken as it is."""
     shape = temperature.shape
-    if len(shape) >= 1 and shape[-1] == 1:
-        try:
-            torch.broadcast_shapes(shape, param_shape)
-            return temperature.squeeze(-1)
-        except RuntimeError:
-            pass
+    if len(shape) >= 1 and shape[-1] == 1 and F.broadcast_shape(shape, param_shape) is not None:
+        return temperature.squeeze(-1)
     return temperature
 
 
@@ -139,16 +148,6 @@ def _promoted(value: Tensor, *params: Tensor):
     for p in params:
         dtype = torch.promote_types(dtype, p.dtype)
     return tuple(t if t.dtype == dtype else t.to(dtype) for t in (value, *params))
-
-
-def _into_open_interval(value: Tensor, upper: bool = True) -> Tensor:
-    """value with exact 0 (and 1 when `upper`) moved to tiny (1 - eps/2): the representable ends
-    of the open unit interval. Values outside [0, 1] are left alone (validate_args refuses them)."""
-    if not value.is_floating_point():
-        return value
-    info = torch.finfo(value.dtype)
-    value = torch.where(value == 0, info.tiny, value)
-    return torch.where(value == 1, 1 - info.eps / 2, value) if upper else value
 
 
 # ---- categorical ---------------------------------------------------------------------------------

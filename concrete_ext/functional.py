@@ -18,7 +18,7 @@ import functools
 import math
 import numbers
 import operator
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -355,6 +355,23 @@ def gumbel_top_k(logits: Tensor, k: int, dim: int = -1, *,
                         generator, seed, offset)
 
 
+def broadcast_shape(a: Sequence[int], b: Sequence[int]) -> Optional[torch.Size]:
+    """The broadcast of two shapes, or None if they do not broadcast (torch.broadcast_shapes
+    without its Python reference machinery, which costs more than a small op)."""
+    if len(a) < len(b):
+        a, b = b, a
+    out = list(a)
+    off = len(a) - len(b)
+    for i, m in enumerate(b):
+        n = out[off + i]
+        if n == m or m == 1:
+            continue
+        if n != 1:
+            return None
+        out[off + i] = m
+    return torch.Size(out)
+
+
 def _broadcast_value(value: Tensor, logits: Tensor, name: str = "value"):
     _check_tensor(value, name)
     if value.device != logits.device:
@@ -375,12 +392,8 @@ def _interior(value: Tensor, upper: bool) -> Tensor:
     interval (tiny, 1 - eps/2): the density is evaluated there, as the distribution classes and
     torch's relaxed distributions (clamp_probs) do; the formula is inf - inf at the ends."""
     info = torch.finfo(value.dtype)
-    value = torch.where(value == 0, torch.full((), info.tiny, dtype=value.dtype,
-                                               device=value.device), value)
-    if upper:
-        value = torch.where(value == 1, torch.full((), 1 - info.eps / 2, dtype=value.dtype,
-                                                   device=value.device), value)
-    return value
+    value = torch.where(value == 0, info.tiny, value)
+    return torch.where(value == 1, 1 - info.eps / 2, value) if upper else value
 
 
 def _density_call(op_name: str, reference_fn, value, logits, temperature, *dim, interior=None):
