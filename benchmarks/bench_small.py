@@ -217,21 +217,28 @@ def main(argv=None):
         print(_table(rows, ["op", "shape", "mode", "this tree µs", f"{args.compare} µs",
                             "other / this"]))
         return
-    res = measure(args.tree, args.rounds, args.min_ms, args.only, args.device)
     if args.json:
-        print(json.dumps(res))
+        print(json.dumps(measure(args.tree, args.rounds, args.min_ms, args.only, args.device)))
         return
+    print(table(args.device, args.rounds, args.min_ms, args.only, args.tree))
+
+
+def table(device: str = "cpu", rounds: int = 5, min_ms: float = 30.0, only: str = "",
+          tree: str = "") -> str:
+    """The markdown table of every case, with a one-line header saying how it was measured (used
+    by `python -m benchmarks.run --quick / --gpu` too)."""
+    res = measure(tree, rounds, min_ms, only, device)
     import torch
 
     import concrete_ext as ce
 
-    print(f"# small calls on {args.device} (one CPU thread): torch {torch.__version__}, "
-          f"concrete_ext from {os.path.dirname(os.path.dirname(ce.__file__))}, min of "
-          f"{args.rounds} rounds of >= {args.min_ms} ms, load average {os.getloadavg()}")
+    head = (f"# small calls on {device} (one CPU thread): torch {torch.__version__}, "
+            f"concrete_ext from {os.path.dirname(os.path.dirname(ce.__file__))}, min of "
+            f"{rounds} rounds of >= {min_ms} ms, load average "
+            f"{tuple(round(x, 2) for x in os.getloadavg())}")
     rows = [[*k.split("|"), f"{v['ours'] * 1e6:.1f}", f"{v['peer'] * 1e6:.1f}",
              f"{v['peer'] / v['ours']:.2f}"] for k, v in res.items()]
-    print(_table(rows, ["op", "shape", "mode", "ours µs", "peer µs", "peer / ours"]))
-
+    return head + "\n\n" + _table(rows, ["op", "shape", "mode", "ours µs", "peer µs", "peer / ours"])
 
 if __name__ == "__main__":
     main()

@@ -10,8 +10,11 @@
 --dry-run    print the plan, then call every case once at a tiny size on this CPU (torch.compile with
              the aot_eager backend): catches silly failures before GPU time is spent.
 
+--quick and --gpu end with the small-call table of bench_small (per-call cost at 8x4, 64x10 and
+256x200 against the composite peers; on a GPU, the launch latency); --no-small skips it.
+
 Writes <out>/<device>_<plan>_<stamp>.csv and .md and PNG plots, prints a compact table of our
-providers, then the targets of issue 5 last.
+providers and the small calls, then the targets last.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Callable, List, Sequence, Tuple
 
 import torch
 
-from . import bench_binary, bench_log_prob, bench_relaxed_kl, bench_sample, report
+from . import bench_binary, bench_log_prob, bench_relaxed_kl, bench_sample, bench_small, report
 from .harness import PEERS, Plan, Settings, Spec, env_info, run_specs, time_fn
 
 MODULES = (bench_sample, bench_log_prob, bench_binary, bench_relaxed_kl)
@@ -221,6 +224,8 @@ def main(argv=None) -> int:
                     help="skip the cases left after this many seconds (default 180 with --gpu, "
                          "150 with --quick, none otherwise)")
     ap.add_argument("--ops", default="", help="comma-separated op names to keep")
+    ap.add_argument("--no-small", dest="small", action="store_false",
+                    help="skip the small-call table (bench_small), which --quick and --gpu add")
     ap.add_argument("--threads", type=int, default=1,
                     help="CPU threads (default 1: on a shared machine a second OpenMP thread waits "
                          "for a busy core at every parallel region, see docs/BENCHMARKS.md)")
@@ -274,7 +279,15 @@ def main(argv=None) -> int:
     except Exception as e:  # noqa: BLE001 - the tables and targets matter more than the plots
         log(f"plots failed: {type(e).__name__}: {e}")
         pngs = []
+    # Per-call cost of small calls (bench_small: ours against the composite peers).
+    small = (bench_small.table(device, rounds=3, min_ms=20.0)
+             if args.small and (args.quick or args.gpu) else "")
+    if small:
+        with open(base + ".md", "a") as f:
+            f.write(f"\n## Small calls (`python -m benchmarks.bench_small`)\n\n{small}\n")
     log("\n" + compact_table(rows))
+    if small:
+        log("\n" + small)
     log(f"\nfiles: {base}.csv, {base}.md, {len(pngs)} PNG plots in {args.out}")
     log(f"\n== bench summary: {name}, {elapsed:.0f} s, {len(specs)} cases"
         + (f", {skipped} provider timings skipped (time budget)" if skipped else "") + " ==")
