@@ -16,17 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 import traceback
-
-import os
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import concrete_ext as ce  # noqa: E402
-from concrete_ext import _ops
 
 SEED, OFF = 0x1234_5678_9ABC_DEF0, 3
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float16: 4e-3}

@@ -112,7 +112,6 @@ class Case:
 
 def row_cases(sizes, dtypes) -> List[Case]:
     from concrete_ext import reference as ref
-
     from concrete_ext._triton import KERNELS
 
     ops = torch.ops.concrete_ext
@@ -162,7 +161,6 @@ def row_cases(sizes, dtypes) -> List[Case]:
 
 def binary_cases(numels, dtypes) -> List[Case]:
     from concrete_ext import reference as ref
-
     from concrete_ext._triton import KERNELS
 
     ops = torch.ops.concrete_ext

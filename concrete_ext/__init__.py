@@ -8,7 +8,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import _ops  # noqa: F401  (defines the ops and loads the compiled kernels)
+from . import (  # noqa: E402
+    _ops,  # noqa: F401  (defines the ops and loads the compiled kernels)
+    distributions,
+    functional,
+    reference,
+)
 from ._backend import backend, backends
 from .functional import (
     binary_concrete_log_prob,
@@ -26,7 +31,6 @@ from .functional import (
     noise,
     relaxed_kl_sample,
 )
-from . import distributions, functional, reference  # noqa: E402
 
 
 def build_info() -> dict:

@@ -24,7 +24,7 @@ kernel.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.autograd.forward_ad as fwAD

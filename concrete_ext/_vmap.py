@@ -24,8 +24,13 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
-from torch._C._functorch import (TransformType, _add_batch_dim, is_batchedtensor,
-                                 maybe_get_level, peek_interpreter_stack)
+from torch._C._functorch import (
+    TransformType,
+    _add_batch_dim,
+    is_batchedtensor,
+    maybe_get_level,
+    peek_interpreter_stack,
+)
 from torch._functorch.pyfunctorch import retrieve_current_functorch_interpreter
 
 from . import reference as ref

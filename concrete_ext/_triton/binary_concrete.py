@@ -20,7 +20,6 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .. import _layout
 from . import common as cm
 
 INF = tl.constexpr(float("inf"))

@@ -13,7 +13,6 @@ from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 import concrete_ext as ce
 from concrete_ext.distributions import BinaryConcrete, Concrete, ExpConcrete, LogitBinaryConcrete
-
 from concrete_ext.testing import INF, make_logits, make_temperature
 
 CATEGORICAL = [Concrete, ExpConcrete]

@@ -12,10 +12,18 @@ from torch.distributions.relaxed_bernoulli import LogitRelaxedBernoulli
 
 import concrete_ext as ce
 from concrete_ext import reference as R
-
-from concrete_ext.testing import (DTYPES, INF, assert_matches_reference, backend_params,
-                      compare_with_reference, forward_backward, make_logits, make_temperature,
-                      requires_cuda, use_backend)
+from concrete_ext.testing import (
+    DTYPES,
+    INF,
+    assert_matches_reference,
+    backend_params,
+    compare_with_reference,
+    forward_backward,
+    make_logits,
+    make_temperature,
+    requires_cuda,
+    use_backend,
+)
 
 SAMPLES = {
     "logit_binary_concrete_sample": (ce.logit_binary_concrete_sample,

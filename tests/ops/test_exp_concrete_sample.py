@@ -10,10 +10,20 @@ import torch
 
 import concrete_ext as ce
 from concrete_ext import reference as R
-
-from concrete_ext.testing import (DTYPES, INF, assert_matches_reference, backend_params, batch_shape,
-                      compare_with_reference, forward_backward, make_logits, make_temperature,
-                      requires_cuda, temperature_variants, use_backend)
+from concrete_ext.testing import (
+    DTYPES,
+    INF,
+    assert_matches_reference,
+    backend_params,
+    batch_shape,
+    compare_with_reference,
+    forward_backward,
+    make_logits,
+    make_temperature,
+    requires_cuda,
+    temperature_variants,
+    use_backend,
+)
 
 OPS = {
     "exp_concrete_sample": (ce.exp_concrete_sample, R.exp_concrete_sample),

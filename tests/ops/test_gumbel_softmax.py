@@ -12,11 +12,24 @@ import torch.nn.functional as F
 
 import concrete_ext as ce
 from concrete_ext import reference as R
-
-from concrete_ext.testing import (DTYPES, INF, LOW_PRECISION, assert_matches_reference, backend_params,
-                      batch_shape, cast_inputs, forward_backward, make_logits, make_temperature,
-                      random_upstream, requires_cuda, temperature_variants, tensors_equal,
-                      upcast, use_backend)
+from concrete_ext.testing import (
+    DTYPES,
+    INF,
+    LOW_PRECISION,
+    assert_matches_reference,
+    backend_params,
+    batch_shape,
+    cast_inputs,
+    forward_backward,
+    make_logits,
+    make_temperature,
+    random_upstream,
+    requires_cuda,
+    temperature_variants,
+    tensors_equal,
+    upcast,
+    use_backend,
+)
 
 SEED, OFFSET = 777, 5
 

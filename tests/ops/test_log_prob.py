@@ -13,10 +13,19 @@ from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 import concrete_ext as ce
 from concrete_ext import reference as R
-
-from concrete_ext.testing import (DTYPES, INF, assert_matches_reference, backend_params, batch_shape,
-                      compare_with_reference, make_logits, make_temperature, requires_cuda,
-                      temperature_variants, use_backend)
+from concrete_ext.testing import (
+    DTYPES,
+    INF,
+    assert_matches_reference,
+    backend_params,
+    batch_shape,
+    compare_with_reference,
+    make_logits,
+    make_temperature,
+    requires_cuda,
+    temperature_variants,
+    use_backend,
+)
 
 OPS = {
     "exp_concrete_log_prob": (ce.exp_concrete_log_prob, R.exp_concrete_log_prob),

@@ -8,7 +8,6 @@ import torch
 
 import concrete_ext as ce
 from concrete_ext import reference as R
-
 from concrete_ext.testing import DEVICES, LOW_PRECISION, requires_cuda
 
 KINDS = ("uniform", "exponential", "gumbel", "logistic")

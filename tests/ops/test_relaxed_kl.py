@@ -11,10 +11,18 @@ import torch
 
 import concrete_ext as ce
 from concrete_ext import reference as R
-
-from concrete_ext.testing import (DTYPES, INF, assert_matches_reference, backend_params, batch_shape,
-                      compare_with_reference, make_logits, make_temperature, requires_cuda,
-                      use_backend)
+from concrete_ext.testing import (
+    DTYPES,
+    INF,
+    assert_matches_reference,
+    backend_params,
+    batch_shape,
+    compare_with_reference,
+    make_logits,
+    make_temperature,
+    requires_cuda,
+    use_backend,
+)
 
 SEED, OFFSET = 99, 4
 GRADS = ["q_logits", "q_temperature", "p_logits", "p_temperature"]

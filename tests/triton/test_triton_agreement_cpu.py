@@ -10,7 +10,8 @@ import torch
 pytest.importorskip("triton")
 
 from concrete_ext import _ops  # noqa: E402
-from concrete_ext._triton import KERNELS, common as cm  # noqa: E402
+from concrete_ext._triton import KERNELS  # noqa: E402
+from concrete_ext._triton import common as cm
 from concrete_ext.testing import LOOPED, make_logits, make_temperature  # noqa: E402
 
 pytestmark = [pytest.mark.triton, pytest.mark.filterwarnings("ignore::RuntimeWarning"),

@@ -10,9 +10,17 @@ import torch
 pytest.importorskip("triton")
 
 from concrete_ext import reference as ref  # noqa: E402
-from concrete_ext._triton import KERNELS, common as cm  # noqa: E402
-from concrete_ext.testing import INF, LOOPED, ROW_NS, assert_low_precision, compare, make_logits, \
-    make_temperature  # noqa: E402
+from concrete_ext._triton import KERNELS  # noqa: E402
+from concrete_ext._triton import common as cm
+from concrete_ext.testing import (
+    INF,
+    LOOPED,
+    ROW_NS,
+    assert_low_precision,
+    compare,
+    make_logits,
+    make_temperature,  # noqa: E402
+)
 
 pytestmark = [pytest.mark.triton, pytest.mark.filterwarnings("ignore::RuntimeWarning")]
 

@@ -10,7 +10,8 @@ triton = pytest.importorskip("triton")
 import triton.language as tl  # noqa: E402
 
 from concrete_ext import reference as ref  # noqa: E402
-from concrete_ext._triton import KERNELS, common as cm  # noqa: E402
+from concrete_ext._triton import KERNELS  # noqa: E402
+from concrete_ext._triton import common as cm
 
 pytestmark = [pytest.mark.triton, pytest.mark.filterwarnings("ignore::RuntimeWarning")]
 

@@ -11,8 +11,10 @@ import torch
 pytest.importorskip("triton")
 
 import concrete_ext as ce  # noqa: E402
-from concrete_ext import _backend, _ops, _triton, reference as ref  # noqa: E402
-from concrete_ext._triton import KERNELS, common as cm  # noqa: E402
+from concrete_ext import _backend, _ops, _triton  # noqa: E402
+from concrete_ext import reference as ref
+from concrete_ext._triton import KERNELS  # noqa: E402
+from concrete_ext._triton import common as cm
 from concrete_ext.testing import INTERPRET, make_logits, make_temperature  # noqa: E402
 
 pytestmark = [pytest.mark.triton, pytest.mark.filterwarnings("ignore::RuntimeWarning")]

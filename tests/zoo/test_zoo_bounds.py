@@ -7,12 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from zoo_helpers import exact_bound, exact_log_likelihood, perturbed, relative_variance
 
 from concrete_ext.zoo.evaluate import estimate_bound, partial_log_sums, plan
 from concrete_ext.zoo.model import SBN, bound
 from concrete_ext.zoo.noise import NoiseSource
-
-from zoo_helpers import exact_bound, exact_log_likelihood, perturbed, relative_variance
 
 
 def ignore_z(model: SBN) -> SBN:

@@ -19,13 +19,12 @@ import time
 import numpy as np
 import pytest
 import torch
+from ddp_worker import eval_inputs, small_dataset
 
 from concrete_ext.zoo import runs
 from concrete_ext.zoo.distributed import FAULT_ENV
 from concrete_ext.zoo.evaluate import estimate_bound
-from concrete_ext.zoo.train import Trainer, TrainConfig
-
-from ddp_worker import eval_inputs, small_dataset
+from concrete_ext.zoo.train import TrainConfig, Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ddp_worker.py")

@@ -21,16 +21,24 @@ import math
 
 import pytest
 import torch
+from zoo_helpers import (
+    GROUPS,
+    Z_MAX,
+    assert_unbiased,
+    exact_bound,
+    flat_grad,
+    linear64,
+    perturbed,
+    quadrature_log_mean,
+    z_scores,
+)
+from zoo_helpers import log_logistic as _log_logistic
+from zoo_helpers import mc_gradient as _mc_gradient
 
 import concrete_ext as ce
 from concrete_ext.zoo.estimators import NVIL, VIMCO, Concrete, vimco_learning_signals
 from concrete_ext.zoo.model import SBN, bernoulli_log_prob, bound
 from concrete_ext.zoo.noise import NoiseSource, mix64
-
-from zoo_helpers import GROUPS, Z_MAX, assert_unbiased, exact_bound, flat_grad, linear64
-from zoo_helpers import log_logistic as _log_logistic
-from zoo_helpers import mc_gradient as _mc_gradient
-from zoo_helpers import perturbed, quadrature_log_mean, z_scores
 
 X = torch.tensor([1.0, 0.0, 1.0])
 

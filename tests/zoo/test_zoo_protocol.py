@@ -14,6 +14,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from zoo_helpers import assert_resume_is_exact
 
 from concrete_ext.zoo import cli, runs
 from concrete_ext.zoo.data import Dataset, load_mnist_sample
@@ -22,8 +23,6 @@ from concrete_ext.zoo.model import SBN
 from concrete_ext.zoo.noise import DefaultGeneratorNoise, NoiseSource, generator_as_default
 from concrete_ext.zoo.progress import Progress
 from concrete_ext.zoo.train import SP_WEIGHT_DECAY, TrainConfig, Trainer
-
-from zoo_helpers import assert_resume_is_exact
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,20 @@ import os
 import numpy as np
 import pytest
 import torch
+from zoo_helpers import (
+    Z_MAX,
+    assert_resume_is_exact,
+    assert_unbiased,
+    exact_conditional_log_likelihood,
+    exact_sp_bound,
+    flat_grad,
+    linear64,
+    log_logistic,
+    mc_gradient,
+    perturbed,
+    quadrature_log_mean,
+    z_scores,
+)
 
 from concrete_ext.zoo import cli, runs
 from concrete_ext.zoo.data import Dataset, load_mnist_sample
@@ -23,10 +37,6 @@ from concrete_ext.zoo.evaluate import estimate_bound
 from concrete_ext.zoo.model import SBN, ConditionalSBN, bernoulli_log_prob, bound, make_model
 from concrete_ext.zoo.noise import NoiseSource
 from concrete_ext.zoo.train import TrainConfig, Trainer
-
-from zoo_helpers import (Z_MAX, assert_resume_is_exact, assert_unbiased,
-                         exact_conditional_log_likelihood, exact_sp_bound, flat_grad, linear64,
-                         log_logistic, mc_gradient, perturbed, quadrature_log_mean, z_scores)
 
 # top half 3 pixels, bottom half 3 pixels
 X6 = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 1.0])

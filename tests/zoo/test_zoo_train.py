@@ -7,12 +7,11 @@ import os
 
 import pytest
 import torch
+from zoo_helpers import assert_resume_is_exact
 
 from concrete_ext.zoo import cli, runs
 from concrete_ext.zoo.data import Dataset, load_mnist_sample
 from concrete_ext.zoo.train import TrainConfig, Trainer
-
-from zoo_helpers import assert_resume_is_exact
 
 
 @pytest.fixture(scope="module")
