@@ -97,7 +97,7 @@ def philox_bits(numel: int, seed: int, offset: int = 0, device=None) -> Tensor:
 
 
 def noise_from_bits(bits: Tensor, kind: str) -> Tensor:
-    """The noise of DESIGN.md section 4 from 32-bit draws, in float64.
+    """The noise of the random-number contract (docs/ARCHITECTURE.md, "Random numbers") from 32-bit draws, in float64.
 
     U = (r + 1/2) 2^-32; the upper half (r >= 2^31) works with V = 1 - U so nothing is lost near 1.
     """

@@ -1,6 +1,6 @@
 """The 32-bit draw -> noise transforms are finite and in range for every draw.
 
-* Exhaustively at the extremes (the reference transform of DESIGN.md section 4, float64, then
+* Exhaustively at the extremes (the reference transform of docs/ARCHITECTURE.md, "Random numbers", float64, then
   rounded to every working dtype): the 2^20 smallest draws, the 2^20 largest and the 2^21 around
   the half-way point 2^31, where the transforms switch from U to 1 - U.
 * By sampling elsewhere: 2^22 draws of the compiled kernels in fp64 / fp32 / fp16 / bf16, every

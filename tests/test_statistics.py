@@ -10,7 +10,6 @@ Maddison, Mnih & Teh (2017), Proposition 1: for X ~ Concrete(alpha, lambda),
   (b) rounding: P(X_k > X_i for all i != k) = alpha_k / sum_i alpha_i;
   (c) zero temperature: P(lim_{lambda -> 0} X_k = 1) = alpha_k / sum_i alpha_i;
   (d) convex eventually: if lambda <= 1 / (n - 1), the density p(x) is log-convex in x.
-(The issue numbers them 1a rounding, 1b densities / CDFs, 1c zero temperature; both are covered.)
 The densities are checked to integrate to 1 and to give the distribution of the samples (n = 2
 and n = 3, numerically with scipy). The binary special case (Section 3.4 / Prop. 2 as we read
 it): X ~ BinConcrete(alpha, lambda) iff (X, 1 - X) ~ Concrete((alpha, 1), lambda), so rounding

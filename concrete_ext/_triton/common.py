@@ -2,7 +2,7 @@
 transforms of csrc/include/concrete_ext/philox.h), scalar helpers, and the host-side preparation
 (rows view, temperature, seed state, launch configuration).
 
-Random numbers (DESIGN.md section 4). Element i of a call (seed, offset) takes word i % 4 of
+Random numbers (docs/ARCHITECTURE.md, "Random numbers"). Element i of a call (seed, offset) takes word i % 4 of
 
     philox4x32_10(counter = (offset lo, offset hi, (i // 4) lo, (i // 4) hi), key = (seed lo, seed hi))
 

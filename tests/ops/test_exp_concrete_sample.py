@@ -92,7 +92,7 @@ def test_temperature_of_another_dtype(op):
     assert_matches_reference(g["temperature"], ge["temperature"], dtype=torch.float32)
 
 
-# Rows x n: the big rows kept to few rows. 131072 = 2^17 is the length the issue asks for.
+# Rows x n: the big rows kept to few rows. 131072 = 2^17 is the size of a large vocabulary.
 SIZES = [(33, 1), (33, 2), (33, 3), (33, 7), (9, 129), (3, 4097), (2, 131072), (10000, 7)]
 
 

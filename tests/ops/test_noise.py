@@ -1,4 +1,4 @@
-"""The random-number contract (DESIGN.md section 4): Philox4x32-10 known answers, the kernels' raw
+"""The random-number contract (docs/ARCHITECTURE.md, "Random numbers"): Philox4x32-10 known answers, the kernels' raw
 32-bit draws equal to the reference's bit for bit, the uniform / exponential / Gumbel / logistic
 transforms within a few ulps of the reference, their values at the extreme draws, and seeding
 through torch generators."""
@@ -136,7 +136,7 @@ def test_fp16_uniform_of_the_smallest_draws_is_positive():
 
 
 EXTREME_DRAWS = [0, 1, 2**31 - 1, 2**31, 2**32 - 1]
-# Ranges of the transforms over all 2^32 draws (DESIGN.md section 4): the extremes of
+# Ranges of the transforms over all 2^32 draws (docs/ARCHITECTURE.md, "Random numbers"): the extremes of
 # -log(U) are at U = 2^-33 (22.87) and 1 - 2^-33 (1.16e-10).
 RANGES = {
     "uniform": (2.0**-33, 1 - 2.0**-33),

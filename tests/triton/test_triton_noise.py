@@ -1,5 +1,5 @@
 """The random-number contract in Triton: Philox4x32-10 known-answer vectors, the draws of the noise
-op bit for bit against the reference, and the noise transforms (DESIGN.md section 4)."""
+op bit for bit against the reference, and the noise transforms (docs/ARCHITECTURE.md, "Random numbers")."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import triton.language as tl  # noqa: E402
 
 from concrete_ext import reference as ref  # noqa: E402
 from concrete_ext._triton import KERNELS  # noqa: E402
-from concrete_ext._triton import common as cm
+from concrete_ext._triton import common as cm  # noqa: E402
 
 pytestmark = [pytest.mark.triton, pytest.mark.filterwarnings("ignore::RuntimeWarning")]
 
