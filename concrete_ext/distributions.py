@@ -150,8 +150,34 @@ def _promoted(value: Tensor, *params: Tensor):
     return tuple(t if t.dtype == dtype else t.to(dtype) for t in (value, *params))
 
 
+class _Sampling:
+    """sample(): rsample without gradient, taking the generator too."""
+
+    def sample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape, generator=generator)
+
+
+class _Transformed(_Sampling):
+    """Concrete and BinaryConcrete: torch's TransformedDistribution of the base class (ExpConcrete,
+    LogitBinaryConcrete) by one transform, as torch builds its relaxed classes, with `hard`."""
+
+    def __init__(self, temperature, probs: Optional[Tensor] = None,
+                 logits: Optional[Tensor] = None, validate_args: Optional[bool] = None, *,
+                 hard: bool = False):
+        base = self._base(temperature, probs, logits, validate_args=validate_args)
+        # TransformedDistribution's constructor (torch's relaxed class's would build its own base).
+        super(self._torch, self).__init__(base, self._transform(), validate_args=validate_args)
+        self.hard = hard
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(self._own, _instance)
+        new.hard = self.hard
+        return super(self._torch, self).expand(batch_shape, _instance=new)
+
+
 # ---- categorical ---------------------------------------------------------------------------------
-class ExpConcrete(ExpRelaxedCategorical):
+class ExpConcrete(_Sampling, ExpRelaxedCategorical):
     """ExpConcrete(temperature, probs/logits): the log of a Concrete sample (paper, Appendix C),
     an ExpRelaxedCategorical. Its log-density is the stable one to optimise at low temperature
     (Appendix C.3)."""
@@ -203,10 +229,6 @@ class ExpConcrete(ExpRelaxedCategorical):
         logits, t = self._shaped(sample_shape)
         return F.exp_concrete_sample(logits, t, -1, generator)
 
-    def sample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
-        with torch.no_grad():
-            return self.rsample(sample_shape, generator=generator)
-
     def _log_prob_args(self, value, validate: bool = True):
         value, logits, t = _promoted(value, self.logits, self._row_tau)
         if validate and self._validate_args:
@@ -241,7 +263,7 @@ def _relaxed_kl(q: ExpConcrete, p, sample_shape, generator):
                                generator)
 
 
-class Concrete(RelaxedOneHotCategorical):
+class Concrete(_Transformed, RelaxedOneHotCategorical):
     """Concrete(temperature, probs/logits) on the simplex (paper, Definition 1): the
     Gumbel-Softmax distribution, a RelaxedOneHotCategorical (ExpConcrete through ExpTransform)."""
 
@@ -249,19 +271,6 @@ class Concrete(RelaxedOneHotCategorical):
                        "temperature": constraints.positive}
     support = constraints.simplex
     has_rsample = True
-
-    def __init__(self, temperature, probs: Optional[Tensor] = None,
-                 logits: Optional[Tensor] = None, validate_args: Optional[bool] = None, *,
-                 hard: bool = False):
-        base = ExpConcrete(temperature, probs, logits, validate_args=validate_args)
-        super(RelaxedOneHotCategorical, self).__init__(base, ExpTransform(),
-                                                       validate_args=validate_args)
-        self.hard = hard
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(Concrete, _instance)
-        new.hard = self.hard
-        return super(RelaxedOneHotCategorical, self).expand(batch_shape, _instance=new)
 
     def rsample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
         """A point of the simplex; with ``hard=True`` the one-hot of its largest entry in value and
@@ -272,10 +281,6 @@ class Concrete(RelaxedOneHotCategorical):
             return x
         one_hot = torch.zeros_like(x).scatter_(-1, x.argmax(-1, keepdim=True), 1.0)
         return F.straight_through(x, one_hot)
-
-    def sample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
-        with torch.no_grad():
-            return self.rsample(sample_shape, generator=generator)
 
     def log_prob(self, value: Tensor) -> Tensor:
         """The density at `value`, or at its soft value when it is a straight-through sample."""
@@ -305,7 +310,7 @@ def _binary_logits(probs: Tensor) -> Tensor:
     return torch.where(inside, logits, torch.where(probs > 0, math.inf, NEG_INF))
 
 
-class LogitBinaryConcrete(LogitRelaxedBernoulli):
+class LogitBinaryConcrete(_Sampling, LogitRelaxedBernoulli):
     """The logit of a BinaryConcrete sample: (logits + L) / temperature with L ~ Logistic(0, 1)
     (paper, Eq. 26); a LogitRelaxedBernoulli."""
 
@@ -389,10 +394,6 @@ class LogitBinaryConcrete(LogitRelaxedBernoulli):
         logits, t = self._shaped(sample_shape)
         return F.logit_binary_concrete_sample(logits, t, generator)
 
-    def sample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
-        with torch.no_grad():
-            return self.rsample(sample_shape, generator=generator)
-
     def _log_prob_args(self, value, validate: bool = True):
         value, logits, t = _promoted(value, self.logits, self._tau)
         if validate and self._validate_args:
@@ -423,7 +424,7 @@ def _binary_relaxed_kl(q: "LogitBinaryConcrete", p, sample_shape, generator):
     return z, log_q - log_p
 
 
-class BinaryConcrete(RelaxedBernoulli):
+class BinaryConcrete(_Transformed, RelaxedBernoulli):
     """BinaryConcrete(temperature, probs/logits) on (0, 1) (paper, Eq. 16 and 17); a
     RelaxedBernoulli (LogitBinaryConcrete through SigmoidTransform)."""
 
@@ -432,28 +433,11 @@ class BinaryConcrete(RelaxedBernoulli):
     support = constraints.unit_interval
     has_rsample = True
 
-    def __init__(self, temperature, probs: Optional[Tensor] = None,
-                 logits: Optional[Tensor] = None, validate_args: Optional[bool] = None, *,
-                 hard: bool = False):
-        base = LogitBinaryConcrete(temperature, probs, logits, validate_args=validate_args)
-        super(RelaxedBernoulli, self).__init__(base, SigmoidTransform(),
-                                               validate_args=validate_args)
-        self.hard = hard
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(BinaryConcrete, _instance)
-        new.hard = self.hard
-        return super(RelaxedBernoulli, self).expand(batch_shape, _instance=new)
-
     def rsample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
         """A point of (0, 1); with ``hard=True`` the Bernoulli draw 1[x > 1/2] in value and the
         relaxed sample in gradient (straight-through), the soft value kept as ``.soft``."""
         logits, t = self.base_dist._shaped(sample_shape)
         return F.binary_concrete_sample(logits, t, generator, hard=self.hard)
-
-    def sample(self, sample_shape=torch.Size(), *, generator=None) -> Tensor:
-        with torch.no_grad():
-            return self.rsample(sample_shape, generator=generator)
 
     def log_prob(self, value: Tensor) -> Tensor:
         """The density at `value`, or at its soft value when it is a straight-through sample."""
@@ -471,3 +455,10 @@ class BinaryConcrete(RelaxedBernoulli):
         change of variables cancels in the difference)."""
         z, kl = _binary_relaxed_kl(self.base_dist, p, sample_shape, generator)
         return torch.sigmoid(z), kl
+
+
+# What _Transformed builds each of its classes from.
+Concrete._base, Concrete._transform, Concrete._torch, Concrete._own = (
+    ExpConcrete, ExpTransform, RelaxedOneHotCategorical, Concrete)
+BinaryConcrete._base, BinaryConcrete._transform, BinaryConcrete._torch, BinaryConcrete._own = (
+    LogitBinaryConcrete, SigmoidTransform, RelaxedBernoulli, BinaryConcrete)
