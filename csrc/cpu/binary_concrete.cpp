@@ -43,30 +43,33 @@ struct BinarySampleBackward {
     TauView<T> tau;
     bool logit_space;
   };
-  // in: sample, grad; out: d logits
-  template <typename T>
-  static CE_INLINE void block(const Params<T>& p, const Block<T>& b, Scratch& s) {
-    const int64_t m = b.R;
-    T *inv = s.take<T>(), *sink = s.take<T>();
-    tau_values(p.tau, b.r0, m, true, inv);
-    const T* sb = b.in[0];
-    const T* gb = b.in[1];
-    T* db = b.out[0];
-    T* tb = p.gt ? p.gt + b.r0 : sink;
-    if (p.logit_space) {
+  // in: sample, grad; out: d logits. d tau only where asked for: on (0, 1) it takes two logs.
+  // (The pointers are restrict: GCC versions a loop over this many streams for aliasing only up
+  // to 10 run-time checks, and leaves it scalar otherwise.)
+  template <bool kTau, typename T>
+  static CE_INLINE void elements(bool logit_space, int64_t m, const T* __restrict__ sb,
+                                 const T* __restrict__ gb, const T* __restrict__ inv,
+                                 T* __restrict__ db, T* __restrict__ tb) {
+    if (logit_space) {
       for (int64_t j = 0; j < m; ++j) {
-        T d, t;
-        bc::sample_logit_backward(gb[j], sb[j], inv[j], &d, &t);
-        db[j] = d;
-        tb[j] = t;
+        db[j] = bc::sample_logit_da(gb[j], inv[j]);
+        if constexpr (kTau) tb[j] = bc::sample_logit_dtau(gb[j], sb[j], inv[j]);
       }
     } else {
       for (int64_t j = 0; j < m; ++j) {
-        T d, t;
-        bc::sample_backward<T, vm::VecOps>(gb[j], sb[j], inv[j], &d, &t);
-        db[j] = d;
-        tb[j] = t;
+        db[j] = bc::sample_da(gb[j], sb[j], inv[j]);
+        if constexpr (kTau) tb[j] = bc::sample_dtau<T, vm::VecOps>(gb[j], sb[j], inv[j]);
       }
+    }
+  }
+  template <typename T>
+  static CE_INLINE void block(const Params<T>& p, const Block<T>& b, Scratch& s) {
+    T* inv = s.take<T>();
+    tau_values(p.tau, b.r0, b.R, true, inv);
+    if (p.gt) {
+      elements<true>(p.logit_space, b.R, b.in[0], b.in[1], inv, b.out[0], p.gt + b.r0);
+    } else {
+      elements<false>(p.logit_space, b.R, b.in[0], b.in[1], inv, b.out[0], static_cast<T*>(nullptr));
     }
   }
 };
@@ -102,36 +105,44 @@ struct BinaryLogProbBackward {
     TauView<T> tau;
     bool logit_space;
   };
-  // in: value, logits; out: d value, d logits (each may be absent)
-  template <typename T>
-  static CE_INLINE void block(const Params<T>& p, const Block<T>& b, Scratch& s) {
-    const int64_t m = b.R;
-    T* tau = s.take<T>();
-    tau_values(p.tau, b.r0, m, false, tau);
-    const T* vb = b.in[0];
-    const T* ab = b.in[1];
-    const T* gb = p.g + b.r0;
-    // Gradients nobody asked for go to a block-sized sink (keeps the loops branch-free).
-    T* gvb = b.out[0] ? b.out[0] : s.take<T>();
-    T* gab = b.out[1] ? b.out[1] : s.take<T>();
-    T* gtb = p.gt ? p.gt + b.r0 : s.take<T>();
-    auto store = [&](int64_t j, T dv, T da, T dt) CE_LAMBDA {
-      gvb[j] = gb[j] * dv;
-      gab[j] = gb[j] * da;
-      gtb[j] = gb[j] * dt;
-    };
-    if (p.logit_space) {
+  // in: value, logits; out: d value, d logits (each may be absent). c = 1 - 2 sigmoid(a - tau y)
+  // gives every partial (math/binary_concrete.h); d tau only where asked for. (Restrict pointers:
+  // see BinarySampleBackward.)
+  template <bool kTau, typename T>
+  static CE_INLINE void elements(bool logit_space, int64_t m, const T* __restrict__ vb,
+                                 const T* __restrict__ ab, const T* __restrict__ gb,
+                                 const T* __restrict__ tau, T* __restrict__ gvb,
+                                 T* __restrict__ gab, T* __restrict__ gtb) {
+    if (logit_space) {
       for (int64_t j = 0; j < m; ++j) {
-        T dv, da, dt;
-        bc::logit_log_prob_grads<T, vm::VecOps>(vb[j], ab[j], tau[j], &dv, &da, &dt);
-        store(j, dv, da, dt);
+        const T c = bc::logit_log_prob_c<T, vm::VecOps>(vb[j], ab[j], tau[j]);
+        gvb[j] = gb[j] * (-tau[j] * c);
+        gab[j] = gb[j] * c;
+        if constexpr (kTau) gtb[j] = gb[j] * bc::logit_log_prob_dtau(vb[j], tau[j], c);
       }
     } else {
       for (int64_t j = 0; j < m; ++j) {
-        T dv, da, dt;
-        bc::log_prob_grads<T, vm::VecOps>(vb[j], ab[j], tau[j], &dv, &da, &dt);
-        store(j, dv, da, dt);
+        const T x = vb[j];
+        const T y = bc::logit<T, vm::VecOps>(x);
+        const T c = bc::logit_log_prob_c<T, vm::VecOps>(y, ab[j], tau[j]);
+        gvb[j] = gb[j] * bc::log_prob_dx(x, tau[j], c);
+        gab[j] = gb[j] * c;
+        if constexpr (kTau) gtb[j] = gb[j] * bc::logit_log_prob_dtau(y, tau[j], c);
       }
+    }
+  }
+  template <typename T>
+  static CE_INLINE void block(const Params<T>& p, const Block<T>& b, Scratch& s) {
+    T* tau = s.take<T>();
+    tau_values(p.tau, b.r0, b.R, false, tau);
+    // Gradients nobody asked for go to a block-sized sink (keeps the loops branch-free).
+    T* gvb = b.out[0] ? b.out[0] : s.take<T>();
+    T* gab = b.out[1] ? b.out[1] : s.take<T>();
+    const T* gb = p.g + b.r0;
+    if (p.gt) {
+      elements<true>(p.logit_space, b.R, b.in[0], b.in[1], gb, tau, gvb, gab, p.gt + b.r0);
+    } else {
+      elements<false>(p.logit_space, b.R, b.in[0], b.in[1], gb, tau, gvb, gab, static_cast<T*>(nullptr));
     }
   }
 };
