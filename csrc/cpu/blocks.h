@@ -43,7 +43,7 @@ namespace concrete_ext {
 namespace cpu {
 
 // Elements per block: the scratch arrays of a block stay in L1/L2.
-constexpr int64_t kBlockElems = 2048;
+constexpr int64_t kBlockElems = 1024;
 // Elements per parallel task, so that small tensors are not split across threads.
 constexpr int64_t kTaskElems = 1 << 15;
 
@@ -74,18 +74,42 @@ class Scratch {
   std::vector<std::unique_ptr<char, Free>> arrays_;
 };
 
+// Software prefetch of the next block's inputs, spread over the passes of the current block
+// (part(k, parts) fetches the first k / parts of them): a row of 1024 floats is one 4 KiB page,
+// and the hardware prefetchers do not cross pages, so without it every block starts with cache
+// misses on every input; one burst of prefetches for a whole block would stall on the miss buffers.
+struct Prefetch {
+  static constexpr int kLocality = 3;  // keep in every cache level
+  const char* p[4];
+  int streams;
+  int64_t bytes;
+  int64_t done = 0;
+  inline __attribute__((always_inline)) void part(int k, int parts) {
+    const int64_t upto = bytes * k / parts;
+    for (; done < upto; done += 64) {
+      for (int s = 0; s < streams; ++s) __builtin_prefetch(p[s] + done, 0, kLocality);
+    }
+  }
+};
+
 // The rows [r0, r0 + R) of a block, n per row. in[k] / out[k] point to row r0 of the op's k-th
 // elementwise input / output, row_out[k] to the per-row output of row r0 (null where the op has no
-// such input or does not want that output). next_in / next_bytes: where the next block's first two inputs start in memory,
-// for software prefetch.
+// such input or does not want that output). prefetch() fetches the next block's inputs.
 template <typename T>
 struct Block {
   int64_t r0, R, n;
   const T* in[4];
   T* out[4];
   T* row_out[2];
-  const void* next_in[2];
+  const void* next_in[4];  // where the next block's inputs start in memory (null: none)
   int64_t next_bytes;
+  Prefetch prefetch() const {
+    Prefetch pf{{}, 0, next_bytes};
+    for (int k = 0; k < 4; ++k) {
+      if (next_in[k]) pf.p[pf.streams++] = static_cast<const char*>(next_in[k]);
+    }
+    return pf;
+  }
 };
 
 // The tensors of the op's dtype a kernel reads and writes (null pointers are absent outputs).
@@ -126,9 +150,7 @@ void for_row_blocks(const Io<scalar_t>& io, int64_t rows, int64_t n, const Body&
       Block<T> b{r0, R, n, {}, {}, {}, {}, 0};
       const int64_t next_rows = std::min(R, rows - (r0 + R));
       b.next_bytes = next_rows * n * static_cast<int64_t>(sizeof(scalar_t));
-      for (int k = 0; k < io.n_in && k < 2; ++k) {
-        b.next_in[k] = io.in[k] ? io.in[k] + e0 + count : nullptr;
-      }
+      for (int k = 0; k < io.n_in; ++k) b.next_in[k] = io.in[k] ? io.in[k] + e0 + count : nullptr;
       if constexpr (std::is_same_v<scalar_t, T>) {
         for (int k = 0; k < io.n_in; ++k) b.in[k] = io.in[k] ? io.in[k] + e0 : nullptr;
         for (int k = 0; k < io.n_out; ++k) b.out[k] = io.out[k] ? io.out[k] + e0 : nullptr;

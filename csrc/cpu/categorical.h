@@ -37,23 +37,6 @@ CE_INLINE void perturbed_block(const acc_t* ab, int64_t r0, int64_t R, int64_t n
   });
 }
 
-// Software prefetch of the next block's inputs, spread over the passes of the current block:
-// the hardware prefetcher runs only a little ahead of the first pass, and one burst of prefetches
-// for a whole block stalls on the miss buffers. part(k, parts) prefetches the first k / parts.
-struct NextBlock {
-  static constexpr int kLocality = 3;  // keep in every cache level
-  const char* p[2];
-  int64_t bytes;
-  int64_t done = 0;
-  CE_INLINE void part(int k, int parts) {
-    const int64_t upto = bytes * k / parts;
-    for (; done < upto; done += 64) {
-      __builtin_prefetch(p[0] + done, 0, kLocality);
-      __builtin_prefetch(p[1] + done, 0, kLocality);
-    }
-  }
-};
-
 // Whether any of `count` logits is -inf (a masked category).
 template <typename acc_t, typename scalar_t>
 CE_INLINE bool any_masked(const scalar_t* a, int64_t count) {
@@ -71,7 +54,7 @@ CE_INLINE bool any_masked(const scalar_t* a, int64_t count) {
 template <bool kMasked, typename scalar_t, typename acc_t, typename Y>
 CE_INLINE void density_rows(int64_t R, int64_t n, const scalar_t* a, const scalar_t* mask,
                             const acc_t* tau, const Y& y, acc_t* s, acc_t* tmp, acc_t* m,
-                            double* cnt, double* sum_w, double* total, NextBlock* pf) {
+                            double* cnt, double* sum_w, double* total, Prefetch* pf) {
   if (pf) pf->part(1, 4);
   // Every load comes before the select: GCC 12 does not vectorise loads under a condition.
   rows_max(R, n, m, s, [&](int64_t r, int64_t i) CE_LAMBDA {
@@ -114,7 +97,7 @@ template <bool kOptimistic, typename scalar_t, typename acc_t, typename Y>
 CE_INLINE bool density_block(int64_t R, int64_t n, const scalar_t* a, const scalar_t* mask,
                              const acc_t* tau, const Y& y, acc_t* s, acc_t* tmp, acc_t* m,
                              double* cnt, double* sum_w, double* total,
-                             NextBlock* pf = nullptr) {
+                             Prefetch* pf = nullptr) {
   bool masked;
   if constexpr (kOptimistic) {
     density_rows<false>(R, n, a, mask, tau, y, s, tmp, m, cnt, sum_w, total, pf);

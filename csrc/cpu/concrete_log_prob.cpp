@@ -26,8 +26,7 @@ struct LogProb {
     tau_values(p.tau, b.r0, R, false, tau);
     const T* vb = b.in[0];
     const T* ab = b.in[1];
-    NextBlock pf{{static_cast<const char*>(b.next_in[0]), static_cast<const char*>(b.next_in[1])},
-                 b.next_bytes};
+    Prefetch pf = b.prefetch();
     if constexpr (!kLogSpace) {
       for (int64_t i = 0; i < R * n; ++i) y[i] = BlockMath<T>::log(vb[i]);
     }
@@ -89,8 +88,9 @@ struct LogProbBackward {
       if constexpr (kLogSpace) return vb[i];
       else return y[i];
     };
+    Prefetch pf = b.prefetch();
     density_block<false>(R, n, ab, ab, tau, yf, sw, tmp, m, cnt, static_cast<double*>(nullptr),
-                         total);
+                         total, &pf);
     for (int64_t r = 0; r < R; ++r) {
       inv_total[r] = static_cast<T>(1 / total[r]);
       cntf[r] = static_cast<T>(cnt[r]);

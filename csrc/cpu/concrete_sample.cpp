@@ -52,6 +52,8 @@ struct SampleBackward {
     const T* v = b.in[0];
     const T* gb = b.in[1];
     T* db = b.out[0];
+    Prefetch pf = b.prefetch();
+    pf.part(1, 2);
     if (p.log_space) {
       // dz = dy - x sum(dy) over the unmasked categories; dtau from sum_k dz_k y_k.
       rows_sum(R, n, row_sum, tmp,
@@ -85,6 +87,7 @@ struct SampleBackward {
         for_each_row(R, n, dz_at);
       }
     }
+    pf.part(2, 2);
     if (p.gt) {
       for (int64_t r = 0; r < R; ++r) p.gt[b.r0 + r] = static_cast<T>(-inv[r] * acc[r]);
     }
