@@ -97,7 +97,7 @@ struct LogProbBackward {
     }
     // c_k = 1 - n s_k with s = softmax(w): d/da_k = g c_k, d/dy_k = -g tau c_k; on the simplex
     // d/dx_k = (d/dy_k - g) / x_k (masked categories, x = 0, get 0).
-    rows_sum(R, n, sum_yc, tmp, [&](int64_t r, int64_t i) CE_LAMBDA {
+    auto grads = [&](int64_t r, int64_t i) CE_LAMBDA {
       const bool masked = ec::masked(ab[i]);
       // Every load before the selects: GCC 12 does not vectorise loads under a condition.
       const T sk = sw[i] * inv_total[r];
@@ -114,7 +114,13 @@ struct LogProbBackward {
       }
       const T yc = yi * ck;
       return masked ? T(0) : yc;
-    });
+    };
+    // The row sums of y c feed only d temperature: without it, one pass with no reduction.
+    if (p.gt) {
+      rows_sum(R, n, sum_yc, tmp, grads);
+    } else {
+      for_each_row(R, n, [&](int64_t r, int64_t i) CE_LAMBDA { grads(r, i); });
+    }
     if (p.gt) {
       for (int64_t r = 0; r < R; ++r) {
         p.gt[r0 + r] = static_cast<T>(

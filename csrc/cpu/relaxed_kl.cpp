@@ -123,10 +123,15 @@ struct RelaxedKlBackward {
       const T yi = yr[i];
       return ec::masked(aqb[i]) ? T(0) : yi;
     };
-    rows_sum(R, n, sdyy, tmp, [&](int64_t, int64_t i) CE_LAMBDA { return dY[i] * ym(i); });
-    rows_sum(R, n, sxy, tmp, [&](int64_t, int64_t i) CE_LAMBDA { return x[i] * ym(i); });
-    rows_sum(R, n, syq, tmp, [&](int64_t, int64_t i) CE_LAMBDA { return ym(i) * sq[i]; });
-    rows_sum(R, n, syp, tmp, [&](int64_t, int64_t i) CE_LAMBDA { return ym(i) * sp[i]; });
+    // These row sums feed only the temperature gradients: skipped when neither is wanted.
+    if (p.gtq) {
+      rows_sum(R, n, sdyy, tmp, [&](int64_t, int64_t i) CE_LAMBDA { return dY[i] * ym(i); });
+      rows_sum(R, n, sxy, tmp, [&](int64_t, int64_t i) CE_LAMBDA { return x[i] * ym(i); });
+      rows_sum(R, n, syq, tmp, [&](int64_t, int64_t i) CE_LAMBDA { return ym(i) * sq[i]; });
+    }
+    if (p.gtp) {
+      rows_sum(R, n, syp, tmp, [&](int64_t, int64_t i) CE_LAMBDA { return ym(i) * sp[i]; });
+    }
     for (int64_t r = 0; r < R; ++r) {
       sdyf[r] = static_cast<T>(sdy[r]);
       itq[r] = T(1) / tauq[r];
