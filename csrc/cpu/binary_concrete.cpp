@@ -1,6 +1,7 @@
 // CPU kernels of the binary ops: Binary Concrete sample (on (0, 1) or in logit form), its backward,
-// and both log-densities with their backward; elementwise, as row kernels with n = 1 (blocks.h), the
-// logistic noise from the vectorised fill (primitives.h). Formulas: concrete_ext/math/binary_concrete.h.
+// and both log-densities with their backward; elementwise, as row kernels with n = 1 (blocks.h),
+// the logistic noise from the vectorised fill (primitives.h). Formulas:
+// concrete_ext/math/binary_concrete.h.
 #include "concrete_ext/math/binary_concrete.h"
 #include "cpu/blocks.h"
 #include "cpu/kernels.h"
@@ -69,7 +70,8 @@ struct BinarySampleBackward {
     if (p.gt) {
       elements<true>(p.logit_space, b.R, b.in[0], b.in[1], inv, b.out[0], p.gt + b.r0);
     } else {
-      elements<false>(p.logit_space, b.R, b.in[0], b.in[1], inv, b.out[0], static_cast<T*>(nullptr));
+      elements<false>(p.logit_space, b.R, b.in[0], b.in[1], inv, b.out[0],
+                      static_cast<T*>(nullptr));
     }
   }
 };
@@ -90,7 +92,8 @@ struct BinaryLogProb {
     const T* ab = b.in[1];
     T* ob = b.out[0];
     if (p.logit_space) {
-      for (int64_t j = 0; j < m; ++j) ob[j] = bc::logit_log_prob<T, vm::VecOps>(vb[j], ab[j], tau[j]);
+      for (int64_t j = 0; j < m; ++j)
+        ob[j] = bc::logit_log_prob<T, vm::VecOps>(vb[j], ab[j], tau[j]);
     } else {
       for (int64_t j = 0; j < m; ++j) ob[j] = bc::log_prob<T, vm::VecOps>(vb[j], ab[j], tau[j]);
     }
@@ -142,7 +145,8 @@ struct BinaryLogProbBackward {
     if (p.gt) {
       elements<true>(p.logit_space, b.R, b.in[0], b.in[1], gb, tau, gvb, gab, p.gt + b.r0);
     } else {
-      elements<false>(p.logit_space, b.R, b.in[0], b.in[1], gb, tau, gvb, gab, static_cast<T*>(nullptr));
+      elements<false>(p.logit_space, b.R, b.in[0], b.in[1], gb, tau, gvb, gab,
+                      static_cast<T*>(nullptr));
     }
   }
 };

@@ -57,7 +57,8 @@ class Scratch {
   explicit Scratch(int64_t elems) : bytes_((elems * 8 + 63) / 64 * 64) {}
   template <typename U>
   U* take() {
-    static_assert(sizeof(U) <= 8 && alignof(U) <= 64, "scratch arrays hold values of up to 8 bytes");
+    static_assert(sizeof(U) <= 8 && alignof(U) <= 64,
+                  "scratch arrays hold values of up to 8 bytes");
     if (next_ == arrays_.size()) {
       arrays_.emplace_back(static_cast<char*>(::operator new(bytes_, std::align_val_t(64))));
     }
@@ -175,7 +176,8 @@ void for_row_blocks(const Io<scalar_t>& io, int64_t rows, int64_t n, const Body&
           for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<scalar_t>(b.out[k][i]);
         }
         for (int k = 0; k < io.n_row_out; ++k) {
-          for (int64_t r = 0; r < R; ++r) io.row_out[k][r0 + r] = static_cast<scalar_t>(b.row_out[k][r]);
+          for (int64_t r = 0; r < R; ++r)
+            io.row_out[k][r0 + r] = static_cast<scalar_t>(b.row_out[k][r]);
         }
       }
     }
@@ -185,49 +187,50 @@ void for_row_blocks(const Io<scalar_t>& io, int64_t rows, int64_t n, const Body&
 // Runs kernel K (its per-ISA functions K_block, see CE_CPU_KERNEL) over every block of rows.
 // `params` is K::Params<T> for the op's math type T; its per-row pointers are absolute (the body
 // offsets them by the block's r0).
-#define CE_RUN_ROW_BLOCKS(K, scalar_t, params, io, rows, n)                                 \
-  ::concrete_ext::cpu::for_row_blocks<scalar_t, ::concrete_ext::cpu::acc_type<scalar_t>>(   \
-      io, rows, n,                                                                          \
-      [&](const ::concrete_ext::cpu::Block<::concrete_ext::cpu::acc_type<scalar_t>>& b__,  \
+#define CE_RUN_ROW_BLOCKS(K, scalar_t, params, io, rows, n)                               \
+  ::concrete_ext::cpu::for_row_blocks<scalar_t, ::concrete_ext::cpu::acc_type<scalar_t>>( \
+      io, rows, n,                                                                        \
+      [&](const ::concrete_ext::cpu::Block<::concrete_ext::cpu::acc_type<scalar_t>>& b__, \
           ::concrete_ext::cpu::Scratch& s__) { K##_block(params, b__, s__); })
 
 // The per-ISA entry points of kernel K: K_block(const K::Params<T>&, const Block<T>&, Scratch&)
 // for T = float (cloned for x86-64-v4, x86-64-v3 and the baseline) and T = double (baseline only:
 // its exp and log are libm calls, which keep the loops scalar, and cloning would triple its compile
-// time for nothing). The bodies inline everything they call, so each clone is vectorised for its ISA.
-#define CE_CPU_KERNEL(K)                                                                         \
-  CE_CPU_CLONES void K##_block(const K::Params<float>& p, const Block<float>& b, Scratch& s) {   \
-    K::block(p, b, s);                                                                           \
-  }                                                                                              \
-  void K##_block(const K::Params<double>& p, const Block<double>& b, Scratch& s) {               \
-    K::block(p, b, s);                                                                           \
+// time for nothing). The bodies inline everything they call, so each clone is vectorised for its
+// ISA.
+#define CE_CPU_KERNEL(K)                                                                       \
+  CE_CPU_CLONES void K##_block(const K::Params<float>& p, const Block<float>& b, Scratch& s) { \
+    K::block(p, b, s);                                                                         \
+  }                                                                                            \
+  void K##_block(const K::Params<double>& p, const Block<double>& b, Scratch& s) {             \
+    K::block(p, b, s);                                                                         \
   }
 
 // dtype dispatch: scalar_t is the op's dtype, T its math type.
-#define CE_CPU_DISPATCH(DTYPE, ...)                                      \
-  [&] {                                                                  \
-    switch (DTYPE) {                                                     \
-      case ::concrete_ext::DType::kFloat64: {                            \
-        using scalar_t = double;                                         \
-        using T = double;                                                \
-        return __VA_ARGS__();                                            \
-      }                                                                  \
-      case ::concrete_ext::DType::kFloat32: {                            \
-        using scalar_t = float;                                          \
-        using T = float;                                                 \
-        return __VA_ARGS__();                                            \
-      }                                                                  \
-      case ::concrete_ext::DType::kFloat16: {                            \
-        using scalar_t = c10::Half;                                      \
-        using T = float;                                                 \
-        return __VA_ARGS__();                                            \
-      }                                                                  \
-      case ::concrete_ext::DType::kBFloat16: {                           \
-        using scalar_t = c10::BFloat16;                                  \
-        using T = float;                                                 \
-        return __VA_ARGS__();                                            \
-      }                                                                  \
-    }                                                                    \
+#define CE_CPU_DISPATCH(DTYPE, ...)            \
+  [&] {                                        \
+    switch (DTYPE) {                           \
+      case ::concrete_ext::DType::kFloat64: {  \
+        using scalar_t = double;               \
+        using T = double;                      \
+        return __VA_ARGS__();                  \
+      }                                        \
+      case ::concrete_ext::DType::kFloat32: {  \
+        using scalar_t = float;                \
+        using T = float;                       \
+        return __VA_ARGS__();                  \
+      }                                        \
+      case ::concrete_ext::DType::kFloat16: {  \
+        using scalar_t = c10::Half;            \
+        using T = float;                       \
+        return __VA_ARGS__();                  \
+      }                                        \
+      case ::concrete_ext::DType::kBFloat16: { \
+        using scalar_t = c10::BFloat16;        \
+        using T = float;                       \
+        return __VA_ARGS__();                  \
+      }                                        \
+    }                                          \
   }()
 
 }  // namespace cpu

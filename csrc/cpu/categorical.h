@@ -1,7 +1,7 @@
 // Block steps shared by the categorical CPU kernels (concrete_sample.cpp, gumbel_softmax.cpp,
-// concrete_log_prob.cpp, relaxed_kl.cpp): the perturbed softmax of a block of rows and the row state
-// of the log-densities, as whole-block passes (passes.h) that vectorise inside the kernels' per-ISA
-// block functions. Formulas: concrete_ext/math/exp_concrete.h.
+// concrete_log_prob.cpp, relaxed_kl.cpp): the perturbed softmax of a block of rows and the row
+// state of the log-densities, as whole-block passes (passes.h) that vectorise inside the kernels'
+// per-ISA block functions. Formulas: concrete_ext/math/exp_concrete.h.
 #pragma once
 
 #include <algorithm>
@@ -16,12 +16,11 @@ namespace cpu {
 namespace ec = exp_concrete;
 
 // Rows [r0, r0 + R) of the perturbed softmax (ab: their logits): z = (a + g) / tau - max (per
-// row), e = exp(z), m[r] = the row's max and sums[r] = sum_k e. A row of all -inf logits gets NaN z,
-// e and sum.
+// row), e = exp(z), m[r] = the row's max and sums[r] = sum_k e. A row of all -inf logits gets NaN
+// z, e and sum.
 template <typename acc_t>
-CE_INLINE void perturbed_block(const acc_t* ab, int64_t r0, int64_t R, int64_t n,
-                               const acc_t* inv, SeedOffset so, acc_t* z, acc_t* e, acc_t* m,
-                               double* sums) {
+CE_INLINE void perturbed_block(const acc_t* ab, int64_t r0, int64_t R, int64_t n, const acc_t* inv,
+                               SeedOffset so, acc_t* z, acc_t* e, acc_t* m, double* sums) {
   fill_noise(Noise::kGumbel, so, r0 * n, R * n, z);
   rows_max(R, n, m, z, [&](int64_t r, int64_t i) CE_LAMBDA {
     const acc_t v = ec::perturb(static_cast<acc_t>(ab[i]), z[i], inv[r]);
@@ -88,16 +87,15 @@ CE_INLINE void density_rows(int64_t R, int64_t n, const scalar_t* a, const scala
   });
 }
 // density_rows over a block, with the mask tests only where needed. kOptimistic (for a density
-// whose mask is its own logits, a == mask, and that wants sum_w): a -inf logit makes its w = a - tau y
-// -inf or NaN (y = -inf), so the row's sum of w is not finite; only then is the block redone with the
-// mask tests (rows with other non-finite inputs land there too, and get exactly that treatment).
-// Otherwise the block is scanned for -inf logits first. Both give the same values: on a row without
-// masked categories the masked and unmasked passes compute the same numbers.
+// whose mask is its own logits, a == mask, and that wants sum_w): a -inf logit makes its w = a -
+// tau y -inf or NaN (y = -inf), so the row's sum of w is not finite; only then is the block redone
+// with the mask tests (rows with other non-finite inputs land there too, and get exactly that
+// treatment). Otherwise the block is scanned for -inf logits first. Both give the same values: on a
+// row without masked categories the masked and unmasked passes compute the same numbers.
 template <bool kOptimistic, typename scalar_t, typename acc_t, typename Y>
 CE_INLINE bool density_block(int64_t R, int64_t n, const scalar_t* a, const scalar_t* mask,
                              const acc_t* tau, const Y& y, acc_t* s, acc_t* tmp, acc_t* m,
-                             double* cnt, double* sum_w, double* total,
-                             Prefetch* pf = nullptr) {
+                             double* cnt, double* sum_w, double* total, Prefetch* pf = nullptr) {
   bool masked;
   if constexpr (kOptimistic) {
     density_rows<false>(R, n, a, mask, tau, y, s, tmp, m, cnt, sum_w, total, pf);

@@ -31,8 +31,10 @@ struct LogProb {
       for (int64_t i = 0; i < R * n; ++i) y[i] = BlockMath<T>::log(vb[i]);
     }
     auto yf = [&](int64_t i) CE_LAMBDA {
-      if constexpr (kLogSpace) return vb[i];
-      else return y[i];
+      if constexpr (kLogSpace)
+        return vb[i];
+      else
+        return y[i];
     };
     const bool masked =
         density_block<true>(R, n, ab, ab, tau, yf, sw, tmp, m, cnt, sum_w, total, &pf);
@@ -85,8 +87,10 @@ struct LogProbBackward {
       for (int64_t i = 0; i < R * n; ++i) y[i] = BlockMath<T>::log(vb[i]);
     }
     auto yf = [&](int64_t i) CE_LAMBDA {
-      if constexpr (kLogSpace) return vb[i];
-      else return y[i];
+      if constexpr (kLogSpace)
+        return vb[i];
+      else
+        return y[i];
     };
     Prefetch pf = b.prefetch();
     density_block<false>(R, n, ab, ab, tau, yf, sw, tmp, m, cnt, static_cast<double*>(nullptr),

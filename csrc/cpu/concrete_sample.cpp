@@ -65,8 +65,9 @@ struct SampleBackward {
         return dz;
       };
       if (p.gt) {
-        rows_sum(R, n, acc, tmp,
-                 [&](int64_t r, int64_t i) CE_LAMBDA { return ec::dtau_term_log(dz_at(r, i), v[i]); });
+        rows_sum(R, n, acc, tmp, [&](int64_t r, int64_t i) CE_LAMBDA {
+          return ec::dtau_term_log(dz_at(r, i), v[i]);
+        });
       } else {
         for_each_row(R, n, dz_at);
       }

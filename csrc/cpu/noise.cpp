@@ -60,16 +60,17 @@ void noise(const NoiseArgs& a) {
     // 1, fp16 the smallest ones down to 0).
     const scalar_t below_one = static_cast<scalar_t>(1.0 - largest_below_one_gap<scalar_t>());
     const scalar_t above_zero = static_cast<scalar_t>(smallest_positive<scalar_t>());
-    for_element_blocks(numel, std::max<int64_t>(1, kTaskElems / kBlockElems), [&](int64_t i0, int64_t m) {
-      T buf[kBlockElems];
-      fill_noise(nk, a.so, i0, m, buf);
-      for (int64_t j = 0; j < m; ++j) {
-        scalar_t v = static_cast<scalar_t>(buf[j]);
-        if (nk == Noise::kUniform && !(v < below_one)) v = below_one;
-        if (nk == Noise::kUniform && !(v > above_zero)) v = above_zero;
-        o[i0 + j] = v;
-      }
-    });
+    for_element_blocks(numel, std::max<int64_t>(1, kTaskElems / kBlockElems),
+                       [&](int64_t i0, int64_t m) {
+                         T buf[kBlockElems];
+                         fill_noise(nk, a.so, i0, m, buf);
+                         for (int64_t j = 0; j < m; ++j) {
+                           scalar_t v = static_cast<scalar_t>(buf[j]);
+                           if (nk == Noise::kUniform && !(v < below_one)) v = below_one;
+                           if (nk == Noise::kUniform && !(v > above_zero)) v = above_zero;
+                           o[i0 + j] = v;
+                         }
+                       });
   });
 }
 

@@ -73,10 +73,14 @@ CE_INLINE void for_each_row_fixed(int64_t R, F& f) {
 template <typename F>
 CE_INLINE void for_each_row(int64_t R, int64_t n, F&& f) {
   switch (n) {
-    case 2: return for_each_row_fixed<2>(R, f);
-    case 4: return for_each_row_fixed<4>(R, f);
-    case 8: return for_each_row_fixed<8>(R, f);
-    case 16: return for_each_row_fixed<16>(R, f);
+    case 2:
+      return for_each_row_fixed<2>(R, f);
+    case 4:
+      return for_each_row_fixed<4>(R, f);
+    case 8:
+      return for_each_row_fixed<8>(R, f);
+    case 16:
+      return for_each_row_fixed<16>(R, f);
     default:
       for (int64_t r = 0; r < R; ++r) {
         const int64_t b = r * n;
@@ -152,10 +156,14 @@ CE_INLINE void reduce_rows_max_fixed(int64_t R, const T* __restrict x, T* __rest
 template <typename T>
 CE_INLINE void reduce_rows_max(int64_t R, int64_t n, const T* __restrict x, T* __restrict out) {
   switch (n) {
-    case 2: return reduce_rows_max_fixed<2>(R, x, out);
-    case 4: return reduce_rows_max_fixed<4>(R, x, out);
-    case 8: return reduce_rows_max_fixed<8>(R, x, out);
-    case 16: return reduce_rows_max_fixed<16>(R, x, out);
+    case 2:
+      return reduce_rows_max_fixed<2>(R, x, out);
+    case 4:
+      return reduce_rows_max_fixed<4>(R, x, out);
+    case 8:
+      return reduce_rows_max_fixed<8>(R, x, out);
+    case 16:
+      return reduce_rows_max_fixed<16>(R, x, out);
     default:
       for (int64_t r = 0; r < R; ++r) out[r] = max_contiguous(x + r * n, n);
   }
@@ -172,10 +180,14 @@ template <typename T>
 CE_INLINE void reduce_rows_sum(int64_t R, int64_t n, const T* __restrict x,
                                double* __restrict out) {
   switch (n) {
-    case 2: return reduce_rows_sum_fixed<2>(R, x, out);
-    case 4: return reduce_rows_sum_fixed<4>(R, x, out);
-    case 8: return reduce_rows_sum_fixed<8>(R, x, out);
-    case 16: return reduce_rows_sum_fixed<16>(R, x, out);
+    case 2:
+      return reduce_rows_sum_fixed<2>(R, x, out);
+    case 4:
+      return reduce_rows_sum_fixed<4>(R, x, out);
+    case 8:
+      return reduce_rows_sum_fixed<8>(R, x, out);
+    case 16:
+      return reduce_rows_sum_fixed<16>(R, x, out);
     default:
       for (int64_t r = 0; r < R; ++r) out[r] = sum_contiguous(x + r * n, n);
   }
@@ -200,9 +212,13 @@ CE_INLINE void rows_sum(int64_t R, int64_t n, double* out, T* tmp, F&& f) {
 
 // tau (or 1 / tau) of rows / elements [i0, i0 + count): one value for all, or from the tensor.
 template <typename acc_t>
-CE_INLINE bool tau_is_uniform(const TauView<acc_t>& tv) { return !tv.ptr || tv.stride == 0; }
+CE_INLINE bool tau_is_uniform(const TauView<acc_t>& tv) {
+  return !tv.ptr || tv.stride == 0;
+}
 template <typename acc_t>
-CE_INLINE acc_t tau_uniform_value(const TauView<acc_t>& tv) { return tv.ptr ? tv.ptr[0] : tv.value; }
+CE_INLINE acc_t tau_uniform_value(const TauView<acc_t>& tv) {
+  return tv.ptr ? tv.ptr[0] : tv.value;
+}
 template <typename acc_t>
 CE_INLINE void tau_values(const TauView<acc_t>& tv, int64_t i0, int64_t count, bool inverse,
                           acc_t* out) {

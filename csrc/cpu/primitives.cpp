@@ -35,10 +35,14 @@ template <typename acc_t>
 inline __attribute__((always_inline)) void fill_any(Noise kind, SeedOffset so, int64_t begin,
                                                     int64_t count, acc_t* out) {
   switch (kind) {
-    case Noise::kUniform: return fill<Noise::kUniform>(so, begin, count, out);
-    case Noise::kExponential: return fill<Noise::kExponential>(so, begin, count, out);
-    case Noise::kGumbel: return fill<Noise::kGumbel>(so, begin, count, out);
-    case Noise::kLogistic: return fill<Noise::kLogistic>(so, begin, count, out);
+    case Noise::kUniform:
+      return fill<Noise::kUniform>(so, begin, count, out);
+    case Noise::kExponential:
+      return fill<Noise::kExponential>(so, begin, count, out);
+    case Noise::kGumbel:
+      return fill<Noise::kGumbel>(so, begin, count, out);
+    case Noise::kLogistic:
+      return fill<Noise::kLogistic>(so, begin, count, out);
   }
 }
 

@@ -175,10 +175,12 @@ void relaxed_kl(const RelaxedKlArgs& a) {
 
 void relaxed_kl_backward(const RelaxedKlBackwardArgs& a) {
   CE_CPU_DISPATCH(a.dtype, [&] {
-    const RelaxedKlBackward::Params<T> p{
-        static_cast<const T*>(a.grad_log_q), static_cast<const T*>(a.grad_log_p),
-        static_cast<T*>(a.grad_q_tau), static_cast<T*>(a.grad_p_tau), tau_view<T>(a.tq),
-        tau_view<T>(a.tp)};
+    const RelaxedKlBackward::Params<T> p{static_cast<const T*>(a.grad_log_q),
+                                         static_cast<const T*>(a.grad_log_p),
+                                         static_cast<T*>(a.grad_q_tau),
+                                         static_cast<T*>(a.grad_p_tau),
+                                         tau_view<T>(a.tq),
+                                         tau_view<T>(a.tp)};
     Io<scalar_t> io;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.y);
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.q_logits);

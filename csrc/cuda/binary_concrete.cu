@@ -21,9 +21,8 @@ __device__ __forceinline__ void tau_chunk(TauView<acc_t> tau, int64_t i0, int64_
 
 template <typename scalar_t, typename acc_t>
 __global__ void binary_sample_kernel(const scalar_t* __restrict__ logits,
-                                     scalar_t* __restrict__ out, int64_t numel,
-                                     TauView<acc_t> tau, at::PhiloxCudaState philox,
-                                     bool logit_space, bool vec_ok) {
+                                     scalar_t* __restrict__ out, int64_t numel, TauView<acc_t> tau,
+                                     at::PhiloxCudaState philox, bool logit_space, bool vec_ok) {
   constexpr int V = vec_size<scalar_t>();
   const SeedOffset so = unpack_seed(philox);
   for_each_chunk<V>(numel, [&](int64_t i0) {
@@ -31,7 +30,8 @@ __global__ void binary_sample_kernel(const scalar_t* __restrict__ logits,
     uint32_t r[V];
     load_chunk<V>(logits, i0, numel, vec_ok, a, acc_t(0));
     tau_chunk<V>(tau, i0, numel, t);
-    chunk_bits<V>(so, static_cast<uint64_t>(i0), static_cast<int>(numel - i0 < V ? numel - i0 : V), r);
+    chunk_bits<V>(so, static_cast<uint64_t>(i0), static_cast<int>(numel - i0 < V ? numel - i0 : V),
+                  r);
 #pragma unroll
     for (int e = 0; e < V; ++e) {
       const acc_t l = logistic_from_bits<acc_t, FastNoiseOps>(r[e]);
@@ -93,11 +93,13 @@ __global__ void binary_log_prob_kernel(const scalar_t* __restrict__ value,
 }
 
 template <typename scalar_t, typename acc_t>
-__global__ void binary_log_prob_backward_kernel(
-    const acc_t* __restrict__ grad, const scalar_t* __restrict__ value,
-    const scalar_t* __restrict__ logits, scalar_t* __restrict__ grad_value,
-    scalar_t* __restrict__ grad_logits, acc_t* __restrict__ grad_tau, int64_t numel,
-    TauView<acc_t> tau, bool logit_space, bool vec_ok) {
+__global__ void binary_log_prob_backward_kernel(const acc_t* __restrict__ grad,
+                                                const scalar_t* __restrict__ value,
+                                                const scalar_t* __restrict__ logits,
+                                                scalar_t* __restrict__ grad_value,
+                                                scalar_t* __restrict__ grad_logits,
+                                                acc_t* __restrict__ grad_tau, int64_t numel,
+                                                TauView<acc_t> tau, bool logit_space, bool vec_ok) {
   constexpr int V = vec_size<scalar_t>();
   for_each_chunk<V>(numel, [&](int64_t i0) {
     acc_t v[V], a[V], t[V], dv[V], da[V], dt[V];
@@ -147,9 +149,10 @@ cudaError_t binary_sample_backward(const BinarySampleBackwardArgs& a, const Laun
     const auto* g = static_cast<const scalar_t*>(a.grad);
     const auto* s = static_cast<const scalar_t*>(a.sample);
     auto* d = static_cast<scalar_t*>(a.grad_logits);
-    binary_sample_backward_kernel<scalar_t, acc_t><<<chunk_grid(l, a.numel, V), kThreads, 0, l.stream>>>(
-        g, s, d, static_cast<acc_t*>(a.grad_tau), a.numel, tau_view<acc_t>(a.tau), a.logit_space,
-        rows_vectorizable<scalar_t>(a.numel, {g, s, d}));
+    binary_sample_backward_kernel<scalar_t, acc_t>
+        <<<chunk_grid(l, a.numel, V), kThreads, 0, l.stream>>>(
+            g, s, d, static_cast<acc_t*>(a.grad_tau), a.numel, tau_view<acc_t>(a.tau),
+            a.logit_space, rows_vectorizable<scalar_t>(a.numel, {g, s, d}));
     return cudaGetLastError();
   });
 }
@@ -174,10 +177,11 @@ cudaError_t binary_log_prob_backward(const BinaryLogProbBackwardArgs& a, const L
     const auto* logits = static_cast<const scalar_t*>(a.logits);
     auto* gv = static_cast<scalar_t*>(a.grad_value);
     auto* ga = static_cast<scalar_t*>(a.grad_logits);
-    binary_log_prob_backward_kernel<scalar_t, acc_t><<<chunk_grid(l, a.numel, V), kThreads, 0, l.stream>>>(
-        static_cast<const acc_t*>(a.grad), v, logits, gv, ga, static_cast<acc_t*>(a.grad_tau),
-        a.numel, tau_view<acc_t>(a.tau), a.logit_space,
-        rows_vectorizable<scalar_t>(a.numel, {v, logits, gv, ga}));
+    binary_log_prob_backward_kernel<scalar_t, acc_t>
+        <<<chunk_grid(l, a.numel, V), kThreads, 0, l.stream>>>(
+            static_cast<const acc_t*>(a.grad), v, logits, gv, ga, static_cast<acc_t*>(a.grad_tau),
+            a.numel, tau_view<acc_t>(a.tau), a.logit_space,
+            rows_vectorizable<scalar_t>(a.numel, {v, logits, gv, ga}));
     return cudaGetLastError();
   });
 }

@@ -32,31 +32,31 @@ template <typename scalar_t>
 using acc_type = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
 // dtype dispatch: scalar_t is the op's dtype, acc_t its math type.
-#define CE_CUDA_DISPATCH(DTYPE, ...)                                     \
-  [&] {                                                                  \
-    switch (DTYPE) {                                                     \
-      case ::concrete_ext::DType::kFloat64: {                            \
-        using scalar_t = double;                                         \
-        using acc_t = double;                                            \
-        return __VA_ARGS__();                                            \
-      }                                                                  \
-      case ::concrete_ext::DType::kFloat32: {                            \
-        using scalar_t = float;                                          \
-        using acc_t = float;                                             \
-        return __VA_ARGS__();                                            \
-      }                                                                  \
-      case ::concrete_ext::DType::kFloat16: {                            \
-        using scalar_t = c10::Half;                                      \
-        using acc_t = float;                                             \
-        return __VA_ARGS__();                                            \
-      }                                                                  \
-      case ::concrete_ext::DType::kBFloat16: {                           \
-        using scalar_t = c10::BFloat16;                                  \
-        using acc_t = float;                                             \
-        return __VA_ARGS__();                                            \
-      }                                                                  \
-    }                                                                    \
-    return cudaErrorInvalidValue;                                        \
+#define CE_CUDA_DISPATCH(DTYPE, ...)           \
+  [&] {                                        \
+    switch (DTYPE) {                           \
+      case ::concrete_ext::DType::kFloat64: {  \
+        using scalar_t = double;               \
+        using acc_t = double;                  \
+        return __VA_ARGS__();                  \
+      }                                        \
+      case ::concrete_ext::DType::kFloat32: {  \
+        using scalar_t = float;                \
+        using acc_t = float;                   \
+        return __VA_ARGS__();                  \
+      }                                        \
+      case ::concrete_ext::DType::kFloat16: {  \
+        using scalar_t = c10::Half;            \
+        using acc_t = float;                   \
+        return __VA_ARGS__();                  \
+      }                                        \
+      case ::concrete_ext::DType::kBFloat16: { \
+        using scalar_t = c10::BFloat16;        \
+        using acc_t = float;                   \
+        return __VA_ARGS__();                  \
+      }                                        \
+    }                                          \
+    return cudaErrorInvalidValue;              \
   }()
 
 // ---- seeds --------------------------------------------------------------------------------------
@@ -82,11 +82,16 @@ struct FastNoiseOps {
 };
 
 template <typename T>
-__device__ __forceinline__ T neg_inf() { return -INFINITY_T<T>(); }
+__device__ __forceinline__ T neg_inf() {
+  return -INFINITY_T<T>();
+}
 template <typename T>
-__device__ __forceinline__ T NAN_T() { return std::numeric_limits<T>::quiet_NaN(); }
+__device__ __forceinline__ T NAN_T() {
+  return std::numeric_limits<T>::quiet_NaN();
+}
 
-// ---- chunks ---------------------------------------------------------------------------------------
+// ---- chunks
+// ---------------------------------------------------------------------------------------
 template <typename T, int V>
 struct alignas(sizeof(T) * V) Vec {
   T v[V];
@@ -109,7 +114,8 @@ __device__ __forceinline__ c10::Half ldg(const c10::Half* p) {
   return c10::Half(__ldg(reinterpret_cast<const unsigned short*>(p)), c10::Half::from_bits());
 }
 __device__ __forceinline__ c10::BFloat16 ldg(const c10::BFloat16* p) {
-  return c10::BFloat16(__ldg(reinterpret_cast<const unsigned short*>(p)), c10::BFloat16::from_bits());
+  return c10::BFloat16(__ldg(reinterpret_cast<const unsigned short*>(p)),
+                       c10::BFloat16::from_bits());
 }
 // A chunk of 16 or 32 bytes, as 16-byte loads.
 template <typename T, int V>
@@ -183,7 +189,8 @@ __device__ __forceinline__ void chunk_bits(SeedOffset so, uint64_t L0, int valid
   }
 }
 
-// ---- host side of a launch -------------------------------------------------------------------------
+// ---- host side of a launch
+// -------------------------------------------------------------------------
 inline bool aligned(const void* p, int64_t bytes) {
   return reinterpret_cast<uintptr_t>(p) % bytes == 0;
 }

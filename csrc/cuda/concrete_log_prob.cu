@@ -79,9 +79,9 @@ struct LogProbBackward : Stateless {
     const acc_type<scalar_t>* grad;  // one per row
     const scalar_t* value;
     const scalar_t* logits;
-    scalar_t* grad_value;             // nullable
-    scalar_t* grad_logits;            // nullable
-    acc_type<scalar_t>* grad_tau;     // nullable
+    scalar_t* grad_value;          // nullable
+    scalar_t* grad_logits;         // nullable
+    acc_type<scalar_t>* grad_tau;  // nullable
     int64_t rows, n;
     TauView<acc_type<scalar_t>> tau;
     bool log_space, vec_ok;
@@ -141,8 +141,13 @@ cudaError_t concrete_log_prob(const LogProbArgs& a, const Launch& l) {
   return CE_CUDA_DISPATCH(a.dtype, [&] {
     const auto* v = static_cast<const scalar_t*>(a.value);
     const auto* logits = static_cast<const scalar_t*>(a.logits);
-    const LogProb::Params<scalar_t> p{v, logits, static_cast<scalar_t*>(a.out), a.rows, a.n,
-                                      tau_view<acc_t>(a.tau), a.log_space,
+    const LogProb::Params<scalar_t> p{v,
+                                      logits,
+                                      static_cast<scalar_t*>(a.out),
+                                      a.rows,
+                                      a.n,
+                                      tau_view<acc_t>(a.tau),
+                                      a.log_space,
                                       rows_vectorizable<scalar_t>(a.n, {v, logits})};
     return launch_rows<LogProb>(p, l);
   });
@@ -155,8 +160,16 @@ cudaError_t concrete_log_prob_backward(const LogProbBackwardArgs& a, const Launc
     auto* gv = static_cast<scalar_t*>(a.grad_value);
     auto* ga = static_cast<scalar_t*>(a.grad_logits);
     const LogProbBackward::Params<scalar_t> p{
-        static_cast<const acc_t*>(a.grad), v, logits, gv, ga, static_cast<acc_t*>(a.grad_tau),
-        a.rows, a.n, tau_view<acc_t>(a.tau), a.log_space,
+        static_cast<const acc_t*>(a.grad),
+        v,
+        logits,
+        gv,
+        ga,
+        static_cast<acc_t*>(a.grad_tau),
+        a.rows,
+        a.n,
+        tau_view<acc_t>(a.tau),
+        a.log_space,
         rows_vectorizable<scalar_t>(a.n, {v, logits, gv, ga})};
     return launch_rows<LogProbBackward>(p, l);
   });

@@ -78,7 +78,8 @@ struct Sample {
       if constexpr (LOOPED) {
         perturbed_chunk<V>(p.logits, base, k0, n, vec_ok, so, inv, o);
 #pragma unroll
-        for (int e = 0; e < V; ++e) o[e] = log_space ? o[e] - lse : FastNoiseOps::exp(o[e] - m) * inv_s;
+        for (int e = 0; e < V; ++e)
+          o[e] = log_space ? o[e] - lse : FastNoiseOps::exp(o[e] - m) * inv_s;
       } else {
 #pragma unroll
         for (int e = 0; e < V; ++e) o[e] = log_space ? z[c][e] - lse : z[c][e] * inv_s;
@@ -151,7 +152,8 @@ struct SampleBackward : Stateless {
         } else {
           const acc_t dz = ec::dz_from_simplex(g[e], s[e], total);
           d[e] = dz * inv;
-          if (p.grad_tau) acc += ec::dtau_term_simplex(dz, s[e], s[e] > acc_t(0) ? LibmOps::log(s[e]) : acc_t(0));
+          if (p.grad_tau)
+            acc += ec::dtau_term_simplex(dz, s[e], s[e] > acc_t(0) ? LibmOps::log(s[e]) : acc_t(0));
         }
       }
       store_chunk<V>(p.grad_logits + base, k0, n, vec_ok, d);
@@ -169,8 +171,14 @@ cudaError_t concrete_sample(const SampleArgs& a, const Launch& l) {
   return CE_CUDA_DISPATCH(a.dtype, [&] {
     const auto* logits = static_cast<const scalar_t*>(a.logits);
     auto* out = static_cast<scalar_t*>(a.out);
-    const Sample::Params<scalar_t> p{logits, out, a.rows, a.n, tau_view<acc_t>(a.tau), l.philox,
-                                     a.log_space, rows_vectorizable<scalar_t>(a.n, {logits, out})};
+    const Sample::Params<scalar_t> p{logits,
+                                     out,
+                                     a.rows,
+                                     a.n,
+                                     tau_view<acc_t>(a.tau),
+                                     l.philox,
+                                     a.log_space,
+                                     rows_vectorizable<scalar_t>(a.n, {logits, out})};
     return launch_rows<Sample>(p, l);
   });
 }
@@ -180,8 +188,14 @@ cudaError_t concrete_sample_backward(const SampleBackwardArgs& a, const Launch& 
     const auto* g = static_cast<const scalar_t*>(a.grad);
     const auto* s = static_cast<const scalar_t*>(a.sample);
     auto* d = static_cast<scalar_t*>(a.grad_logits);
-    const SampleBackward::Params<scalar_t> p{g, s, d, static_cast<acc_t*>(a.grad_tau), a.rows, a.n,
-                                             tau_view<acc_t>(a.tau), a.log_space,
+    const SampleBackward::Params<scalar_t> p{g,
+                                             s,
+                                             d,
+                                             static_cast<acc_t*>(a.grad_tau),
+                                             a.rows,
+                                             a.n,
+                                             tau_view<acc_t>(a.tau),
+                                             a.log_space,
                                              rows_vectorizable<scalar_t>(a.n, {g, s, d})};
     return launch_rows<SampleBackward>(p, l);
   });

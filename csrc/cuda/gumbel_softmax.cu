@@ -81,7 +81,8 @@ struct HardBackward {
 
   template <typename scalar_t>
   __device__ __forceinline__ static SeedOffset start(const Params<scalar_t>& p) {
-    return SeedOffset{static_cast<uint64_t>(ldg(p.rng_state)), static_cast<uint64_t>(ldg(p.rng_state + 1))};
+    return SeedOffset{static_cast<uint64_t>(ldg(p.rng_state)),
+                      static_cast<uint64_t>(ldg(p.rng_state + 1))};
   }
 
   template <int G, int C, bool LOOPED, typename scalar_t, typename acc_t>
@@ -106,7 +107,7 @@ struct HardBackward {
     });
     st = red.max_sum(st);
     const acc_t lse = st.lse();
-    auto soft = [&](int c, int64_t k0, acc_t (&zc)[V]) {
+    auto soft = [&](int c, int64_t k0, acc_t(&zc)[V]) {
       if constexpr (LOOPED) {
         perturbed_chunk<V>(p.logits, base, k0, n, vec_ok, so, inv, zc);
       } else {
@@ -153,7 +154,12 @@ cudaError_t gumbel_max(const GumbelMaxArgs& a, const Launch& l) {
   return CE_CUDA_DISPATCH(a.dtype, [&] {
     const auto* logits = static_cast<const scalar_t*>(a.logits);
     auto* out = static_cast<scalar_t*>(a.out);
-    const GumbelMax::Params<scalar_t> p{logits, out, a.rows, a.n, l.philox, a.rng_state,
+    const GumbelMax::Params<scalar_t> p{logits,
+                                        out,
+                                        a.rows,
+                                        a.n,
+                                        l.philox,
+                                        a.rng_state,
                                         rows_vectorizable<scalar_t>(a.n, {logits, out})};
     return launch_rows<GumbelMax>(p, l);
   });
@@ -164,8 +170,14 @@ cudaError_t gumbel_softmax_hard_backward(const HardBackwardArgs& a, const Launch
     const auto* g = static_cast<const scalar_t*>(a.grad);
     const auto* logits = static_cast<const scalar_t*>(a.logits);
     auto* d = static_cast<scalar_t*>(a.grad_logits);
-    const HardBackward::Params<scalar_t> p{g, logits, d, static_cast<acc_t*>(a.grad_tau), a.rows,
-                                           a.n, tau_view<acc_t>(a.tau), a.rng_state,
+    const HardBackward::Params<scalar_t> p{g,
+                                           logits,
+                                           d,
+                                           static_cast<acc_t*>(a.grad_tau),
+                                           a.rows,
+                                           a.n,
+                                           tau_view<acc_t>(a.tau),
+                                           a.rng_state,
                                            rows_vectorizable<scalar_t>(a.n, {g, logits, d})};
     return launch_rows<HardBackward>(p, l);
   });

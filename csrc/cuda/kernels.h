@@ -1,5 +1,5 @@
-// The CUDA kernels, one function per kernel, grouped by family as the files in csrc/cuda/ (their CPU
-// counterparts: csrc/cpu/kernels.h). Each reads the argument struct the host fills
+// The CUDA kernels, one function per kernel, grouped by family as the files in csrc/cuda/ (their
+// CPU counterparts: csrc/cpu/kernels.h). Each reads the argument struct the host fills
 // (concrete_ext/kernel_args.h), launches on `Launch::stream` and returns cudaGetLastError().
 // No ATen here: the .cu files compile against this, the shared headers, CUB and c10's 16-bit types.
 #pragma once

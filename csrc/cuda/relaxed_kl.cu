@@ -85,8 +85,10 @@ struct RelaxedKl {
     count = red.sum(count);
     if (lane == 0) {
       const int64_t nc = static_cast<int64_t>(count);
-      p.log_q[row] = static_cast<scalar_t>(ec::log_prob<acc_t>(nc, tauq, static_cast<acc_t>(swq), sq.lse()));
-      p.log_p[row] = static_cast<scalar_t>(ec::log_prob<acc_t>(nc, taup, static_cast<acc_t>(swp), sp.lse()));
+      p.log_q[row] =
+          static_cast<scalar_t>(ec::log_prob<acc_t>(nc, tauq, static_cast<acc_t>(swq), sq.lse()));
+      p.log_p[row] =
+          static_cast<scalar_t>(ec::log_prob<acc_t>(nc, taup, static_cast<acc_t>(swp), sp.lse()));
     }
   }
 };
@@ -94,16 +96,16 @@ struct RelaxedKl {
 struct RelaxedKlBackward : Stateless {
   template <typename scalar_t>
   struct Params {
-    const scalar_t* grad_y;                  // nullable
-    const acc_type<scalar_t>* grad_log_q;    // per row, nullable
-    const acc_type<scalar_t>* grad_log_p;    // per row, nullable
+    const scalar_t* grad_y;                // nullable
+    const acc_type<scalar_t>* grad_log_q;  // per row, nullable
+    const acc_type<scalar_t>* grad_log_p;  // per row, nullable
     const scalar_t* y;
     const scalar_t* q_logits;
     const scalar_t* p_logits;
-    scalar_t* grad_q_logits;                 // nullable
-    acc_type<scalar_t>* grad_q_tau;          // nullable
-    scalar_t* grad_p_logits;                 // nullable
-    acc_type<scalar_t>* grad_p_tau;          // nullable
+    scalar_t* grad_q_logits;         // nullable
+    acc_type<scalar_t>* grad_q_tau;  // nullable
+    scalar_t* grad_p_logits;         // nullable
+    acc_type<scalar_t>* grad_p_tau;  // nullable
     int64_t rows, n;
     TauView<acc_type<scalar_t>> tq, tp;
     bool vec_ok;
@@ -121,7 +123,7 @@ struct RelaxedKlBackward : Stateless {
     const acc_t gq = p.grad_log_q ? ldg(p.grad_log_q + row) : acc_t(0);
     const acc_t gp = p.grad_log_p ? ldg(p.grad_log_p + row) : acc_t(0);
     // One chunk's y, logits and w_q, w_p (-inf where q masks or beyond the row).
-    auto chunk = [&](int64_t k0, acc_t (&y)[V], acc_t (&wq)[V], acc_t (&wp)[V], bool (&live)[V]) {
+    auto chunk = [&](int64_t k0, acc_t(&y)[V], acc_t(&wq)[V], acc_t(&wp)[V], bool (&live)[V]) {
       acc_t aq[V], ap[V];
       load_chunk<V>(p.y + base, k0, n, vec_ok, y, neg_inf<acc_t>());
       load_chunk<V>(p.q_logits + base, k0, n, vec_ok, aq, neg_inf<acc_t>());
@@ -151,8 +153,8 @@ struct RelaxedKlBackward : Stateless {
     const int64_t nc = static_cast<int64_t>(red.sum(count));
     const acc_t lq = sq.lse(), lp = sp.lse();
     // dY_k = gy_k - g_q tau_q c^q_k - g_p tau_p c^p_k, c = 1 - n softmax(w).
-    auto per_elem = [&](int64_t k0, acc_t (&y)[V], acc_t (&cq)[V], acc_t (&cp)[V],
-                        acc_t (&dY)[V], bool (&live)[V]) {
+    auto per_elem = [&](int64_t k0, acc_t(&y)[V], acc_t(&cq)[V], acc_t(&cp)[V], acc_t(&dY)[V],
+                        bool (&live)[V]) {
       acc_t wq[V], wp[V], gy[V];
       chunk(k0, y, wq, wp, live);
       if (p.grad_y) {
@@ -207,7 +209,8 @@ struct RelaxedKlBackward : Stateless {
         p.grad_q_tau[row] = static_cast<acc_t>(-invq * (sdyy - sxy * sdy)) +
                             gq * ec::log_prob_dtau<acc_t>(nc, tauq, static_cast<acc_t>(syq));
       }
-      if (p.grad_p_tau) p.grad_p_tau[row] = gp * ec::log_prob_dtau<acc_t>(nc, taup, static_cast<acc_t>(syp));
+      if (p.grad_p_tau)
+        p.grad_p_tau[row] = gp * ec::log_prob_dtau<acc_t>(nc, taup, static_cast<acc_t>(syp));
     }
   }
 };
@@ -219,9 +222,16 @@ cudaError_t relaxed_kl(const RelaxedKlArgs& a, const Launch& l) {
     const auto* aq = static_cast<const scalar_t*>(a.q_logits);
     const auto* ap = static_cast<const scalar_t*>(a.p_logits);
     auto* y = static_cast<scalar_t*>(a.y);
-    const RelaxedKl::Params<scalar_t> p{aq, ap, y, static_cast<scalar_t*>(a.log_q),
-                                        static_cast<scalar_t*>(a.log_p), a.rows, a.n,
-                                        tau_view<acc_t>(a.tq), tau_view<acc_t>(a.tp), l.philox,
+    const RelaxedKl::Params<scalar_t> p{aq,
+                                        ap,
+                                        y,
+                                        static_cast<scalar_t*>(a.log_q),
+                                        static_cast<scalar_t*>(a.log_p),
+                                        a.rows,
+                                        a.n,
+                                        tau_view<acc_t>(a.tq),
+                                        tau_view<acc_t>(a.tp),
+                                        l.philox,
                                         rows_vectorizable<scalar_t>(a.n, {aq, ap, y})};
     return launch_rows<RelaxedKl>(p, l);
   });
@@ -236,9 +246,20 @@ cudaError_t relaxed_kl_backward(const RelaxedKlBackwardArgs& a, const Launch& l)
     auto* gaq = static_cast<scalar_t*>(a.grad_q_logits);
     auto* gap = static_cast<scalar_t*>(a.grad_p_logits);
     const RelaxedKlBackward::Params<scalar_t> p{
-        gy, static_cast<const acc_t*>(a.grad_log_q), static_cast<const acc_t*>(a.grad_log_p), y,
-        aq, ap, gaq, static_cast<acc_t*>(a.grad_q_tau), gap, static_cast<acc_t*>(a.grad_p_tau),
-        a.rows, a.n, tau_view<acc_t>(a.tq), tau_view<acc_t>(a.tp),
+        gy,
+        static_cast<const acc_t*>(a.grad_log_q),
+        static_cast<const acc_t*>(a.grad_log_p),
+        y,
+        aq,
+        ap,
+        gaq,
+        static_cast<acc_t*>(a.grad_q_tau),
+        gap,
+        static_cast<acc_t*>(a.grad_p_tau),
+        a.rows,
+        a.n,
+        tau_view<acc_t>(a.tq),
+        tau_view<acc_t>(a.tp),
         rows_vectorizable<scalar_t>(a.n, {gy, y, aq, ap, gaq, gap})};
     return launch_rows<RelaxedKlBackward>(p, l);
   });

@@ -14,7 +14,8 @@
 //   template <typename scalar_t> __device__ static State start(const Params&)   per-thread state
 //       read once before the row loop (e.g. the seed); kernels without one derive from Stateless
 //   template <int G, int C, bool LOOPED, typename scalar_t>
-//   __device__ static void row(const Params&, const State&, int64_t row, int lane, Reduce<G, acc_t>&)
+//   __device__ static void row(const Params&, const State&, int64_t row, int lane, Reduce<G,
+//   acc_t>&)
 // and launch_rows<K>(params, launch) runs it with the configuration the ladder picks for n.
 #pragma once
 
@@ -56,17 +57,22 @@ __device__ __forceinline__ MaxSum<T> shfl(MaxSum<T> v, int src, int width, unsig
 }
 template <typename T>
 __device__ __forceinline__ ArgMax<T> shfl(ArgMax<T> v, int src, int width, unsigned mask) {
-  return ArgMax<T>{__shfl_sync(mask, v.value, src, width),
-                   static_cast<int64_t>(__shfl_sync(mask, static_cast<long long>(v.index), src, width))};
+  return ArgMax<T>{
+      __shfl_sync(mask, v.value, src, width),
+      static_cast<int64_t>(__shfl_sync(mask, static_cast<long long>(v.index), src, width))};
 }
 
 struct MaxOp {
   template <typename T>
-  __device__ __forceinline__ T operator()(const T& a, const T& b) const { return a > b ? a : (b > a ? b : a); }
+  __device__ __forceinline__ T operator()(const T& a, const T& b) const {
+    return a > b ? a : (b > a ? b : a);
+  }
 };
 struct SumOp {
   template <typename T>
-  __device__ __forceinline__ T operator()(const T& a, const T& b) const { return a + b; }
+  __device__ __forceinline__ T operator()(const T& a, const T& b) const {
+    return a + b;
+  }
 };
 
 // All-reduce over a row group with CUB (WarpReduce for logical warps, BlockReduce for blocks);
@@ -113,8 +119,12 @@ struct Reduce {
     typename Reducer<G, ArgMax<acc_t>>::Storage a;
   };
   Storage& st;
-  __device__ __forceinline__ acc_t max(acc_t v) { return Reducer<G, acc_t>::all_reduce(v, MaxOp(), st.s); }
-  __device__ __forceinline__ acc_t sum(acc_t v) { return Reducer<G, acc_t>::all_reduce(v, SumOp(), st.s); }
+  __device__ __forceinline__ acc_t max(acc_t v) {
+    return Reducer<G, acc_t>::all_reduce(v, MaxOp(), st.s);
+  }
+  __device__ __forceinline__ acc_t sum(acc_t v) {
+    return Reducer<G, acc_t>::all_reduce(v, SumOp(), st.s);
+  }
   __device__ __forceinline__ double sum_double(double v) {
     return Reducer<G, double>::all_reduce(v, SumOp(), st.d);
   }
@@ -223,13 +233,15 @@ struct NoState {};
 // Base of the row kernels that keep no per-thread state across rows.
 struct Stateless {
   template <class P>
-  __device__ __forceinline__ static NoState start(const P&) { return {}; }
+  __device__ __forceinline__ static NoState start(const P&) {
+    return {};
+  }
 };
 
 // One row kernel: each group of G threads takes rows in a grid-stride loop.
 template <class K, typename scalar_t, int G, int C, bool LOOPED>
 __global__ void __launch_bounds__(Group<G>::kBlock)
-row_kernel(const typename K::template Params<scalar_t> p) {
+    row_kernel(const typename K::template Params<scalar_t> p) {
   using acc_t = acc_type<scalar_t>;
   __shared__ typename Reduce<G, acc_t>::Storage storage;
   Reduce<G, acc_t> red{storage};
@@ -247,8 +259,8 @@ struct RowLauncher {
   const Launch& l;
   template <int G, int C, bool LOOPED>
   void run() const {
-    const dim3 grid(static_cast<unsigned>(
-        grid_for(l, p.rows, Group<G>::kRowsPerBlock, Group<G>::kBlock)));
+    const dim3 grid(
+        static_cast<unsigned>(grid_for(l, p.rows, Group<G>::kRowsPerBlock, Group<G>::kBlock)));
     row_kernel<K, scalar_t, G, C, LOOPED><<<grid, Group<G>::kBlock, 0, l.stream>>>(p);
   }
 };

@@ -14,7 +14,12 @@ at::Tensor binary_sample_op(const at::Tensor& logits, const at::Tensor& temperat
   const at::Tensor a = logits.contiguous();
   at::Tensor out = at::empty_like(a, at::MemoryFormat::Contiguous);
   if (a.numel() == 0) return out;
-  BinarySampleArgs args{cptr(a), mptr(out), a.numel(), tau.arg(), {}, logit_space,
+  BinarySampleArgs args{cptr(a),
+                        mptr(out),
+                        a.numel(),
+                        tau.arg(),
+                        {},
+                        logit_space,
                         dtype_of(a, "binary_concrete_sample")};
   launch(args, a, &rng, CE_KERNEL(binary_sample));
   return out;
@@ -35,9 +40,9 @@ std::tuple<at::Tensor, at::Tensor> binary_sample_backward_op(const at::Tensor& g
                                          : at::empty({0}, s.options().dtype(acc));
   if (s.numel() == 0) return {grad_logits, grad_tau};
   const at::Tensor g = grad.contiguous();
-  BinarySampleBackwardArgs args{cptr(g), cptr(s), mptr(grad_logits),
-                                temperature_grad ? mptr(grad_tau) : nullptr, s.numel(), tau.arg(),
-                                logit_space, dtype_of(s, "binary_concrete_sample_backward")};
+  BinarySampleBackwardArgs args{
+      cptr(g),   cptr(s),   mptr(grad_logits), temperature_grad ? mptr(grad_tau) : nullptr,
+      s.numel(), tau.arg(), logit_space,       dtype_of(s, "binary_concrete_sample_backward")};
   launch(args, s, nullptr, CE_KERNEL(binary_sample_backward));
   return {grad_logits, grad_tau};
 }
@@ -53,7 +58,12 @@ at::Tensor binary_log_prob_op(const at::Tensor& value, const at::Tensor& logits,
   at::Tensor out = at::empty_like(a, at::MemoryFormat::Contiguous);
   if (a.numel() == 0) return out;
   const at::Tensor v = value.contiguous();
-  BinaryLogProbArgs args{cptr(v), cptr(a), mptr(out), a.numel(), tau.arg(), logit_space,
+  BinaryLogProbArgs args{cptr(v),
+                         cptr(a),
+                         mptr(out),
+                         a.numel(),
+                         tau.arg(),
+                         logit_space,
                          dtype_of(a, "binary_concrete_log_prob")};
   launch(args, a, nullptr, CE_KERNEL(binary_log_prob));
   return out;
@@ -74,9 +84,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> binary_log_prob_backward_op(
   if (a.numel() > 0) {
     const at::Tensor g = grad.to(acc).contiguous();
     const at::Tensor v = value.contiguous();
-    BinaryLogProbBackwardArgs args{cptr(g), cptr(v), cptr(a),
-                                   mask[0] ? mptr(gv) : nullptr, mask[1] ? mptr(ga) : nullptr,
-                                   mask[2] ? mptr(gt) : nullptr, a.numel(), tau.arg(), logit_space,
+    BinaryLogProbBackwardArgs args{cptr(g),
+                                   cptr(v),
+                                   cptr(a),
+                                   mask[0] ? mptr(gv) : nullptr,
+                                   mask[1] ? mptr(ga) : nullptr,
+                                   mask[2] ? mptr(gt) : nullptr,
+                                   a.numel(),
+                                   tau.arg(),
+                                   logit_space,
                                    dtype_of(a, "binary_concrete_log_prob_backward")};
     launch(args, a, nullptr, CE_KERNEL(binary_log_prob_backward));
   }
@@ -86,7 +102,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> binary_log_prob_backward_op(
   return {mask[0] ? gv : none(st), mask[1] ? ga : none(st), mask[2] ? gt : none(acc)};
 }
 
-// ---- noise ---------------------------------------------------------------------------------------
+// ---- noise
+// ---------------------------------------------------------------------------------------
 namespace {
 NoiseKind noise_kind(c10::string_view kind) {
   if (kind == "bits") return NoiseKind::kBits;
@@ -94,18 +111,22 @@ NoiseKind noise_kind(c10::string_view kind) {
   if (kind == "exponential") return NoiseKind::kExponential;
   if (kind == "gumbel") return NoiseKind::kGumbel;
   if (kind == "logistic") return NoiseKind::kLogistic;
-  TORCH_CHECK_VALUE(false, "noise kind must be one of 'bits', 'uniform', 'exponential', 'gumbel', "
-                    "'logistic', got '", std::string(kind), "'");
+  TORCH_CHECK_VALUE(false,
+                    "noise kind must be one of 'bits', 'uniform', 'exponential', 'gumbel', "
+                    "'logistic', got '",
+                    std::string(kind), "'");
 }
 }  // namespace
 
 at::Tensor noise_op(const at::Tensor& self, c10::string_view kind, const RngArgs& rng) {
   const NoiseKind k = noise_kind(kind);
   if (k != NoiseKind::kBits) check_floating(self, "self");
-  at::Tensor out = at::empty(self.sizes(), self.options().dtype(k == NoiseKind::kBits
-                                                                    ? at::kLong
-                                                                    : self.scalar_type()));
-  NoiseArgs a{mptr(out), out.numel(), k, {},
+  at::Tensor out = at::empty(
+      self.sizes(), self.options().dtype(k == NoiseKind::kBits ? at::kLong : self.scalar_type()));
+  NoiseArgs a{mptr(out),
+              out.numel(),
+              k,
+              {},
               k == NoiseKind::kBits ? DType::kFloat32 : dtype_of(out, "noise")};
   launch(a, out, &rng, CE_KERNEL(noise));
   return out;

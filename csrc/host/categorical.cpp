@@ -22,17 +22,18 @@ at::Tensor sample_op(const at::Tensor& logits, const at::Tensor& temperature, in
   check_floating(logits, "logits");
   const int64_t d = category_dim(logits, dim, "logits");
   auto [out, out2d] = empty_rows_like(logits, d, logits.scalar_type());
-  const Temperature tau = prepare_temperature(temperature, batch_shape(logits, d),
-                                              logits.device(), acc_type(logits.scalar_type()));
+  const Temperature tau = prepare_temperature(temperature, batch_shape(logits, d), logits.device(),
+                                              acc_type(logits.scalar_type()));
   const Rows x = to_rows(logits, d);
   if (x.rows == 0) return out;
-  SampleArgs a{rows_ptr(x), mptr(out2d), x.rows, logits.size(d), tau.arg(), {},
-               log_space, dtype_of(logits, "concrete_sample")};
+  SampleArgs a{rows_ptr(x), mptr(out2d), x.rows,    logits.size(d),
+               tau.arg(),   {},          log_space, dtype_of(logits, "concrete_sample")};
   launch(a, logits, &rng, CE_KERNEL(concrete_sample));
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> sample_backward_op(const at::Tensor& grad, const at::Tensor& sample,
+std::tuple<at::Tensor, at::Tensor> sample_backward_op(const at::Tensor& grad,
+                                                      const at::Tensor& sample,
                                                       const at::Tensor& temperature, int64_t dim,
                                                       bool temperature_grad, bool log_space) {
   const int64_t d = category_dim(sample, dim, "sample");
@@ -47,17 +48,17 @@ std::tuple<at::Tensor, at::Tensor> sample_backward_op(const at::Tensor& grad, co
   const Rows s = to_rows(sample, d);
   if (s.rows == 0) return {grad_logits, grad_tau.zero_()};
   const Rows g = to_rows(grad, d);
-  SampleBackwardArgs a{rows_ptr(g), rows_ptr(s), mptr(gl2d),
-                       temperature_grad ? mptr(grad_tau) : nullptr, s.rows, sample.size(d),
-                       tau.arg(), log_space, dtype_of(sample, "concrete_sample_backward")};
+  SampleBackwardArgs a{
+      rows_ptr(g),    rows_ptr(s), mptr(gl2d), temperature_grad ? mptr(grad_tau) : nullptr, s.rows,
+      sample.size(d), tau.arg(),   log_space,  dtype_of(sample, "concrete_sample_backward")};
   launch(a, sample, nullptr, CE_KERNEL(concrete_sample_backward));
   return {grad_logits, grad_tau};
 }
 
 // ---- straight-through Gumbel-softmax and Gumbel-max ---------------------------------------------
 std::tuple<at::Tensor, at::Tensor> gumbel_softmax_hard_op(const at::Tensor& logits,
-                                                          const at::Tensor& temperature, int64_t dim,
-                                                          const RngArgs& rng) {
+                                                          const at::Tensor& temperature,
+                                                          int64_t dim, const RngArgs& rng) {
   check_floating(logits, "logits");
   const int64_t d = category_dim(logits, dim, "logits");
   // Validated here although the forward value does not depend on it, so that a bad temperature
@@ -67,7 +68,11 @@ std::tuple<at::Tensor, at::Tensor> gumbel_softmax_hard_op(const at::Tensor& logi
   auto [out, out2d] = empty_rows_like(logits, d, logits.scalar_type());
   at::Tensor state = at::empty({2}, logits.options().dtype(at::kLong));
   const Rows x = to_rows(logits, d);
-  GumbelMaxArgs a{rows_ptr(x), mptr(out2d), x.rows, logits.size(d), {},
+  GumbelMaxArgs a{rows_ptr(x),
+                  mptr(out2d),
+                  x.rows,
+                  logits.size(d),
+                  {},
                   logits.is_cuda() ? state.mutable_data_ptr<int64_t>() : nullptr,
                   dtype_of(logits, "gumbel_max")};
   launch(a, logits, &rng, CE_KERNEL(gumbel_max));
@@ -99,9 +104,11 @@ std::tuple<at::Tensor, at::Tensor> gumbel_softmax_hard_backward_op(
   const Rows g = to_rows(grad, d);
   // CPU: the [seed, offset] read on the host; CUDA: read by the kernel from device memory.
   const at::Tensor state = rng_state.contiguous();
-  HardBackwardArgs a{rows_ptr(g), rows_ptr(x), mptr(gl2d),
-                     temperature_grad ? mptr(grad_tau) : nullptr, x.rows, logits.size(d),
-                     tau.arg(), {}, nullptr, dtype_of(logits, "gumbel_softmax_hard_backward")};
+  HardBackwardArgs a{rows_ptr(g), rows_ptr(x),
+                     mptr(gl2d),  temperature_grad ? mptr(grad_tau) : nullptr,
+                     x.rows,      logits.size(d),
+                     tau.arg(),   {},
+                     nullptr,     dtype_of(logits, "gumbel_softmax_hard_backward")};
   if (logits.is_cuda()) {
     a.rng_state = state.const_data_ptr<int64_t>();
   } else {
@@ -116,14 +123,20 @@ at::Tensor gumbel_max_op(const at::Tensor& logits, int64_t dim, const RngArgs& r
   const int64_t d = category_dim(logits, dim, "logits");
   auto [out, out2d] = empty_rows_like(logits, d, logits.scalar_type());
   const Rows x = to_rows(logits, d);
-  GumbelMaxArgs a{rows_ptr(x), mptr(out2d), x.rows, logits.size(d), {}, nullptr,
+  GumbelMaxArgs a{rows_ptr(x),
+                  mptr(out2d),
+                  x.rows,
+                  logits.size(d),
+                  {},
+                  nullptr,
                   dtype_of(logits, "gumbel_max")};
   launch(a, logits, &rng, CE_KERNEL(gumbel_max));
   return out;
 }
 
 // ---- log-densities -----------------------------------------------------------------------------
-// value and logits have one shape (the Python layer broadcasts them); the result has the batch shape.
+// value and logits have one shape (the Python layer broadcasts them); the result has the batch
+// shape.
 at::Tensor log_prob_op(const at::Tensor& value, const at::Tensor& logits,
                        const at::Tensor& temperature, int64_t dim, bool log_space) {
   check_floating(logits, "logits");
@@ -137,8 +150,8 @@ at::Tensor log_prob_op(const at::Tensor& value, const at::Tensor& logits,
   const Rows a = to_rows(logits, d);
   if (a.rows == 0) return out;
   const Rows v = to_rows(value, d);
-  LogProbArgs args{rows_ptr(v), rows_ptr(a), mptr(out), a.rows, logits.size(d), tau.arg(),
-                   log_space, dtype_of(logits, "concrete_log_prob")};
+  LogProbArgs args{rows_ptr(v),    rows_ptr(a), mptr(out), a.rows,
+                   logits.size(d), tau.arg(),   log_space, dtype_of(logits, "concrete_log_prob")};
   launch(args, logits, nullptr, CE_KERNEL(concrete_log_prob));
   return out;
 }
@@ -161,10 +174,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> log_prob_backward_op(
   if (a.rows > 0) {
     const Rows v = to_rows(value, d);
     const at::Tensor g = grad.to(acc).contiguous().view({-1});
-    LogProbBackwardArgs args{cptr(g), rows_ptr(v), rows_ptr(a),
-                             mask[0] ? mptr(gv2d) : nullptr, mask[1] ? mptr(ga2d) : nullptr,
-                             mask[2] ? mptr(gt) : nullptr, a.rows, logits.size(d), tau.arg(),
-                             log_space, dtype_of(logits, "concrete_log_prob_backward")};
+    LogProbBackwardArgs args{cptr(g),
+                             rows_ptr(v),
+                             rows_ptr(a),
+                             mask[0] ? mptr(gv2d) : nullptr,
+                             mask[1] ? mptr(ga2d) : nullptr,
+                             mask[2] ? mptr(gt) : nullptr,
+                             a.rows,
+                             logits.size(d),
+                             tau.arg(),
+                             log_space,
+                             dtype_of(logits, "concrete_log_prob_backward")};
     launch(args, logits, nullptr, CE_KERNEL(concrete_log_prob_backward));
   }
   const at::ScalarType st = logits.scalar_type();
@@ -172,10 +192,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> log_prob_backward_op(
           mask[2] ? gt : none_like(logits, acc)};
 }
 
-// ---- relaxed KL: y ~ ExpConcrete(q), log kappa_q(y), log kappa_p(y) in one pass ------------------
-std::tuple<at::Tensor, at::Tensor, at::Tensor> relaxed_kl_op(
-    const at::Tensor& q_logits, const at::Tensor& q_temperature, const at::Tensor& p_logits,
-    const at::Tensor& p_temperature, int64_t dim, const RngArgs& rng) {
+// ---- relaxed KL: y ~ ExpConcrete(q), log kappa_q(y), log kappa_p(y) in one pass
+// ------------------
+std::tuple<at::Tensor, at::Tensor, at::Tensor> relaxed_kl_op(const at::Tensor& q_logits,
+                                                             const at::Tensor& q_temperature,
+                                                             const at::Tensor& p_logits,
+                                                             const at::Tensor& p_temperature,
+                                                             int64_t dim, const RngArgs& rng) {
   check_floating(q_logits, "q_logits");
   check_same(p_logits, q_logits, "p_logits", "q_logits");
   check_same_shape(p_logits, q_logits, "p_logits", "q_logits");
@@ -190,8 +213,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> relaxed_kl_op(
   const Rows aq = to_rows(q_logits, d);
   if (aq.rows == 0) return {y, log_q, log_p};
   const Rows ap = to_rows(p_logits, d);
-  RelaxedKlArgs a{rows_ptr(aq), rows_ptr(ap), mptr(y2d), mptr(log_q), mptr(log_p), aq.rows,
-                  q_logits.size(d), tq.arg(), tp.arg(), {},
+  RelaxedKlArgs a{rows_ptr(aq),
+                  rows_ptr(ap),
+                  mptr(y2d),
+                  mptr(log_q),
+                  mptr(log_p),
+                  aq.rows,
+                  q_logits.size(d),
+                  tq.arg(),
+                  tp.arg(),
+                  {},
                   dtype_of(q_logits, "relaxed_kl_sample")};
   launch(a, q_logits, &rng, CE_KERNEL(relaxed_kl));
   return {y, log_q, log_p};
@@ -232,10 +263,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> relaxed_kl_backward_o
     const at::Tensor glq = per_row(grad_log_q, "grad_log_q");
     const at::Tensor glp = per_row(grad_log_p, "grad_log_p");
     const at::Tensor aq = to_rows(q_logits, d).data, ap = to_rows(p_logits, d).data;
-    RelaxedKlBackwardArgs a{cptr(gy), cptr(glq), cptr(glp), rows_ptr(y), cptr(aq), cptr(ap),
-                            mask[0] ? mptr(gaq2d) : nullptr, mask[1] ? mptr(gtq) : nullptr,
-                            mask[2] ? mptr(gap2d) : nullptr, mask[3] ? mptr(gtp) : nullptr,
-                            y.rows, q_logits.size(d), tq.arg(), tp.arg(),
+    RelaxedKlBackwardArgs a{cptr(gy),
+                            cptr(glq),
+                            cptr(glp),
+                            rows_ptr(y),
+                            cptr(aq),
+                            cptr(ap),
+                            mask[0] ? mptr(gaq2d) : nullptr,
+                            mask[1] ? mptr(gtq) : nullptr,
+                            mask[2] ? mptr(gap2d) : nullptr,
+                            mask[3] ? mptr(gtp) : nullptr,
+                            y.rows,
+                            q_logits.size(d),
+                            tq.arg(),
+                            tp.arg(),
                             dtype_of(q_logits, "relaxed_kl_sample_backward")};
     launch(a, q_logits, nullptr, CE_KERNEL(relaxed_kl_backward));
   }

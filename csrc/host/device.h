@@ -1,6 +1,6 @@
 // Calling a kernel on the device of the op's tensors: launch(args, like, rng, kernel) runs the CPU
-// kernel cpu::NAME or the CUDA kernel cuda::NAME (CE_KERNEL(NAME) names both) with the seed state of
-// that device. The host code of the ops (categorical.cpp, binary.cpp) is written once for both.
+// kernel cpu::NAME or the CUDA kernel cuda::NAME (CE_KERNEL(NAME) names both) with the seed state
+// of that device. The host code of the ops (categorical.cpp, binary.cpp) is written once for both.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -13,17 +13,19 @@
 
 namespace concrete_ext {
 
-// ---- categorical (categorical.cpp) ---------------------------------------------------------------
+// ---- categorical (categorical.cpp)
+// ---------------------------------------------------------------
 at::Tensor sample_op(const at::Tensor& logits, const at::Tensor& temperature, int64_t dim,
                      const RngArgs& rng, bool log_space);
 // (d logits, d temperature per row or an empty tensor)
-std::tuple<at::Tensor, at::Tensor> sample_backward_op(const at::Tensor& grad, const at::Tensor& sample,
+std::tuple<at::Tensor, at::Tensor> sample_backward_op(const at::Tensor& grad,
+                                                      const at::Tensor& sample,
                                                       const at::Tensor& temperature, int64_t dim,
                                                       bool temperature_grad, bool log_space);
 // (one-hot of argmax_k (logits_k + g_k), rng_state [seed, offset] for the backward)
 std::tuple<at::Tensor, at::Tensor> gumbel_softmax_hard_op(const at::Tensor& logits,
-                                                          const at::Tensor& temperature, int64_t dim,
-                                                          const RngArgs& rng);
+                                                          const at::Tensor& temperature,
+                                                          int64_t dim, const RngArgs& rng);
 std::tuple<at::Tensor, at::Tensor> gumbel_softmax_hard_backward_op(
     const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& temperature,
     const at::Tensor& rng_state, int64_t dim, bool temperature_grad);
@@ -35,9 +37,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> log_prob_backward_op(
     const at::Tensor& grad, const at::Tensor& value, const at::Tensor& logits,
     const at::Tensor& temperature, int64_t dim, std::array<bool, 3> mask, bool log_space);
 // (y ~ ExpConcrete(q), log kappa_q(y), log kappa_p(y))
-std::tuple<at::Tensor, at::Tensor, at::Tensor> relaxed_kl_op(
-    const at::Tensor& q_logits, const at::Tensor& q_temperature, const at::Tensor& p_logits,
-    const at::Tensor& p_temperature, int64_t dim, const RngArgs& rng);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> relaxed_kl_op(const at::Tensor& q_logits,
+                                                             const at::Tensor& q_temperature,
+                                                             const at::Tensor& p_logits,
+                                                             const at::Tensor& p_temperature,
+                                                             int64_t dim, const RngArgs& rng);
 // (d q_logits, d q_temperature per row, d p_logits, d p_temperature per row)
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> relaxed_kl_backward_op(
     const std::optional<at::Tensor>& grad_sample, const std::optional<at::Tensor>& grad_log_q,
@@ -45,7 +49,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> relaxed_kl_backward_o
     const at::Tensor& q_logits, const at::Tensor& q_temperature, const at::Tensor& p_logits,
     const at::Tensor& p_temperature, int64_t dim, std::array<bool, 4> mask);
 
-// ---- binary and noise (binary.cpp) -----------------------------------------------------------------
+// ---- binary and noise (binary.cpp)
+// -----------------------------------------------------------------
 at::Tensor binary_sample_op(const at::Tensor& logits, const at::Tensor& temperature,
                             const RngArgs& rng, bool logit_space);
 std::tuple<at::Tensor, at::Tensor> binary_sample_backward_op(const at::Tensor& grad,

@@ -12,8 +12,10 @@ namespace {
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
 
-#define CE_RNG_PARAMS std::optional<int64_t> seed, int64_t offset, std::optional<at::Generator> generator
-#define CE_RNG RngArgs{seed, offset, generator}
+#define CE_RNG_PARAMS \
+  std::optional<int64_t> seed, int64_t offset, std::optional<at::Generator> generator
+#define CE_RNG \
+  RngArgs { seed, offset, generator }
 
 void register_ops(torch::Library& m) {
   m.impl("exp_concrete_sample", [](const Tensor& l, const Tensor& t, int64_t dim, CE_RNG_PARAMS) {
@@ -33,29 +35,27 @@ void register_ops(torch::Library& m) {
   m.impl("gumbel_softmax_hard", [](const Tensor& l, const Tensor& t, int64_t dim, CE_RNG_PARAMS) {
     return gumbel_softmax_hard_op(l, t, dim, CE_RNG);
   });
-  m.impl("gumbel_softmax_hard_backward", [](const Tensor& g, const Tensor& l, const Tensor& t,
-                                            const Tensor& state, int64_t dim, bool tg) {
-    return gumbel_softmax_hard_backward_op(g, l, t, state, dim, tg);
-  });
-  m.impl("gumbel_max_sample", [](const Tensor& l, int64_t dim, CE_RNG_PARAMS) {
-    return gumbel_max_op(l, dim, CE_RNG);
-  });
-  m.impl("exp_concrete_log_prob", [](const Tensor& v, const Tensor& l, const Tensor& t, int64_t dim) {
-    return log_prob_op(v, l, t, dim, true);
-  });
+  m.impl("gumbel_softmax_hard_backward",
+         [](const Tensor& g, const Tensor& l, const Tensor& t, const Tensor& state, int64_t dim,
+            bool tg) { return gumbel_softmax_hard_backward_op(g, l, t, state, dim, tg); });
+  m.impl("gumbel_max_sample",
+         [](const Tensor& l, int64_t dim, CE_RNG_PARAMS) { return gumbel_max_op(l, dim, CE_RNG); });
+  m.impl("exp_concrete_log_prob", [](const Tensor& v, const Tensor& l, const Tensor& t,
+                                     int64_t dim) { return log_prob_op(v, l, t, dim, true); });
   m.impl("concrete_log_prob", [](const Tensor& v, const Tensor& l, const Tensor& t, int64_t dim) {
     return log_prob_op(v, l, t, dim, false);
   });
-  m.impl("exp_concrete_log_prob_backward",
-         [](const Tensor& g, const Tensor& v, const Tensor& l, const Tensor& t, int64_t dim,
-            std::array<bool, 3> mask) { return log_prob_backward_op(g, v, l, t, dim, mask, true); });
-  m.impl("concrete_log_prob_backward",
-         [](const Tensor& g, const Tensor& v, const Tensor& l, const Tensor& t, int64_t dim,
-            std::array<bool, 3> mask) { return log_prob_backward_op(g, v, l, t, dim, mask, false); });
-  m.impl("relaxed_kl_sample", [](const Tensor& ql, const Tensor& qt, const Tensor& pl,
-                                 const Tensor& pt, int64_t dim, CE_RNG_PARAMS) {
-    return relaxed_kl_op(ql, qt, pl, pt, dim, CE_RNG);
+  m.impl(
+      "exp_concrete_log_prob_backward",
+      [](const Tensor& g, const Tensor& v, const Tensor& l, const Tensor& t, int64_t dim,
+         std::array<bool, 3> mask) { return log_prob_backward_op(g, v, l, t, dim, mask, true); });
+  m.impl("concrete_log_prob_backward", [](const Tensor& g, const Tensor& v, const Tensor& l,
+                                          const Tensor& t, int64_t dim, std::array<bool, 3> mask) {
+    return log_prob_backward_op(g, v, l, t, dim, mask, false);
   });
+  m.impl("relaxed_kl_sample",
+         [](const Tensor& ql, const Tensor& qt, const Tensor& pl, const Tensor& pt, int64_t dim,
+            CE_RNG_PARAMS) { return relaxed_kl_op(ql, qt, pl, pt, dim, CE_RNG); });
   m.impl("relaxed_kl_sample_backward",
          [](const OptTensor& gy, const OptTensor& gq, const OptTensor& gp, const Tensor& y,
             const Tensor& ql, const Tensor& qt, const Tensor& pl, const Tensor& pt, int64_t dim,
@@ -82,12 +82,14 @@ void register_ops(torch::Library& m) {
   m.impl("binary_concrete_log_prob", [](const Tensor& v, const Tensor& l, const Tensor& t) {
     return binary_log_prob_op(v, l, t, false);
   });
-  m.impl("logit_binary_concrete_log_prob_backward",
-         [](const Tensor& g, const Tensor& v, const Tensor& l, const Tensor& t,
-            std::array<bool, 3> mask) { return binary_log_prob_backward_op(g, v, l, t, mask, true); });
-  m.impl("binary_concrete_log_prob_backward",
-         [](const Tensor& g, const Tensor& v, const Tensor& l, const Tensor& t,
-            std::array<bool, 3> mask) { return binary_log_prob_backward_op(g, v, l, t, mask, false); });
+  m.impl(
+      "logit_binary_concrete_log_prob_backward",
+      [](const Tensor& g, const Tensor& v, const Tensor& l, const Tensor& t,
+         std::array<bool, 3> mask) { return binary_log_prob_backward_op(g, v, l, t, mask, true); });
+  m.impl("binary_concrete_log_prob_backward", [](const Tensor& g, const Tensor& v, const Tensor& l,
+                                                 const Tensor& t, std::array<bool, 3> mask) {
+    return binary_log_prob_backward_op(g, v, l, t, mask, false);
+  });
   m.impl("noise_like", [](const Tensor& self, c10::string_view kind, CE_RNG_PARAMS) {
     return noise_op(self, kind, CE_RNG);
   });

@@ -32,11 +32,16 @@ inline at::ScalarType acc_type(at::ScalarType t) {
 // of ATen's dtype dispatch).
 inline DType dtype_of(const at::Tensor& t, const char* op) {
   switch (t.scalar_type()) {
-    case at::kDouble: return DType::kFloat64;
-    case at::kFloat: return DType::kFloat32;
-    case at::kHalf: return DType::kFloat16;
-    case at::kBFloat16: return DType::kBFloat16;
-    default: break;
+    case at::kDouble:
+      return DType::kFloat64;
+    case at::kFloat:
+      return DType::kFloat32;
+    case at::kHalf:
+      return DType::kFloat16;
+    case at::kBFloat16:
+      return DType::kBFloat16;
+    default:
+      break;
   }
   TORCH_CHECK_NOT_IMPLEMENTED(false, '"', op, (t.is_cuda() ? "_cuda" : "_cpu"),
                               "\" not implemented for '", c10::toString(t.scalar_type()), "'");

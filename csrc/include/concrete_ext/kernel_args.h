@@ -2,10 +2,10 @@
 // CPU (csrc/cpu) and CUDA (csrc/cuda) kernels read. No torch headers, so the kernel files compile
 // without ATen.
 //
-// Every tensor is contiguous. Row kernels see (rows, n) with the category dim last; binary and noise
-// kernels see `numel` elements. Pointers to the op's data have the op's dtype (`dtype`); pointers
-// marked "acc" hold the math type (double for fp64 ops, float otherwise). A null output pointer
-// means that output was not asked for; a null gradient pointer means a zero gradient.
+// Every tensor is contiguous. Row kernels see (rows, n) with the category dim last; binary and
+// noise kernels see `numel` elements. Pointers to the op's data have the op's dtype (`dtype`);
+// pointers marked "acc" hold the math type (double for fp64 ops, float otherwise). A null output
+// pointer means that output was not asked for; a null gradient pointer means a zero gradient.
 #pragma once
 
 #include <cstdint>
@@ -30,13 +30,14 @@ TauView<acc_t> tau_view(const TauArg& t) {
   return TauView<acc_t>{static_cast<const acc_t*>(t.ptr), t.stride, acc_t(0)};
 }
 
-// ---- categorical: concrete_sample, exp_concrete_sample --------------------------------------------
+// ---- categorical: concrete_sample, exp_concrete_sample
+// --------------------------------------------
 struct SampleArgs {
   const void* logits;
   void* out;
   int64_t rows, n;
   TauArg tau;
-  SeedOffset so;  // CPU; the CUDA kernels take the launch's Philox state
+  SeedOffset so;   // CPU; the CUDA kernels take the launch's Philox state
   bool log_space;  // ExpConcrete (log of the sample) or Concrete
   DType dtype;
 };
@@ -52,7 +53,8 @@ struct SampleBackwardArgs {
   DType dtype;
 };
 
-// ---- hard Gumbel-softmax: gumbel_max_sample and the straight-through backward -----------------------
+// ---- hard Gumbel-softmax: gumbel_max_sample and the straight-through backward
+// -----------------------
 struct GumbelMaxArgs {
   const void* logits;
   void* out;
@@ -74,7 +76,8 @@ struct HardBackwardArgs {
   DType dtype;
 };
 
-// ---- categorical densities: exp_concrete_log_prob, concrete_log_prob -----------------------------
+// ---- categorical densities: exp_concrete_log_prob, concrete_log_prob
+// -----------------------------
 struct LogProbArgs {
   const void* value;
   const void* logits;
@@ -127,13 +130,14 @@ struct RelaxedKlBackwardArgs {
   DType dtype;
 };
 
-// ---- binary, elementwise ----------------------------------------------------------------------------
+// ---- binary, elementwise
+// ----------------------------------------------------------------------------
 struct BinarySampleArgs {
   const void* logits;
   void* out;
   int64_t numel;
-  TauArg tau;  // per element
-  SeedOffset so;  // CPU
+  TauArg tau;        // per element
+  SeedOffset so;     // CPU
   bool logit_space;  // the logistic form on R (Eq. 26) or the sample on (0, 1)
   DType dtype;
 };
@@ -172,7 +176,8 @@ struct BinaryLogProbBackwardArgs {
   DType dtype;
 };
 
-// ---- noise ---------------------------------------------------------------------------------------
+// ---- noise
+// ---------------------------------------------------------------------------------------
 enum class NoiseKind : int8_t { kBits, kUniform, kExponential, kGumbel, kLogistic };
 
 struct NoiseArgs {

@@ -5,7 +5,8 @@
 //   dy: da = dy / tau, dtau = -dy y / tau;   dx: dy = dx x (1 - x), then as above.
 // Log-density in logit space, t = a - tau y:
 //   log p(y) = log tau - tau y + a - 2 softplus(t)
-//   d/da = 1 - 2 sigmoid(t),  d/dy = -tau (1 - 2 sigmoid(t)),  d/dtau = 1/tau - y (1 - 2 sigmoid(t)).
+//   d/da = 1 - 2 sigmoid(t),  d/dy = -tau (1 - 2 sigmoid(t)),  d/dtau = 1/tau - y (1 - 2
+//   sigmoid(t)).
 // On (0, 1): y = logit(x) and log p(x) = log p(y) - log x - log(1 - x) (Eq. 17 rewritten), with
 //   d/dx = (d/dy log p(y) + 2x - 1) / (x (1 - x)).
 #pragma once
@@ -16,7 +17,9 @@ namespace concrete_ext {
 namespace binary_concrete {
 
 template <typename T>
-CE_HOST_DEVICE T sample_logit(T a, T noise, T inv_tau) { return (a + noise) * inv_tau; }
+CE_HOST_DEVICE T sample_logit(T a, T noise, T inv_tau) {
+  return (a + noise) * inv_tau;
+}
 
 template <typename T, typename Ops = LibmOps>
 CE_HOST_DEVICE T sample(T a, T noise, T inv_tau) {
@@ -26,7 +29,9 @@ CE_HOST_DEVICE T sample(T a, T noise, T inv_tau) {
 // Gradients of one logistic-form sample element: d logit, and the element's d tau (y = +-inf only
 // where the logit is +-inf: the sample does not move with tau there).
 template <typename T>
-CE_HOST_DEVICE T sample_logit_da(T dy, T inv_tau) { return dy * inv_tau; }
+CE_HOST_DEVICE T sample_logit_da(T dy, T inv_tau) {
+  return dy * inv_tau;
+}
 template <typename T>
 CE_HOST_DEVICE T sample_logit_dtau(T dy, T y, T inv_tau) {
   const bool finite = y < INFINITY_T<T>() && y > -INFINITY_T<T>();
@@ -40,7 +45,9 @@ CE_HOST_DEVICE void sample_logit_backward(T dy, T y, T inv_tau, T* da, T* dtau) 
 // The same for the sample on (0, 1), dy = dx x (1 - x); saturated elements (x (1 - x) = 0 in
 // working precision) have zero gradient.
 template <typename T>
-CE_HOST_DEVICE T sample_da(T dx, T x, T inv_tau) { return dx * (x * (T(1) - x)) * inv_tau; }
+CE_HOST_DEVICE T sample_da(T dx, T x, T inv_tau) {
+  return dx * (x * (T(1) - x)) * inv_tau;
+}
 template <typename T, typename Ops = LibmOps>
 CE_HOST_DEVICE T sample_dtau(T dx, T x, T inv_tau) {
   const T dsig = x * (T(1) - x);
@@ -66,7 +73,9 @@ CE_HOST_DEVICE T logit_log_prob_c(T y, T a, T tau) {
   return T(1) - T(2) * sigmoid<T, Ops>(a - tau * y);
 }
 template <typename T>
-CE_HOST_DEVICE T logit_log_prob_dtau(T y, T tau, T c) { return T(1) / tau - y * c; }
+CE_HOST_DEVICE T logit_log_prob_dtau(T y, T tau, T c) {
+  return T(1) / tau - y * c;
+}
 template <typename T, typename Ops = LibmOps>
 CE_HOST_DEVICE void logit_log_prob_grads(T y, T a, T tau, T* dy, T* da, T* dtau) {
   const T c = logit_log_prob_c<T, Ops>(y, a, tau);
@@ -77,7 +86,9 @@ CE_HOST_DEVICE void logit_log_prob_grads(T y, T a, T tau, T* dy, T* da, T* dtau)
 
 // y = logit(x) = log x - log(1 - x).
 template <typename T, typename Ops = LibmOps>
-CE_HOST_DEVICE T logit(T x) { return Ops::log(x) - Ops::log1p(-x); }
+CE_HOST_DEVICE T logit(T x) {
+  return Ops::log(x) - Ops::log1p(-x);
+}
 template <typename T, typename Ops = LibmOps>
 CE_HOST_DEVICE T log_prob(T x, T a, T tau) {
   const T lx = Ops::log(x), l1x = Ops::log1p(-x);
