@@ -1,1 +1,1 @@
-"""Benchmarks of concrete_ext (DESIGN.md section 6): `python -m benchmarks.run --help`."""
+"""Benchmarks of concrete_ext (docs/BENCHMARKS.md): `python -m benchmarks.run --help`."""

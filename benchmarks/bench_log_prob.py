@@ -1,7 +1,7 @@
 """Categorical log-densities: exp_concrete_log_prob (log kappa, on the log-simplex) and
 concrete_log_prob (on the simplex), forward / backward / full, against torch.distributions
 (ExpRelaxedCategorical / RelaxedOneHotCategorical .log_prob), the package's plain-PyTorch reference
-and torch.compile of the formula of DESIGN.md section 1.
+and torch.compile of the formula (log kappa in docs/ARCHITECTURE.md, "Ops").
 
 Minimal bytes (N elements, R rows): forward reads value and logits and writes one value per row
 (2N + R); backward reads both again and the row gradient and writes both gradients (4N + R); full is

@@ -1,4 +1,4 @@
-"""The benchmark harness shared by every benchmarks/bench_<op>.py (DESIGN.md section 6).
+"""The benchmark harness shared by every benchmarks/bench_<op>.py (method: docs/BENCHMARKS.md).
 
 A `Spec` is one op in one mode (forward, backward, full) at one shape and dtype, with the providers
 that compute it: ours (`cpu`, `cuda`, `triton` through `concrete_ext.backend`) and the peers
@@ -34,6 +34,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 MODES = ("forward", "backward", "full")
+# Modes timed as one direct call (no autograd): the forward, and a backward op called on its own
+# (bench_backward.py).
+DIRECT_MODES = ("forward", "backward_op")
 OURS = ("cpu", "cuda", "triton")
 PEERS = ("reference", "torch", "dist", "compile")
 LIMITS = ("copy", "tx_floor")
@@ -299,7 +302,7 @@ def _thunk(spec_mode: str, prov: Provider, sets: List[Dict[str, Any]], grad_name
         state["i"] = (i + 1) % k
         return i
 
-    if spec_mode == "forward":
+    if spec_mode in DIRECT_MODES:
         return lambda: prov.fn(sets[nxt()])
     xs = [[s[name] for name in grad_names] for s in sets]
     if spec_mode == "backward":
@@ -326,7 +329,7 @@ def _input_sets(make, count: int, grad_names: Sequence[str], mode: str, mark_dyn
     sets = []
     for _ in range(count):
         inp = make()
-        if mode != "forward":
+        if mode not in DIRECT_MODES:
             for name in grad_names:
                 inp[name] = inp[name].detach().requires_grad_(True)
         if mark_dynamic:

@@ -1,4 +1,4 @@
-"""What the harness's rows become: a CSV, a markdown table, PNG plots and the targets of the issue
+"""What the harness's rows become: a CSV, a markdown table, PNG plots and the performance targets
 (reported, never asserted)."""
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def _judge(vals: List[float], goal: float) -> str:
 
 
 def cpu_targets(rows: Sequence[Dict[str, Any]]) -> str:
-    """Issue 5's CPU targets at 4096x1024 and 524288x8 fp32."""
+    """The CPU targets at 4096x1024 and 524288x8, fp32 (docs/BENCHMARKS.md, "Targets")."""
     goals = [("concrete_sample", "torch", 3.0, "sample forward vs eager F.gumbel_softmax"),
              ("concrete_sample", "compile", 1.5, "sample forward vs torch.compile of the formula"),
              ("exp_concrete_log_prob", "compile", 1.0, "ExpConcrete log_prob forward vs torch.compile")]
@@ -182,7 +182,7 @@ def cpu_targets(rows: Sequence[Dict[str, Any]]) -> str:
 
 
 def gpu_targets(rows: Sequence[Dict[str, Any]], min_numel: int = 1 << 26) -> str:
-    """Issue 5's GPU targets: sample forward and backward at >= 2^26 elements and n >= 4:
+    """The GPU targets: sample forward and backward at >= 2^26 elements and n >= 4:
     >= 85% of the copy bandwidth, >= 4x eager F.gumbel_softmax, >= 1x torch.compile."""
     head = ("| provider | dtype | shape | fwd % copy | bwd % copy | fwd × eager | fwd × compile | "
             "bwd × eager | bwd × compile |")

@@ -1,6 +1,6 @@
 """Run the benchmarks: `python -m benchmarks.run [--quick | --gpu] [--dry-run] [--out DIR]`.
 
---quick      CPU, the issue's target shapes (4096x1024 and 524288x8) and a few cases of every op;
+--quick      CPU, the target shapes (4096x1024 and 524288x8) and a few cases of every op;
              under 3 minutes on 2 cores (the deadline skips what is left, and says so). The
              reference of the random ops (int64 Philox, seconds per call here) is left to the sweep.
 --gpu        the CUDA sweep, in priority order: the targets (sample forward/backward at 2^26
@@ -14,7 +14,7 @@
 256x200 against the composite peers; on a GPU, the launch latency); --no-small skips it.
 
 Writes <out>/<device>_<plan>_<stamp>.csv and .md and PNG plots, prints a compact table of our
-providers and the small calls, then the targets last.
+providers and the small calls, then the performance targets last.
 """
 
 from __future__ import annotations
@@ -28,10 +28,18 @@ from typing import Callable, List, Sequence, Tuple
 
 import torch
 
-from . import bench_binary, bench_log_prob, bench_relaxed_kl, bench_sample, bench_small, report
+from . import (
+    bench_backward,
+    bench_binary,
+    bench_log_prob,
+    bench_relaxed_kl,
+    bench_sample,
+    bench_small,
+    report,
+)
 from .harness import PEERS, Plan, Settings, Spec, env_info, run_specs, time_fn
 
-MODULES = (bench_sample, bench_log_prob, bench_binary, bench_relaxed_kl)
+MODULES = (bench_sample, bench_log_prob, bench_binary, bench_relaxed_kl, bench_backward)
 N_ALL = (2, 4, 8, 16, 64, 256, 1024, 4096, 32768)
 F32, BF16 = torch.float32, torch.bfloat16
 QUICK_SHAPES = [(4096, 1024), (524288, 8)]
@@ -44,7 +52,7 @@ def grid(ns: Sequence[int], log2_sizes: Sequence[int]) -> List[Tuple[int, int]]:
 
 
 def quick_plan() -> List[Tuple[object, Plan]]:
-    """CPU: the issue's targets first, then one or two cases of every other op and mode."""
+    """CPU: the targets first, then one or two cases of every other op and mode."""
     mine = ("cpu",)
     P = lambda **kw: Plan(device="cpu", **kw)  # noqa: E731
     return [
@@ -52,6 +60,9 @@ def quick_plan() -> List[Tuple[object, Plan]]:
                          providers=mine + ("torch", "dist", "compile"))),
         (bench_log_prob, P(shapes=QUICK_SHAPES, dtypes=[F32], modes=["forward"],
                            ops=["exp_concrete_log_prob"], providers=mine + ("dist", "compile", "reference"))),
+        # Every backward op called directly against torch.compile of its formula.
+        (bench_backward, P(shapes=QUICK_SHAPES, dtypes=[F32], modes=[bench_backward.MODE],
+                           providers=mine + ("compile",))),
         (bench_sample, P(shapes=WIDE, dtypes=[F32], modes=["backward", "full"],
                          ops=["concrete_sample"], providers=mine + ("torch", "compile"))),
         (bench_sample, P(shapes=WIDE, dtypes=[BF16], modes=["forward"], ops=["concrete_sample"],
@@ -105,7 +116,7 @@ def gpu_plan() -> List[Tuple[object, Plan]]:
 
 
 def sweep_plan() -> List[Tuple[object, Plan]]:
-    """The full CPU sweep of the issue (n x 2^16..2^24, fp32 and bf16, every mode and provider)."""
+    """The full CPU sweep (n x 2^16..2^24, fp32 and bf16, every mode and provider)."""
     shapes = grid(N_ALL, [16, 20, 24])
     provs = ("cpu",) + PEERS
     out = [(m, Plan(device="cpu", shapes=shapes, dtypes=[F32, BF16], providers=provs))
@@ -272,7 +283,7 @@ def main(argv=None) -> int:
                 f"Command: `python -m benchmarks.run {' '.join(argv if argv is not None else sys.argv[1:])}`"
                 f" · {elapsed:.0f} s · {len(specs)} cases"
                 + (f" · {skipped} provider timings skipped by the time budget" if skipped else "")
-                + f"\n\n## Targets (issue 5)\n\n{targets}\n\n## Every case\n\n"
+                + f"\n\n## Targets\n\n{targets}\n\n## Every case\n\n"
                 + report.markdown_table(rows, env) + "\n")
     try:
         pngs = report.plots(rows, args.out, os.path.basename(base), env)

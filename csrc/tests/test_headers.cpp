@@ -37,13 +37,15 @@ static void test_kat(const char* path) {
   int vectors = 0;
   while (std::getline(in, line)) {
     if (line.empty() || line[0] == '#') continue;
-    for (char& c : line) if (c == '|' || c == '-' || c == '>') c = ' ';
+    for (char& c : line)
+      if (c == '|' || c == '-' || c == '>') c = ' ';
     std::istringstream ss(line);
     uint32_t v[10];
     for (auto& x : v) ss >> std::hex >> x;
     const uint4x32 out = philox4x32_10(uint4x32{v[0], v[1], v[2], v[3]}, v[4], v[5]);
     for (int i = 0; i < 4; ++i) {
-      CHECK(out[i] == v[6 + i], "vector %d word %d: got %08x want %08x", vectors, i, out[i], v[6 + i]);
+      CHECK(out[i] == v[6 + i], "vector %d word %d: got %08x want %08x", vectors, i, out[i],
+            v[6 + i]);
     }
     ++vectors;
   }
@@ -54,10 +56,10 @@ static void test_kat(const char* path) {
 static void test_counter_layout() {
   const uint64_t seed = 0x0123456789abcdefULL, offset = 0xfedcba9876543210ULL;
   for (uint64_t i = 0; i < 64; ++i) {
-    const uint4x32 g = philox4x32_10(
-        uint4x32{static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32),
-                 static_cast<uint32_t>(i >> 2), 0u},
-        static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+    const uint4x32 g =
+        philox4x32_10(uint4x32{static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32),
+                               static_cast<uint32_t>(i >> 2), 0u},
+                      static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
     CHECK(philox_draw(seed, offset, i) == g[static_cast<int>(i & 3)], "element %" PRIu64, i);
   }
 }
@@ -65,7 +67,8 @@ static void test_counter_layout() {
 template <typename T, typename Ops>
 static void test_transforms(const char* name) {
   const uint32_t extremes[] = {0u, 1u, 0x7fffffffu, 0x80000000u, 0xffffffffu};
-  double prev_u = -1, prev_e = std::numeric_limits<double>::infinity(), prev_g = -1e9, prev_l = -1e9;
+  double prev_u = -1, prev_e = std::numeric_limits<double>::infinity(), prev_g = -1e9,
+         prev_l = -1e9;
   for (uint32_t r : extremes) {
     const double u = uniform_from_bits<T>(r);
     const double e = exponential_from_bits<T, Ops>(r);
@@ -76,7 +79,8 @@ static void test_transforms(const char* name) {
     CHECK(std::isfinite(g) && g > -3.2 && g < 22.9, "%s gumbel(%u) = %g", name, r, g);
     CHECK(std::isfinite(l) && std::fabs(l) < 22.9, "%s logistic(%u) = %g", name, r, l);
     // Monotone in the draw: U, G, L non-decreasing; E = -log U non-increasing.
-    CHECK(u >= prev_u && e <= prev_e && g >= prev_g && l >= prev_l, "%s not monotone at %u", name, r);
+    CHECK(u >= prev_u && e <= prev_e && g >= prev_g && l >= prev_l, "%s not monotone at %u", name,
+          r);
     prev_u = u, prev_e = e, prev_g = g, prev_l = l;
   }
   // Symmetry of the logistic transform: L(r) = -L(2^32 - 1 - r).
@@ -115,11 +119,13 @@ static void test_vec_math() {
     }
     const float y = std::uniform_real_distribution<float>(-87.0f, 88.0f)(rng);
     const double ref = std::exp(static_cast<double>(y));
-    worst_exp = std::max(worst_exp, std::fabs(vm::vexp(y) - ref) / (ref * std::numeric_limits<float>::epsilon()));
+    worst_exp = std::max(
+        worst_exp, std::fabs(vm::vexp(y) - ref) / (ref * std::numeric_limits<float>::epsilon()));
   }
   CHECK(worst_log < 2 && worst_exp < 2, "vlog %.2f, vexp %.2f eps", worst_log, worst_exp);
-  CHECK(vm::vlog(0.0f) == -INFINITY && vm::vlog(INFINITY) == INFINITY && std::isnan(vm::vlog(-1.0f)),
-        "vlog special values");
+  CHECK(
+      vm::vlog(0.0f) == -INFINITY && vm::vlog(INFINITY) == INFINITY && std::isnan(vm::vlog(-1.0f)),
+      "vlog special values");
   CHECK(vm::vexp(-INFINITY) == 0.0f && vm::vexp(INFINITY) == INFINITY && std::isnan(vm::vexp(NAN)),
         "vexp special values");
 }

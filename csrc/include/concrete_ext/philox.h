@@ -2,7 +2,7 @@
 // transforms from one 32-bit draw to the noise every op uses. Shared by the CPU loops, the CUDA
 // kernels and the C++ unit test; no torch headers here so the test builds with a plain compiler.
 //
-// Random-number contract (DESIGN.md section 4, docs/ARCHITECTURE.md "Random numbers"):
+// Random-number contract (docs/ARCHITECTURE.md, "Random numbers"):
 //   key     = (seed & 0xffffffff, seed >> 32)
 //   counter = (offset & 0xffffffff, offset >> 32, group & 0xffffffff, group >> 32)
 //   group   = i / 4 and the draw of element i is word i % 4 of philox(counter, key),
@@ -121,7 +121,8 @@ CE_HOST_DEVICE T upper_complement(uint32_t r) {
 // float below 1 (only for r >= 2^32 - 2^7).
 template <typename T>
 CE_HOST_DEVICE T uniform_from_bits(uint32_t r) {
-  const T below_one = T(1) - (sizeof(T) == 4 ? T(5.9604644775390625e-08) : T(1.1102230246251565e-16));
+  const T below_one =
+      T(1) - (sizeof(T) == 4 ? T(5.9604644775390625e-08) : T(1.1102230246251565e-16));
   const T u = r < kHalfRange ? lower_uniform<T>(r) : T(1) - upper_complement<T>(r);
   return u < below_one ? u : below_one;
 }

@@ -10,7 +10,9 @@
 namespace concrete_ext {
 
 template <typename T>
-CE_HOST_DEVICE constexpr T INFINITY_T() { return std::numeric_limits<T>::infinity(); }
+CE_HOST_DEVICE constexpr T INFINITY_T() {
+  return std::numeric_limits<T>::infinity();
+}
 
 // softplus(x) = log(1 + e^x) and sigmoid(x), stable for large |x|; written as selects.
 template <typename T, typename Ops = LibmOps>

@@ -22,19 +22,27 @@ namespace vm {
 #define CE_VM_INLINE inline
 #endif
 
-CE_VM_INLINE float as_float(int32_t i) { float f; std::memcpy(&f, &i, 4); return f; }
-CE_VM_INLINE int32_t as_int(float f) { int32_t i; std::memcpy(&i, &f, 4); return i; }
+CE_VM_INLINE float as_float(int32_t i) {
+  float f;
+  std::memcpy(&f, &i, 4);
+  return f;
+}
+CE_VM_INLINE int32_t as_int(float f) {
+  int32_t i;
+  std::memcpy(&i, &f, 4);
+  return i;
+}
 
 // log(x) for x >= 0 (negative x gives NaN like logf).
 CE_VM_INLINE float vlog(float x) {
   const bool tiny = x < 1.17549435e-38f;  // subnormal or zero: rescale by 2^23 first
   const float xs = tiny ? x * 8388608.0f : x;
   const int32_t bits = as_int(xs);
-  int32_t e = ((bits >> 23) & 0xff) - 126;            // xs = m 2^e, m in [0.5, 1)
+  int32_t e = ((bits >> 23) & 0xff) - 126;  // xs = m 2^e, m in [0.5, 1)
   float m = as_float((bits & 0x007fffff) | 0x3f000000);
   const bool small = m < 0.70710678118654752f;
   e -= small ? 1 : 0;
-  m = small ? (m + m - 1.0f) : (m - 1.0f);           // m - 1 in [-0.2929, 0.4142]
+  m = small ? (m + m - 1.0f) : (m - 1.0f);  // m - 1 in [-0.2929, 0.4142]
   const float z = m * m;
   float p = 7.0376836292e-2f;
   p = p * m - 1.1514610310e-1f;
@@ -56,7 +64,6 @@ CE_VM_INLINE float vlog(float x) {
   const float special = (x == 0.0f) ? -INFINITY : NAN;
   return (x > 0.0f && x < INFINITY) ? r : (x == INFINITY ? x : special);
 }
-
 
 // exp(x); exp(-inf) = 0 exactly, which keeps masked categories at exactly 0.
 CE_VM_INLINE float vexp(float x) {
@@ -82,7 +89,6 @@ CE_VM_INLINE float vexp(float x) {
   return x != x ? x : out;
 }
 
-
 // exp(x) for x <= 0 (or -inf, or NaN), as in softmax terms exp(v - max): vexp without the
 // overflow side (one scaling by 2^n, n in [-126, 0], and one select). exp(-inf) = 0 exactly; NaN
 // propagates through the arithmetic; results below FLT_MIN flush to 0 as in vexp. Positive x is
@@ -105,8 +111,16 @@ CE_VM_INLINE float vexp_nonpos(float x) {
   return under ? 0.0f : res;
 }
 
-CE_VM_INLINE double as_double(int64_t i) { double d; std::memcpy(&d, &i, 8); return d; }
-CE_VM_INLINE int64_t as_int64(double d) { int64_t i; std::memcpy(&i, &d, 8); return i; }
+CE_VM_INLINE double as_double(int64_t i) {
+  double d;
+  std::memcpy(&d, &i, 8);
+  return d;
+}
+CE_VM_INLINE int64_t as_int64(double d) {
+  int64_t i;
+  std::memcpy(&i, &d, 8);
+  return i;
+}
 
 // log(x) in double for the CPU loops' per-row log-sum-exps (log of a row total in [1, n]), where a
 // libm call per row dominates short rows. Cephes' log: log(1 + m) = m - m^2/2 + m^3 P(m) / Q(m) for
@@ -140,8 +154,9 @@ CE_VM_INLINE double vlogd(double x) {
   double r = m + y;
   r += fe * 0.693359375;
   const double special = (x == 0.0) ? -static_cast<double>(INFINITY) : static_cast<double>(NAN);
-  return (x > 0.0 && x < static_cast<double>(INFINITY)) ? r
-                                                        : (x == static_cast<double>(INFINITY) ? x : special);
+  return (x > 0.0 && x < static_cast<double>(INFINITY))
+             ? r
+             : (x == static_cast<double>(INFINITY) ? x : special);
 }
 
 // The log policy of philox.h's noise transforms for the CPU loops.
@@ -154,6 +169,17 @@ struct VecOps {
     const float d = w - 1.0f;
     return d == 0.0f ? v : vlog(w) * (v / d);
   }
+  // log(x) - log1p(-x) with log1p by Goldberg's trick; the difference is taken inside log1p's
+  // select, where the compiler fuses it with log1p's product (FMA ISAs), as in the scalar loop the
+  // binary sample's backward had before it was vectorised: same values as then.
+  static CE_VM_INLINE float log_odds(float x) {
+    const float lx = vlog(x);
+    const float v = -x;
+    const float w = 1.0f + v;
+    const float d = w - 1.0f;
+    return d == 0.0f ? lx - v : lx - vlog(w) * (v / d);
+  }
+  static CE_VM_INLINE double log_odds(double x) { return std::log(x) - std::log1p(-x); }
   // log1p(-v) for v in (0, 1/2]: the atanh series of philox.h (no log, vectorises).
   static CE_VM_INLINE float log1m(float v) {
     return log1m_series(v, [](float a, float b) __attribute__((always_inline)) { return a / b; });
