@@ -60,6 +60,9 @@ struct Rows {
 };
 
 inline Rows to_rows(const at::Tensor& t, int64_t dim) {
+  // The common case (category dim last, contiguous) is the tensor itself: no view to build, which
+  // a small call would pay for in dispatcher round trips.
+  if (dim == t.dim() - 1 && t.is_contiguous()) return Rows{t, t.numel() / t.size(dim)};
   const at::Tensor moved = t.movedim(dim, -1).contiguous();
   const int64_t n = t.size(dim);
   return Rows{moved.view({-1, n}), moved.numel() / n};
@@ -70,6 +73,10 @@ inline Rows to_rows(const at::Tensor& t, int64_t dim) {
 // order, its (rows, n) view).
 inline std::pair<at::Tensor, at::Tensor> empty_rows_like(const at::Tensor& t, int64_t dim,
                                                          at::ScalarType dtype) {
+  if (dim == t.dim() - 1) {  // already the moved layout: the (rows, n) view is not needed
+    at::Tensor out = at::empty(t.sizes(), t.options().dtype(dtype));
+    return {out, out};
+  }
   std::vector<int64_t> moved(t.sizes().begin(), t.sizes().end());
   const int64_t n = moved[dim];
   moved.erase(moved.begin() + dim);
@@ -98,6 +105,23 @@ struct Temperature {
   }
 };
 
+// The value of a one-element floating CPU tensor, read from memory (item() is a dispatcher call).
+inline double host_scalar(const at::Tensor& t) {
+  if (t.is_neg()) return t.item<double>();
+  switch (t.scalar_type()) {
+    case at::kDouble:
+      return *t.const_data_ptr<double>();
+    case at::kFloat:
+      return *t.const_data_ptr<float>();
+    case at::kHalf:
+      return static_cast<float>(*t.const_data_ptr<at::Half>());
+    case at::kBFloat16:
+      return static_cast<float>(*t.const_data_ptr<at::BFloat16>());
+    default:
+      return t.item<double>();
+  }
+}
+
 // `shape` is the batch shape of a row op or the full shape of a binary op. A temperature with one
 // element that lives on the CPU is read on the host (no device copy, no sync); any other must be on
 // the op's device and broadcast to `shape`.
@@ -106,7 +130,7 @@ inline Temperature prepare_temperature(const at::Tensor& temperature, at::IntArr
   check_floating(temperature, "temperature");
   Temperature t;
   if (temperature.numel() == 1 && temperature.device().is_cpu()) {
-    t.scalar = temperature.item<double>();
+    t.scalar = host_scalar(temperature);
     return t;
   }
   TORCH_CHECK_VALUE(temperature.device() == device, "temperature is on ", temperature.device(),
