@@ -146,12 +146,12 @@ def write_build_info(with_cuda: bool, archs: str):
             f.write(text)
 
 
-CPU_SOURCES = sorted(set(
-    ["csrc/module.cpp", "csrc/ops/cpu_primitives.cpp"]
-    + glob.glob("csrc/ops/*_cpu.cpp", root_dir=HERE)))
-CUDA_SOURCES = sorted(glob.glob("csrc/ops/*.cu", root_dir=HERE))
-INCLUDE_DIRS = [os.path.join(HERE, "csrc", "include"), os.path.join(HERE, "csrc", "ops")]
-CXX_FLAGS = ["-O3", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
+# csrc/host: the torch side of every op (both devices); csrc/cpu and csrc/cuda: the kernels, one
+# file per op family and device.
+CPU_SOURCES = sorted(glob.glob("csrc/host/*.cpp", root_dir=HERE) + glob.glob("csrc/cpu/*.cpp", root_dir=HERE))
+CUDA_SOURCES = sorted(glob.glob("csrc/cuda/*.cu", root_dir=HERE))
+INCLUDE_DIRS = [os.path.join(HERE, "csrc", "include"), os.path.join(HERE, "csrc")]
+CXX_FLAGS = ["-O3", "-g0", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
 NVCC_FLAGS = ["-O3", "--expt-relaxed-constexpr", "-lineinfo", "-Xptxas=-warn-spills"]
 
 

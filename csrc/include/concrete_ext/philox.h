@@ -2,7 +2,7 @@
 // transforms from one 32-bit draw to the noise every op uses. Shared by the CPU loops, the CUDA
 // kernels and the C++ unit test; no torch headers here so the test builds with a plain compiler.
 //
-// Random-number contract (DESIGN.md section 4, docs/ARCHITECTURE.md "Random numbers"):
+// Random-number contract (docs/ARCHITECTURE.md, "Random numbers"):
 //   key     = (seed & 0xffffffff, seed >> 32)
 //   counter = (offset & 0xffffffff, offset >> 32, group & 0xffffffff, group >> 32)
 //   group   = i / 4 and the draw of element i is word i % 4 of philox(counter, key),

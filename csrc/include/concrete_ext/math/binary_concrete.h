@@ -23,50 +23,78 @@ CE_HOST_DEVICE T sample(T a, T noise, T inv_tau) {
   return sigmoid<T, Ops>(sample_logit(a, noise, inv_tau));
 }
 
-// Gradients of one logistic-form sample element: d logit and the element's d tau.
+// Gradients of one logistic-form sample element: d logit, and the element's d tau (y = +-inf only
+// where the logit is +-inf: the sample does not move with tau there).
+template <typename T>
+CE_HOST_DEVICE T sample_logit_da(T dy, T inv_tau) { return dy * inv_tau; }
+template <typename T>
+CE_HOST_DEVICE T sample_logit_dtau(T dy, T y, T inv_tau) {
+  const bool finite = y < INFINITY_T<T>() && y > -INFINITY_T<T>();
+  return finite ? -dy * y * inv_tau : T(0);
+}
 template <typename T>
 CE_HOST_DEVICE void sample_logit_backward(T dy, T y, T inv_tau, T* da, T* dtau) {
-  *da = dy * inv_tau;
-  // y = +-inf only where the logit is +-inf: the sample does not move with tau there.
-  const bool finite = y < INFINITY_T<T>() && y > -INFINITY_T<T>();
-  *dtau = finite ? -dy * y * inv_tau : T(0);
+  *da = sample_logit_da(dy, inv_tau);
+  *dtau = sample_logit_dtau(dy, y, inv_tau);
 }
-// The same for the sample on (0, 1); saturated elements (x (1 - x) = 0 in working precision) have
-// zero gradient.
+// The same for the sample on (0, 1), dy = dx x (1 - x); saturated elements (x (1 - x) = 0 in
+// working precision) have zero gradient.
+template <typename T>
+CE_HOST_DEVICE T sample_da(T dx, T x, T inv_tau) { return dx * (x * (T(1) - x)) * inv_tau; }
 template <typename T, typename Ops = LibmOps>
-CE_HOST_DEVICE void sample_backward(T dx, T x, T inv_tau, T* da, T* dtau) {
+CE_HOST_DEVICE T sample_dtau(T dx, T x, T inv_tau) {
   const T dsig = x * (T(1) - x);
   const bool live = dsig > T(0);
   const T dy = dx * dsig;
-  const T y = Ops::log(live ? x : T(0.5)) - Ops::log1p(live ? -x : T(-0.5));
-  *da = dy * inv_tau;
-  *dtau = live ? -dy * y * inv_tau : T(0);
+  const T y = Ops::log_odds(x);  // used only where live, x in (0, 1)
+  return live ? -dy * y * inv_tau : T(0);
+}
+template <typename T, typename Ops = LibmOps>
+CE_HOST_DEVICE void sample_backward(T dx, T x, T inv_tau, T* da, T* dtau) {
+  *da = sample_da(dx, x, inv_tau);
+  *dtau = sample_dtau<T, Ops>(dx, x, inv_tau);
 }
 
 template <typename T, typename Ops = LibmOps>
 CE_HOST_DEVICE T logit_log_prob(T y, T a, T tau) {
   return Ops::log(tau) - tau * y + a - T(2) * softplus<T, Ops>(a - tau * y);
 }
-// d/dy, d/da, d/dtau of logit_log_prob.
+// c = 1 - 2 sigmoid(a - tau y), from which every partial of logit_log_prob follows:
+// d/da = c, d/dy = -tau c, d/dtau = 1/tau - y c.
+template <typename T, typename Ops = LibmOps>
+CE_HOST_DEVICE T logit_log_prob_c(T y, T a, T tau) {
+  return T(1) - T(2) * sigmoid<T, Ops>(a - tau * y);
+}
+template <typename T>
+CE_HOST_DEVICE T logit_log_prob_dtau(T y, T tau, T c) { return T(1) / tau - y * c; }
 template <typename T, typename Ops = LibmOps>
 CE_HOST_DEVICE void logit_log_prob_grads(T y, T a, T tau, T* dy, T* da, T* dtau) {
-  const T c = T(1) - T(2) * sigmoid<T, Ops>(a - tau * y);
+  const T c = logit_log_prob_c<T, Ops>(y, a, tau);
   *da = c;
   *dy = -tau * c;
-  *dtau = T(1) / tau - y * c;
+  *dtau = logit_log_prob_dtau(y, tau, c);
 }
 
+// y = logit(x) = log x - log(1 - x).
+template <typename T, typename Ops = LibmOps>
+CE_HOST_DEVICE T logit(T x) { return Ops::log(x) - Ops::log1p(-x); }
 template <typename T, typename Ops = LibmOps>
 CE_HOST_DEVICE T log_prob(T x, T a, T tau) {
   const T lx = Ops::log(x), l1x = Ops::log1p(-x);
   return logit_log_prob<T, Ops>(lx - l1x, a, tau) - lx - l1x;
 }
+// d/dx of log_prob from d/dy of logit_log_prob at y = logit(x) and c.
+template <typename T>
+CE_HOST_DEVICE T log_prob_dx(T x, T tau, T c) {
+  return (-tau * c + T(2) * x - T(1)) / (x * (T(1) - x));
+}
 template <typename T, typename Ops = LibmOps>
 CE_HOST_DEVICE void log_prob_grads(T x, T a, T tau, T* dx, T* da, T* dtau) {
-  const T y = Ops::log(x) - Ops::log1p(-x);
-  T dy;
-  logit_log_prob_grads<T, Ops>(y, a, tau, &dy, da, dtau);
-  *dx = (dy + T(2) * x - T(1)) / (x * (T(1) - x));
+  const T y = logit<T, Ops>(x);
+  const T c = logit_log_prob_c<T, Ops>(y, a, tau);
+  *da = c;
+  *dtau = logit_log_prob_dtau(y, tau, c);
+  *dx = log_prob_dx(x, tau, c);
 }
 
 }  // namespace binary_concrete

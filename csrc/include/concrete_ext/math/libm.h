@@ -34,6 +34,9 @@ struct LibmOps {
   // log1p(-v) for v in (0, 1/2] (the upper half of the noise transforms).
   template <typename T>
   static CE_HOST_DEVICE T log1m(T v) { return log1p(-v); }
+  // log(x) - log1p(-x), the logit of x in (0, 1).
+  template <typename T>
+  static CE_HOST_DEVICE T log_odds(T x) { return log(x) - log1p(-x); }
 };
 
 }  // namespace concrete_ext

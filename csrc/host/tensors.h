@@ -1,37 +1,68 @@
 // Host-side preparation shared by every op and both devices: the (rows, n) view of a row op, the
-// temperature, and the seed. Each op's .cpp calls these, then its CPU loop or CUDA launcher.
+// outputs' layout, the temperature, the seed, and the kernel arguments' pointers and dtype.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
-#include <c10/util/Optional.h>
 
 #include <mutex>
 #include <optional>
+#include <utility>
+#include <vector>
 
-#include "concrete_ext/checks.h"
-#include "concrete_ext/params.h"
+#include "concrete_ext/kernel_args.h"
+#include "host/checks.h"
 
 namespace concrete_ext {
 
-// A tensor seen as (rows, n) with the category dim last, contiguous. `moved_sizes` is the shape
-// with the category dim moved last; outputs are allocated in that shape and moved back, so their
-// strides are those of a contiguous tensor in the moved layout (the fake kernels do the same).
+// The random-number arguments every sampling op takes: an explicit (seed, offset), or a generator
+// (the default one when None). Each device turns them into its own seed state (host/device.h).
+struct RngArgs {
+  std::optional<int64_t> seed;
+  int64_t offset;
+  std::optional<at::Generator> generator;
+};
+
+// The math type of an op's dtype: double for fp64, float for the others.
+inline at::ScalarType acc_type(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// The kernels' dtype of a tensor; `op` names the kernel in the error for other dtypes (the message
+// of ATen's dtype dispatch).
+inline DType dtype_of(const at::Tensor& t, const char* op) {
+  switch (t.scalar_type()) {
+    case at::kDouble: return DType::kFloat64;
+    case at::kFloat: return DType::kFloat32;
+    case at::kHalf: return DType::kFloat16;
+    case at::kBFloat16: return DType::kBFloat16;
+    default: break;
+  }
+  TORCH_CHECK_NOT_IMPLEMENTED(false, '"', op, (t.is_cuda() ? "_cuda" : "_cpu"),
+                              "\" not implemented for '", c10::toString(t.scalar_type()), "'");
+}
+
+// Data pointer of a tensor, or null for an absent one (an undefined tensor or a null pointer).
+inline const void* cptr(const at::Tensor& t) { return t.defined() ? t.const_data_ptr() : nullptr; }
+inline void* mptr(const at::Tensor& t) { return t.defined() ? t.mutable_data_ptr() : nullptr; }
+inline void* mptr(at::Tensor* t) { return t ? t->mutable_data_ptr() : nullptr; }
+
+// A tensor seen as (rows, n) with the category dim last, contiguous: a copy only if that view of
+// the tensor is not contiguous already.
 struct Rows {
   at::Tensor data;  // (rows, n), contiguous
   int64_t rows;
-  int64_t n;
-  int64_t dim;      // wrapped category dim of the original tensor
 };
 
 inline Rows to_rows(const at::Tensor& t, int64_t dim) {
   const at::Tensor moved = t.movedim(dim, -1).contiguous();
   const int64_t n = t.size(dim);
-  return Rows{moved.view({-1, n}), moved.numel() / n, n, dim};
+  return Rows{moved.view({-1, n}), moved.numel() / n};
 }
 
-// Empty output with the layout described above; returns (tensor in the caller's dim order,
-// its (rows, n) view).
+// An empty output whose strides are those of a contiguous tensor in the layout with the category
+// dim moved last (the fake kernels allocate the same); returns (the output in the caller's dim
+// order, its (rows, n) view).
 inline std::pair<at::Tensor, at::Tensor> empty_rows_like(const at::Tensor& t, int64_t dim,
                                                          at::ScalarType dtype) {
   std::vector<int64_t> moved(t.sizes().begin(), t.sizes().end());
@@ -50,16 +81,15 @@ inline std::vector<int64_t> batch_shape(const at::Tensor& t, int64_t dim) {
   return s;
 }
 
-// The temperature as the kernels read it: a host scalar, or a device tensor in the op's math type
-// with one value per row (or per element) or a single value read with stride 0.
+// The temperature as the kernels read it: a host scalar, or a tensor in the op's math type with
+// one value per row (or per element), or a single value read with stride 0.
 struct Temperature {
   at::Tensor values;  // undefined when the temperature is a host scalar
   double scalar = 1.0;
   int64_t stride = 0;
-  template <typename acc_t>
-  TauView<acc_t> view() const {
-    if (!values.defined()) return TauView<acc_t>{nullptr, 0, static_cast<acc_t>(scalar)};
-    return TauView<acc_t>{values.data_ptr<acc_t>(), stride, acc_t(0)};
+  TauArg arg() const {
+    return values.defined() ? TauArg{values.const_data_ptr(), stride, 0.0}
+                            : TauArg{nullptr, 0, scalar};
   }
 };
 
@@ -91,31 +121,22 @@ inline Temperature prepare_temperature(const at::Tensor& temperature, at::IntArr
 
 // Seed of a call on the CPU: explicit (seed, offset), or a fresh 64-bit seed from the generator
 // (the CPU generator is a Mersenne twister; torch.manual_seed makes the draws reproducible).
-inline SeedOffset cpu_seed(const std::optional<at::Generator>& generator,
-                           std::optional<int64_t> seed, int64_t offset) {
-  if (seed.has_value()) {
-    return SeedOffset{static_cast<uint64_t>(*seed), static_cast<uint64_t>(offset)};
+inline SeedOffset cpu_seed(const RngArgs& rng) {
+  if (rng.seed.has_value()) {
+    return SeedOffset{static_cast<uint64_t>(*rng.seed), static_cast<uint64_t>(rng.offset)};
   }
   auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(
-      generator, at::detail::getDefaultCPUGenerator());
+      rng.generator, at::detail::getDefaultCPUGenerator());
   std::lock_guard<std::mutex> lock(gen->mutex_);
   return SeedOffset{gen->random64(), 0};
 }
 
-// The rng_state tensor saved for the straight-through backward: int64 [seed, offset].
-inline at::Tensor rng_state_tensor(const SeedOffset& so) {
-  at::Tensor t = at::empty({2}, at::TensorOptions().dtype(at::kLong));
-  int64_t* p = t.data_ptr<int64_t>();
-  p[0] = static_cast<int64_t>(so.seed);
-  p[1] = static_cast<int64_t>(so.offset);
-  return t;
-}
-
+// The [seed, offset] the hard Gumbel-softmax forward saves for its backward, read on the host.
 inline SeedOffset read_rng_state(const at::Tensor& state) {
   TORCH_CHECK_VALUE(state.numel() == 2 && state.scalar_type() == at::kLong,
                     "rng_state must be an int64 tensor of 2 elements [seed, offset]");
   const at::Tensor s = state.cpu().contiguous();
-  const int64_t* p = s.data_ptr<int64_t>();
+  const int64_t* p = s.const_data_ptr<int64_t>();
   return SeedOffset{static_cast<uint64_t>(p[0]), static_cast<uint64_t>(p[1])};
 }
 

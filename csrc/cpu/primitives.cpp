@@ -1,8 +1,11 @@
-// The CPU kernels' hot loops (cpu_loops.h): Philox + noise transform, exp and log over arrays.
-// Each is compiled for AVX-512, AVX2 + FMA and the baseline and picked at load time.
+// The noise fill of the CPU kernels (primitives.h): Philox and the noise transform over a range of
+// elements. The float version is compiled per instruction set (CE_CPU_CLONES) and picked at load
+// time.
 #include <algorithm>
 
-#include "cpu_loops.h"
+#include "concrete_ext/math/vec_math.h"
+#include "cpu/blocks.h"
+#include "cpu/primitives.h"
 
 namespace concrete_ext {
 namespace cpu {
@@ -46,19 +49,6 @@ CE_CPU_CLONES void fill_noise(Noise kind, SeedOffset so, int64_t begin, int64_t 
 }
 void fill_noise(Noise kind, SeedOffset so, int64_t begin, int64_t count, double* out) {
   fill_any(kind, so, begin, count, out);
-}
-
-CE_CPU_CLONES void exp_array(const float* in, float* out, int64_t count) {
-  for (int64_t i = 0; i < count; ++i) out[i] = vm::vexp(in[i]);
-}
-void exp_array(const double* in, double* out, int64_t count) {
-  for (int64_t i = 0; i < count; ++i) out[i] = std::exp(in[i]);
-}
-CE_CPU_CLONES void log_array(const float* in, float* out, int64_t count) {
-  for (int64_t i = 0; i < count; ++i) out[i] = vm::vlog(in[i]);
-}
-void log_array(const double* in, double* out, int64_t count) {
-  for (int64_t i = 0; i < count; ++i) out[i] = std::log(in[i]);
 }
 
 }  // namespace cpu

@@ -1,26 +1,22 @@
 // Host side of the categorical ops (Concrete / ExpConcrete sample and log-density, the
-// straight-through Gumbel-softmax, Gumbel-max and the relaxed-KL pass): argument checks, the
-// (rows, n) view, temperature and outputs, shared by the CPU and CUDA registrations. `Backend` is
-// cpu::Kernels or cuda::Kernels (kernels.h); each takes (rows, n) contiguous tensors.
-#pragma once
-
-#include <ATen/ATen.h>
-
-#include <tuple>
-
-#include "concrete_ext/checks.h"
-#include "concrete_ext/host.h"
-#include "kernels.h"
-#include "rng_args.h"
+// straight-through Gumbel-softmax, Gumbel-max and the relaxed-KL pass): checks, the (rows, n)
+// views, temperature and outputs, then the device's kernel.
+#include "host/device.h"
+#include "host/ops.h"
 
 namespace concrete_ext {
+namespace {
 
-inline at::ScalarType acc_type(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
+const void* rows_ptr(const Rows& r) { return r.data.const_data_ptr(); }
+
+// Gradients not asked for are empty tensors, each its own: outputs of an op must not alias.
+at::Tensor none_like(const at::Tensor& t, at::ScalarType dtype) {
+  return at::empty({0}, t.options().dtype(dtype));
 }
 
+}  // namespace
+
 // ---- sampling ----------------------------------------------------------------------------------
-template <typename Backend>
 at::Tensor sample_op(const at::Tensor& logits, const at::Tensor& temperature, int64_t dim,
                      const RngArgs& rng, bool log_space) {
   check_floating(logits, "logits");
@@ -30,14 +26,13 @@ at::Tensor sample_op(const at::Tensor& logits, const at::Tensor& temperature, in
                                               logits.device(), acc_type(logits.scalar_type()));
   const Rows x = to_rows(logits, d);
   if (x.rows == 0) return out;
-  Backend::sample(x.data, out2d, tau, rng, log_space);
+  SampleArgs a{rows_ptr(x), mptr(out2d), x.rows, logits.size(d), tau.arg(), {},
+               log_space, dtype_of(logits, "concrete_sample")};
+  launch(a, logits, &rng, CE_KERNEL(concrete_sample));
   return out;
 }
 
-// Returns (d logits, d temperature per row or an empty tensor).
-template <typename Backend>
-std::tuple<at::Tensor, at::Tensor> sample_backward_op(const at::Tensor& grad,
-                                                      const at::Tensor& sample,
+std::tuple<at::Tensor, at::Tensor> sample_backward_op(const at::Tensor& grad, const at::Tensor& sample,
                                                       const at::Tensor& temperature, int64_t dim,
                                                       bool temperature_grad, bool log_space) {
   const int64_t d = category_dim(sample, dim, "sample");
@@ -52,18 +47,17 @@ std::tuple<at::Tensor, at::Tensor> sample_backward_op(const at::Tensor& grad,
   const Rows s = to_rows(sample, d);
   if (s.rows == 0) return {grad_logits, grad_tau.zero_()};
   const Rows g = to_rows(grad, d);
-  Backend::sample_backward(g.data, s.data, gl2d, tau, temperature_grad ? &grad_tau : nullptr,
-                           log_space);
+  SampleBackwardArgs a{rows_ptr(g), rows_ptr(s), mptr(gl2d),
+                       temperature_grad ? mptr(grad_tau) : nullptr, s.rows, sample.size(d),
+                       tau.arg(), log_space, dtype_of(sample, "concrete_sample_backward")};
+  launch(a, sample, nullptr, CE_KERNEL(concrete_sample_backward));
   return {grad_logits, grad_tau};
 }
 
 // ---- straight-through Gumbel-softmax and Gumbel-max ---------------------------------------------
-// Forward: the one-hot of argmax_k (logits_k + g_k) and the rng_state [seed, offset] the backward
-// needs to recompute the soft sample.
-template <typename Backend>
 std::tuple<at::Tensor, at::Tensor> gumbel_softmax_hard_op(const at::Tensor& logits,
-                                                          const at::Tensor& temperature,
-                                                          int64_t dim, const RngArgs& rng) {
+                                                          const at::Tensor& temperature, int64_t dim,
+                                                          const RngArgs& rng) {
   check_floating(logits, "logits");
   const int64_t d = category_dim(logits, dim, "logits");
   // Validated here although the forward value does not depend on it, so that a bad temperature
@@ -73,11 +67,18 @@ std::tuple<at::Tensor, at::Tensor> gumbel_softmax_hard_op(const at::Tensor& logi
   auto [out, out2d] = empty_rows_like(logits, d, logits.scalar_type());
   at::Tensor state = at::empty({2}, logits.options().dtype(at::kLong));
   const Rows x = to_rows(logits, d);
-  Backend::gumbel_max(x.data, out2d, rng, state);
+  GumbelMaxArgs a{rows_ptr(x), mptr(out2d), x.rows, logits.size(d), {},
+                  logits.is_cuda() ? state.mutable_data_ptr<int64_t>() : nullptr,
+                  dtype_of(logits, "gumbel_max")};
+  launch(a, logits, &rng, CE_KERNEL(gumbel_max));
+  if (!logits.is_cuda()) {  // the CUDA kernel writes the state on the device
+    int64_t* p = state.mutable_data_ptr<int64_t>();
+    p[0] = static_cast<int64_t>(a.so.seed);
+    p[1] = static_cast<int64_t>(a.so.offset);
+  }
   return {out, state};
 }
 
-template <typename Backend>
 std::tuple<at::Tensor, at::Tensor> gumbel_softmax_hard_backward_op(
     const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& temperature,
     const at::Tensor& rng_state, int64_t dim, bool temperature_grad) {
@@ -96,24 +97,33 @@ std::tuple<at::Tensor, at::Tensor> gumbel_softmax_hard_backward_op(
   const Rows x = to_rows(logits, d);
   if (x.rows == 0) return {grad_logits, grad_tau.zero_()};
   const Rows g = to_rows(grad, d);
-  Backend::gumbel_softmax_hard_backward(g.data, x.data, gl2d, tau, rng_state,
-                                        temperature_grad ? &grad_tau : nullptr);
+  // CPU: the [seed, offset] read on the host; CUDA: read by the kernel from device memory.
+  const at::Tensor state = rng_state.contiguous();
+  HardBackwardArgs a{rows_ptr(g), rows_ptr(x), mptr(gl2d),
+                     temperature_grad ? mptr(grad_tau) : nullptr, x.rows, logits.size(d),
+                     tau.arg(), {}, nullptr, dtype_of(logits, "gumbel_softmax_hard_backward")};
+  if (logits.is_cuda()) {
+    a.rng_state = state.const_data_ptr<int64_t>();
+  } else {
+    a.so = read_rng_state(rng_state);
+  }
+  launch(a, logits, nullptr, CE_KERNEL(gumbel_softmax_hard_backward));
   return {grad_logits, grad_tau};
 }
 
-template <typename Backend>
 at::Tensor gumbel_max_op(const at::Tensor& logits, int64_t dim, const RngArgs& rng) {
   check_floating(logits, "logits");
   const int64_t d = category_dim(logits, dim, "logits");
   auto [out, out2d] = empty_rows_like(logits, d, logits.scalar_type());
   const Rows x = to_rows(logits, d);
-  Backend::gumbel_max(x.data, out2d, rng, at::Tensor());
+  GumbelMaxArgs a{rows_ptr(x), mptr(out2d), x.rows, logits.size(d), {}, nullptr,
+                  dtype_of(logits, "gumbel_max")};
+  launch(a, logits, &rng, CE_KERNEL(gumbel_max));
   return out;
 }
 
 // ---- log-densities -----------------------------------------------------------------------------
 // value and logits have one shape (the Python layer broadcasts them); the result has the batch shape.
-template <typename Backend>
 at::Tensor log_prob_op(const at::Tensor& value, const at::Tensor& logits,
                        const at::Tensor& temperature, int64_t dim, bool log_space) {
   check_floating(logits, "logits");
@@ -127,13 +137,12 @@ at::Tensor log_prob_op(const at::Tensor& value, const at::Tensor& logits,
   const Rows a = to_rows(logits, d);
   if (a.rows == 0) return out;
   const Rows v = to_rows(value, d);
-  Backend::log_prob(v.data, a.data, out.view({-1}), tau, log_space);
+  LogProbArgs args{rows_ptr(v), rows_ptr(a), mptr(out), a.rows, logits.size(d), tau.arg(),
+                   log_space, dtype_of(logits, "concrete_log_prob")};
+  launch(args, logits, nullptr, CE_KERNEL(concrete_log_prob));
   return out;
 }
 
-// Returns (d value, d logits, d temperature per row); entries not asked for by output_mask are
-// empty tensors.
-template <typename Backend>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> log_prob_backward_op(
     const at::Tensor& grad, const at::Tensor& value, const at::Tensor& logits,
     const at::Tensor& temperature, int64_t dim, std::array<bool, 3> mask, bool log_space) {
@@ -152,18 +161,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> log_prob_backward_op(
   if (a.rows > 0) {
     const Rows v = to_rows(value, d);
     const at::Tensor g = grad.to(acc).contiguous().view({-1});
-    Backend::log_prob_backward(g, v.data, a.data, mask[0] ? &gv2d : nullptr,
-                               mask[1] ? &ga2d : nullptr, mask[2] ? &gt : nullptr, tau,
-                               log_space);
+    LogProbBackwardArgs args{cptr(g), rows_ptr(v), rows_ptr(a),
+                             mask[0] ? mptr(gv2d) : nullptr, mask[1] ? mptr(ga2d) : nullptr,
+                             mask[2] ? mptr(gt) : nullptr, a.rows, logits.size(d), tau.arg(),
+                             log_space, dtype_of(logits, "concrete_log_prob_backward")};
+    launch(args, logits, nullptr, CE_KERNEL(concrete_log_prob_backward));
   }
-  // Gradients not asked for are empty tensors, each its own: outputs of an op must not alias.
-  auto none = [&](at::ScalarType t) { return at::empty({0}, logits.options().dtype(t)); };
   const at::ScalarType st = logits.scalar_type();
-  return {mask[0] ? gv : none(st), mask[1] ? ga : none(st), mask[2] ? gt : none(acc)};
+  return {mask[0] ? gv : none_like(logits, st), mask[1] ? ga : none_like(logits, st),
+          mask[2] ? gt : none_like(logits, acc)};
 }
 
 // ---- relaxed KL: y ~ ExpConcrete(q), log kappa_q(y), log kappa_p(y) in one pass ------------------
-template <typename Backend>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> relaxed_kl_op(
     const at::Tensor& q_logits, const at::Tensor& q_temperature, const at::Tensor& p_logits,
     const at::Tensor& p_temperature, int64_t dim, const RngArgs& rng) {
@@ -181,12 +190,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> relaxed_kl_op(
   const Rows aq = to_rows(q_logits, d);
   if (aq.rows == 0) return {y, log_q, log_p};
   const Rows ap = to_rows(p_logits, d);
-  Backend::relaxed_kl(aq.data, ap.data, y2d, log_q.view({-1}), log_p.view({-1}), tq, tp, rng);
+  RelaxedKlArgs a{rows_ptr(aq), rows_ptr(ap), mptr(y2d), mptr(log_q), mptr(log_p), aq.rows,
+                  q_logits.size(d), tq.arg(), tp.arg(), {},
+                  dtype_of(q_logits, "relaxed_kl_sample")};
+  launch(a, q_logits, &rng, CE_KERNEL(relaxed_kl));
   return {y, log_q, log_p};
 }
 
-// Returns (d q_logits, d q_temperature per row, d p_logits, d p_temperature per row).
-template <typename Backend>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> relaxed_kl_backward_op(
     const std::optional<at::Tensor>& grad_sample, const std::optional<at::Tensor>& grad_log_q,
     const std::optional<at::Tensor>& grad_log_p, const at::Tensor& sample,
@@ -219,17 +229,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> relaxed_kl_backward_o
                         " but the log-density has shape ", bshape);
       return g->to(acc).contiguous().view({-1});
     };
-    Backend::relaxed_kl_backward(gy, per_row(grad_log_q, "grad_log_q"),
-                                 per_row(grad_log_p, "grad_log_p"), y.data,
-                                 to_rows(q_logits, d).data, to_rows(p_logits, d).data,
-                                 mask[0] ? &gaq2d : nullptr, mask[1] ? &gtq : nullptr,
-                                 mask[2] ? &gap2d : nullptr, mask[3] ? &gtp : nullptr, tq, tp);
+    const at::Tensor glq = per_row(grad_log_q, "grad_log_q");
+    const at::Tensor glp = per_row(grad_log_p, "grad_log_p");
+    const at::Tensor aq = to_rows(q_logits, d).data, ap = to_rows(p_logits, d).data;
+    RelaxedKlBackwardArgs a{cptr(gy), cptr(glq), cptr(glp), rows_ptr(y), cptr(aq), cptr(ap),
+                            mask[0] ? mptr(gaq2d) : nullptr, mask[1] ? mptr(gtq) : nullptr,
+                            mask[2] ? mptr(gap2d) : nullptr, mask[3] ? mptr(gtp) : nullptr,
+                            y.rows, q_logits.size(d), tq.arg(), tp.arg(),
+                            dtype_of(q_logits, "relaxed_kl_sample_backward")};
+    launch(a, q_logits, nullptr, CE_KERNEL(relaxed_kl_backward));
   }
-  // Gradients not asked for are empty tensors, each its own: outputs of an op must not alias.
-  auto none = [&](at::ScalarType t) { return at::empty({0}, q_logits.options().dtype(t)); };
   const at::ScalarType st = q_logits.scalar_type();
-  return {mask[0] ? gaq : none(st), mask[1] ? gtq : none(acc), mask[2] ? gap : none(st),
-          mask[3] ? gtp : none(acc)};
+  return {mask[0] ? gaq : none_like(q_logits, st), mask[1] ? gtq : none_like(q_logits, acc),
+          mask[2] ? gap : none_like(q_logits, st), mask[3] ? gtp : none_like(q_logits, acc)};
 }
 
 }  // namespace concrete_ext

@@ -1,6 +1,7 @@
 // The Python module concrete_ext._C: loading it registers the CPU (and, when compiled, CUDA)
-// kernels of every op through TORCH_LIBRARY_IMPL; its one function reports what was built.
-#include <torch/extension.h>
+// kernels of every op (TORCH_LIBRARY_IMPL in register.cpp); its one function reports what was
+// built. Only pybind11 here: the module needs nothing else from torch.
+#include <pybind11/pybind11.h>
 
 #include "concrete_ext/build_info.h"
 

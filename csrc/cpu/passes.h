@@ -1,5 +1,5 @@
-// Row-block building blocks of the CPU kernels, written so that GCC vectorises them inside the
-// kernels' per-ISA block functions (CE_CPU_CLONES, cpu_loops.h).
+// Whole-block passes of the CPU kernels, written so that GCC vectorises them inside the kernels'
+// per-ISA block functions (CE_CPU_KERNEL, blocks.h).
 //
 // A block is R consecutive rows of n elements, stored row-major in L1/L2-resident arrays. Every
 // elementwise or per-row step is a loop over the whole block, so that short rows still fill
@@ -16,16 +16,13 @@
 // these helpers are inlined by GCC as they are called once per site).
 #pragma once
 
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
 #include <cmath>
 #include <cstdint>
 #include <limits>
 
 #include "concrete_ext/math/vec_math.h"
 #include "concrete_ext/params.h"
-#include "cpu_loops.h"
+#include "cpu/primitives.h"
 
 #define CE_INLINE inline __attribute__((always_inline))
 // On the lambdas the block bodies pass to these helpers: GCC does not always inline them on its
@@ -196,29 +193,6 @@ CE_INLINE void rows_sum(int64_t R, int64_t n, double* out, T* tmp, F&& f) {
   reduce_rows_sum(R, n, tmp, out);
 }
 
-// Per-block scratch carved from the acc_t buffers of parallel_row_blocks (each `stride` acc_t,
-// stride >= the block's element count and >= its row count).
-template <typename acc_t>
-struct Carver {
-  acc_t* p;
-  int64_t stride;
-  acc_t* take() {
-    acc_t* q = p;
-    p += stride;
-    return q;
-  }
-  double* take_double() {
-    double* q = reinterpret_cast<double*>(p);
-    p += stride * static_cast<int64_t>(sizeof(double) / sizeof(acc_t));
-    return q;
-  }
-};
-// Buffers to ask parallel_row_blocks for: `elems` acc_t arrays and `doubles` double arrays.
-template <typename acc_t>
-constexpr int scratch_buffers(int elems, int doubles) {
-  return elems + doubles * static_cast<int>(sizeof(double) / sizeof(acc_t));
-}
-
 // tau (or 1 / tau) of rows / elements [i0, i0 + count): one value for all, or from the tensor.
 template <typename acc_t>
 CE_INLINE bool tau_is_uniform(const TauView<acc_t>& tv) { return !tv.ptr || tv.stride == 0; }
@@ -241,25 +215,6 @@ CE_INLINE void tau_values(const TauView<acc_t>& tv, int64_t i0, int64_t count, b
     for (int64_t i = 0; i < count; ++i) out[i] = p[i * st];
   }
 }
-
-// The per-ISA entry points of a block body NAME##_impl(const ARGS<scalar_t, acc_t>&, int64_t b0,
-// int64_t b1, acc_t* scratch, int64_t stride), one overload per dtype, each compiled for
-// x86-64-v4, x86-64-v3 and the baseline and picked at load time (CE_CPU_CLONES). The parallel loop
-// calls these once per block.
-// fp64 blocks are built once (baseline): their exp / log are libm calls, which keep the loops
-// scalar anyway, and cloning them would triple the compile time for nothing.
-#define CE_BLOCK_CLONE(NAME, ARGS, SCALAR, ACC, ATTR)                                        \
-  ATTR void NAME(const ARGS<SCALAR, ACC>& p, int64_t b0, int64_t b1, ACC* scratch,          \
-                 int64_t stride) {                                                          \
-    NAME##_impl(p, b0, b1, scratch, stride);                                                \
-  }
-#ifndef CE_BLOCK_CLONES
-#define CE_BLOCK_CLONES(NAME, ARGS)                                \
-  CE_BLOCK_CLONE(NAME, ARGS, float, float, CE_CPU_CLONES)          \
-  CE_BLOCK_CLONE(NAME, ARGS, c10::Half, float, CE_CPU_CLONES)      \
-  CE_BLOCK_CLONE(NAME, ARGS, c10::BFloat16, float, CE_CPU_CLONES)  \
-  CE_BLOCK_CLONE(NAME, ARGS, double, double, )
-#endif
 
 }  // namespace cpu
 }  // namespace concrete_ext

@@ -1,20 +1,11 @@
 // Host side of the binary ops (Binary Concrete sample in both forms, their log-densities and
-// backward): checks, broadcasting of the temperature, flat contiguous views; shared by the CPU and
-// CUDA registrations (register_ops.h).
-#pragma once
-
-#include <ATen/ATen.h>
-
-#include <tuple>
-
-#include "concrete_ext/checks.h"
-#include "concrete_ext/host.h"
-#include "exp_concrete.h"
-#include "kernels.h"
+// backward) and of the noise op: checks, broadcasting of the temperature, flat contiguous views,
+// then the device's kernel.
+#include "host/device.h"
+#include "host/ops.h"
 
 namespace concrete_ext {
 
-template <typename Backend>
 at::Tensor binary_sample_op(const at::Tensor& logits, const at::Tensor& temperature,
                             const RngArgs& rng, bool logit_space) {
   check_floating(logits, "logits");
@@ -23,11 +14,12 @@ at::Tensor binary_sample_op(const at::Tensor& logits, const at::Tensor& temperat
   const at::Tensor a = logits.contiguous();
   at::Tensor out = at::empty_like(a, at::MemoryFormat::Contiguous);
   if (a.numel() == 0) return out;
-  Backend::binary_sample(a, out, tau, rng, logit_space);
+  BinarySampleArgs args{cptr(a), mptr(out), a.numel(), tau.arg(), {}, logit_space,
+                        dtype_of(a, "binary_concrete_sample")};
+  launch(args, a, &rng, CE_KERNEL(binary_sample));
   return out;
 }
 
-template <typename Backend>
 std::tuple<at::Tensor, at::Tensor> binary_sample_backward_op(const at::Tensor& grad,
                                                              const at::Tensor& sample,
                                                              const at::Tensor& temperature,
@@ -42,12 +34,14 @@ std::tuple<at::Tensor, at::Tensor> binary_sample_backward_op(const at::Tensor& g
   at::Tensor grad_tau = temperature_grad ? at::empty(s.sizes(), s.options().dtype(acc))
                                          : at::empty({0}, s.options().dtype(acc));
   if (s.numel() == 0) return {grad_logits, grad_tau};
-  Backend::binary_sample_backward(grad.contiguous(), s, grad_logits, tau,
-                                  temperature_grad ? &grad_tau : nullptr, logit_space);
+  const at::Tensor g = grad.contiguous();
+  BinarySampleBackwardArgs args{cptr(g), cptr(s), mptr(grad_logits),
+                                temperature_grad ? mptr(grad_tau) : nullptr, s.numel(), tau.arg(),
+                                logit_space, dtype_of(s, "binary_concrete_sample_backward")};
+  launch(args, s, nullptr, CE_KERNEL(binary_sample_backward));
   return {grad_logits, grad_tau};
 }
 
-template <typename Backend>
 at::Tensor binary_log_prob_op(const at::Tensor& value, const at::Tensor& logits,
                               const at::Tensor& temperature, bool logit_space) {
   check_floating(logits, "logits");
@@ -58,11 +52,13 @@ at::Tensor binary_log_prob_op(const at::Tensor& value, const at::Tensor& logits,
   const at::Tensor a = logits.contiguous();
   at::Tensor out = at::empty_like(a, at::MemoryFormat::Contiguous);
   if (a.numel() == 0) return out;
-  Backend::binary_log_prob(value.contiguous(), a, out, tau, logit_space);
+  const at::Tensor v = value.contiguous();
+  BinaryLogProbArgs args{cptr(v), cptr(a), mptr(out), a.numel(), tau.arg(), logit_space,
+                         dtype_of(a, "binary_concrete_log_prob")};
+  launch(args, a, nullptr, CE_KERNEL(binary_log_prob));
   return out;
 }
 
-template <typename Backend>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> binary_log_prob_backward_op(
     const at::Tensor& grad, const at::Tensor& value, const at::Tensor& logits,
     const at::Tensor& temperature, std::array<bool, 3> mask, bool logit_space) {
@@ -76,9 +72,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> binary_log_prob_backward_op(
   at::Tensor ga = at::empty_like(a, at::MemoryFormat::Contiguous);
   at::Tensor gt = at::empty(a.sizes(), a.options().dtype(acc));
   if (a.numel() > 0) {
-    Backend::binary_log_prob_backward(grad.to(acc).contiguous(), value.contiguous(), a,
-                                      mask[0] ? &gv : nullptr, mask[1] ? &ga : nullptr,
-                                      mask[2] ? &gt : nullptr, tau, logit_space);
+    const at::Tensor g = grad.to(acc).contiguous();
+    const at::Tensor v = value.contiguous();
+    BinaryLogProbBackwardArgs args{cptr(g), cptr(v), cptr(a),
+                                   mask[0] ? mptr(gv) : nullptr, mask[1] ? mptr(ga) : nullptr,
+                                   mask[2] ? mptr(gt) : nullptr, a.numel(), tau.arg(), logit_space,
+                                   dtype_of(a, "binary_concrete_log_prob_backward")};
+    launch(args, a, nullptr, CE_KERNEL(binary_log_prob_backward));
   }
   // Gradients not asked for are empty tensors, each its own: outputs of an op must not alias.
   auto none = [&](at::ScalarType t) { return at::empty({0}, a.options().dtype(t)); };
@@ -87,24 +87,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> binary_log_prob_backward_op(
 }
 
 // ---- noise ---------------------------------------------------------------------------------------
-inline int64_t noise_kind(c10::string_view kind) {
-  if (kind == "bits") return 0;
-  if (kind == "uniform") return 1;
-  if (kind == "exponential") return 2;
-  if (kind == "gumbel") return 3;
-  if (kind == "logistic") return 4;
+namespace {
+NoiseKind noise_kind(c10::string_view kind) {
+  if (kind == "bits") return NoiseKind::kBits;
+  if (kind == "uniform") return NoiseKind::kUniform;
+  if (kind == "exponential") return NoiseKind::kExponential;
+  if (kind == "gumbel") return NoiseKind::kGumbel;
+  if (kind == "logistic") return NoiseKind::kLogistic;
   TORCH_CHECK_VALUE(false, "noise kind must be one of 'bits', 'uniform', 'exponential', 'gumbel', "
                     "'logistic', got '", std::string(kind), "'");
 }
+}  // namespace
 
-// Noise shaped like `self` (its values are not read): int64 draws for "bits", else self's dtype.
-template <typename Backend>
 at::Tensor noise_op(const at::Tensor& self, c10::string_view kind, const RngArgs& rng) {
-  const int64_t k = noise_kind(kind);
-  if (k != 0) check_floating(self, "self");
-  at::Tensor out = at::empty(self.sizes(), self.options().dtype(k == 0 ? at::kLong
-                                                                        : self.scalar_type()));
-  Backend::noise(out, k, rng);
+  const NoiseKind k = noise_kind(kind);
+  if (k != NoiseKind::kBits) check_floating(self, "self");
+  at::Tensor out = at::empty(self.sizes(), self.options().dtype(k == NoiseKind::kBits
+                                                                    ? at::kLong
+                                                                    : self.scalar_type()));
+  NoiseArgs a{mptr(out), out.numel(), k, {},
+              k == NoiseKind::kBits ? DType::kFloat32 : dtype_of(out, "noise")};
+  launch(a, out, &rng, CE_KERNEL(noise));
   return out;
 }
 

@@ -1,27 +1,20 @@
-// Device helpers shared by the categorical CUDA kernels (concrete_sample_cuda.cu,
-// gumbel_softmax_cuda.cu, exp_concrete_log_prob_cuda.cu). Formulas: concrete_ext/math/exp_concrete.h.
+// Device steps shared by the categorical CUDA kernels (concrete_sample.cu, gumbel_softmax.cu,
+// concrete_log_prob.cu, relaxed_kl.cu). Formulas: concrete_ext/math/exp_concrete.h.
 #pragma once
 
-#include "concrete_ext/dispatch.h"
 #include "concrete_ext/math/exp_concrete.h"
-#include "cuda_common.cuh"
-#include "kernels.h"
+#include "cuda/row_kernel.cuh"
 
 namespace concrete_ext {
 namespace cuda {
 
 namespace ec = exp_concrete;
 
-template <typename T>
-__device__ __forceinline__ T neg_inf() { return -INFINITY_T<T>(); }
-template <typename T>
-__device__ __forceinline__ T NAN_T() { return std::numeric_limits<T>::quiet_NaN(); }
-
 // Online (max, sum exp) update of a thread's running state with one value. The sampling kernels
 // use the SFU exp (Ops = FastNoiseOps); the log-densities use the accurate one (LibmOps), because
 // their gradients take 1 - n softmax(w), which cancels for large n and amplifies any error in the
-// log-sum-exp (first H200 check: concrete_log_prob backward at n = 8192 in bf16 was 5x further
-// from the float64 truth than the CPU kernel with __expf here).
+// log-sum-exp (with __expf, concrete_log_prob backward at n = 8192 in bf16 was 5x further from the
+// float64 truth than the CPU kernel).
 template <typename Ops, typename T>
 __device__ __forceinline__ void online_add(MaxSum<T>& st, T v) {
   if (v > st.max) {
@@ -48,15 +41,6 @@ __device__ __forceinline__ void perturbed_chunk(const scalar_t* __restrict__ a, 
                       : neg_inf<acc_t>();
   }
 }
-
-// ---- launch helpers ----------------------------------------------------------------------------
-template <int G>
-dim3 row_grid(int64_t rows) {
-  return dim3(static_cast<unsigned>(grid_for(rows, Group<G>::kRowsPerBlock, Group<G>::kBlock)));
-}
-
-template <typename T>
-T* opt_ptr(at::Tensor* t) { return t ? t->data_ptr<T>() : nullptr; }
 
 }  // namespace cuda
 }  // namespace concrete_ext

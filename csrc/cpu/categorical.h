@@ -1,28 +1,28 @@
-// Block steps shared by the categorical CPU kernels (exp_concrete_cpu.cpp,
-// exp_concrete_log_prob_cpu.cpp, relaxed_kl_cpu.cpp): the perturbed softmax of a block of rows and
-// the row state of the log-densities, as whole-block passes (cpu_vec.h) that vectorise inside the
-// kernels' per-ISA block functions. Formulas: concrete_ext/math/exp_concrete.h.
+// Block steps shared by the categorical CPU kernels (concrete_sample.cpp, gumbel_softmax.cpp,
+// concrete_log_prob.cpp, relaxed_kl.cpp): the perturbed softmax of a block of rows and the row state
+// of the log-densities, as whole-block passes (passes.h) that vectorise inside the kernels' per-ISA
+// block functions. Formulas: concrete_ext/math/exp_concrete.h.
 #pragma once
 
-#include <ATen/ATen.h>
+#include <algorithm>
 
 #include "concrete_ext/math/exp_concrete.h"
-#include "cpu_loops.h"
-#include "cpu_vec.h"
+#include "cpu/passes.h"
+#include "cpu/primitives.h"
 
 namespace concrete_ext {
 namespace cpu {
 
 namespace ec = exp_concrete;
 
-// Rows [r0, r0 + R) of the perturbed softmax: z = (a + g) / tau - max (per row), e = exp(z),
-// m[r] = the row's max and sums[r] = sum_k e. A row of all -inf logits gets NaN z, e and sum.
-template <typename scalar_t, typename acc_t>
-CE_INLINE void perturbed_block(const scalar_t* a, int64_t r0, int64_t R, int64_t n,
+// Rows [r0, r0 + R) of the perturbed softmax (ab: their logits): z = (a + g) / tau - max (per
+// row), e = exp(z), m[r] = the row's max and sums[r] = sum_k e. A row of all -inf logits gets NaN z,
+// e and sum.
+template <typename acc_t>
+CE_INLINE void perturbed_block(const acc_t* ab, int64_t r0, int64_t R, int64_t n,
                                const acc_t* inv, SeedOffset so, acc_t* z, acc_t* e, acc_t* m,
                                double* sums) {
   fill_noise(Noise::kGumbel, so, r0 * n, R * n, z);
-  const scalar_t* ab = a + r0 * n;
   rows_max(R, n, m, z, [&](int64_t r, int64_t i) CE_LAMBDA {
     const acc_t v = ec::perturb(static_cast<acc_t>(ab[i]), z[i], inv[r]);
     z[i] = v;
@@ -40,25 +40,16 @@ CE_INLINE void perturbed_block(const scalar_t* a, int64_t r0, int64_t R, int64_t
 // Software prefetch of the next block's inputs, spread over the passes of the current block:
 // the hardware prefetcher runs only a little ahead of the first pass, and one burst of prefetches
 // for a whole block stalls on the miss buffers. part(k, parts) prefetches the first k / parts.
-#ifndef PFL
-#define PFL 3
-#endif
 struct NextBlock {
+  static constexpr int kLocality = 3;  // keep in every cache level
   const char* p[2];
   int64_t bytes;
   int64_t done = 0;
-  CE_INLINE void lines(int64_t k) {
-    const int64_t upto = std::min(bytes, done + 64 * k);
-    for (; done < upto; done += 64) {
-      __builtin_prefetch(p[0] + done, 0, PFL);
-      __builtin_prefetch(p[1] + done, 0, PFL);
-    }
-  }
   CE_INLINE void part(int k, int parts) {
     const int64_t upto = bytes * k / parts;
     for (; done < upto; done += 64) {
-      __builtin_prefetch(p[0] + done, 0, PFL);
-      __builtin_prefetch(p[1] + done, 0, PFL);
+      __builtin_prefetch(p[0] + done, 0, kLocality);
+      __builtin_prefetch(p[1] + done, 0, kLocality);
     }
   }
 };
@@ -106,22 +97,6 @@ CE_INLINE void density_rows(int64_t R, int64_t n, const scalar_t* a, const scala
     for (int64_t r = 0; r < R; ++r) cnt[r] = static_cast<double>(n);
     if (sum_w) reduce_rows_sum(R, n, s, sum_w);
   }
-#ifdef PFCHUNK
-  if (pf && n > 16) {
-    const int64_t per = std::max<int64_t>(1, (pf->bytes - pf->done) / 64 / std::max<int64_t>(1, R * n / PFCHUNK));
-    for (int64_t r = 0; r < R; ++r) {
-      acc_t* sr = s + r * n;
-      const acc_t mr = m[r];
-      for (int64_t c = 0; c < n; c += PFCHUNK) {
-        pf->lines(per);
-        const int64_t e = std::min(n, c + PFCHUNK);
-        for (int64_t k = c; k < e; ++k) sr[k] = BlockMath<acc_t>::exp_nonpos(sr[k] - mr);
-      }
-    }
-    reduce_rows_sum(R, n, s, total);
-    return;
-  }
-#endif
   if (pf) pf->part(3, 4);
   rows_sum(R, n, total, s, [&](int64_t r, int64_t i) CE_LAMBDA {
     const acc_t x = BlockMath<acc_t>::exp_nonpos(s[i] - m[r]);
@@ -129,16 +104,19 @@ CE_INLINE void density_rows(int64_t R, int64_t n, const scalar_t* a, const scala
     return x;
   });
 }
-template <typename scalar_t, typename acc_t, typename Y>
+// density_rows over a block, with the mask tests only where needed. kOptimistic (for a density
+// whose mask is its own logits, a == mask, and that wants sum_w): a -inf logit makes its w = a - tau y
+// -inf or NaN (y = -inf), so the row's sum of w is not finite; only then is the block redone with the
+// mask tests (rows with other non-finite inputs land there too, and get exactly that treatment).
+// Otherwise the block is scanned for -inf logits first. Both give the same values: on a row without
+// masked categories the masked and unmasked passes compute the same numbers.
+template <bool kOptimistic, typename scalar_t, typename acc_t, typename Y>
 CE_INLINE bool density_block(int64_t R, int64_t n, const scalar_t* a, const scalar_t* mask,
                              const acc_t* tau, const Y& y, acc_t* s, acc_t* tmp, acc_t* m,
                              double* cnt, double* sum_w, double* total,
                              NextBlock* pf = nullptr) {
   bool masked;
-  if (sum_w && a == mask) {
-    // Optimistic: a -inf logit makes its w = a - tau y -inf or NaN (y = -inf), so the row's sum
-    // of w is not finite; only then is the block redone with the mask tests (rows with other
-    // non-finite inputs land there too, and get exactly that treatment).
+  if constexpr (kOptimistic) {
     density_rows<false>(R, n, a, mask, tau, y, s, tmp, m, cnt, sum_w, total, pf);
     int bad = 0;
     for (int64_t r = 0; r < R; ++r) bad |= sum_w[r] - sum_w[r] == 0 ? 0 : 1;
@@ -155,7 +133,6 @@ CE_INLINE bool density_block(int64_t R, int64_t n, const scalar_t* a, const scal
   if (pf) pf->part(4, 4);
   return masked;
 }
-
 
 // out[r] = log kappa of each row (minus sum_y[r] when sum_y is given), from the row state of
 // density_block; combined in double (sum_w and n LSE(w) are large and cancel). `n` is the row
@@ -186,9 +163,6 @@ CE_INLINE void finish_log_prob(int64_t R, int64_t n, const acc_t* tau, bool unif
     out[r] = static_cast<scalar_t>(lp);
   }
 }
-
-template <typename T>
-T* ptr_or_null(at::Tensor* t) { return t ? t->data_ptr<T>() : nullptr; }
 
 }  // namespace cpu
 }  // namespace concrete_ext
