@@ -35,7 +35,7 @@ import torch
 
 MODES = ("forward", "backward", "full")
 OURS = ("cpu", "cuda", "triton")
-PEERS = ("reference", "torch", "dist", "compile")
+PEERS = ("reference", "torch", "dist", "compile", "topk")  # topk: bench_index only
 LIMITS = ("copy", "tx_floor")
 
 
