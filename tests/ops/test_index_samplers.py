@@ -268,7 +268,7 @@ def test_compiled_index_samplers_do_not_depend_on_the_thread_count():
 @needs_cpu_kernels
 def test_noise_bound_of_the_pruning():
     """The bound csrc/cpu/index.cpp prunes with, on 2^22 draws and the noise the CPU kernels compute
-    from them (the full 2^32 range was checked once by a standalone program, see docs/BENCHMARKS.md)."""
+    from them (the full 2^32 range: csrc/tests/check_gumbel_bound.cpp)."""
     x = torch.empty(1 << 22)
     bits = torch.ops.concrete_ext.noise_like.default(x, "bits", 17, 0, None)
     g = torch.ops.concrete_ext.noise_like.default(x, "gumbel", 17, 0, None)
