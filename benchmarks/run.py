@@ -28,7 +28,15 @@ from typing import Callable, List, Sequence, Tuple
 
 import torch
 
-from . import bench_binary, bench_index, bench_log_prob, bench_relaxed_kl, bench_sample, bench_small, report
+from . import (
+    bench_binary,
+    bench_index,
+    bench_log_prob,
+    bench_relaxed_kl,
+    bench_sample,
+    bench_small,
+    report,
+)
 from .harness import PEERS, Plan, Settings, Spec, env_info, run_specs, time_fn
 
 MODULES = (bench_sample, bench_log_prob, bench_binary, bench_relaxed_kl)
