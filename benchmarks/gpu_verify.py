@@ -259,6 +259,26 @@ def main():
                        mismatch if ones else math.inf, 1e-3)
             _()
 
+    # Index samplers: the same category as the CPU kernels (noise within a few ulps: allow a tiny
+    # fraction) and, exactly, as the CUDA gumbel_max_sample's argmax and the first top-k column.
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        for n in (2, 7, 129, 40000, 131072):
+            @guarded(f"categorical_sample / gumbel_top_k n={n} {dtype}")
+            def _():
+                a, _t = inputs((min(rows_for(n), 256), n), -1, dtype)
+                c, g = both(lambda x: ce.categorical_sample(x, **s), a)
+                hot = ce.gumbel_max_sample(a.to(DEV), -1, **s)
+                exact = torch.equal(g, torch.where((a.to(DEV) == -math.inf).all(-1), -1, hot.argmax(-1)))
+                record(f"categorical_sample n={n} {str(dtype)[6:]} (mismatch fraction, = gumbel_max: {exact})",
+                       (c != g.cpu()).float().mean().item() if exact else math.inf, 1e-3)
+                for k in sorted({1, min(8, n), min(64, n), min(65, n), min(300, n)}):
+                    c, g = both(lambda x: ce.gumbel_top_k(x, k, **s), a)
+                    first = ce.categorical_sample(a.to(DEV), **s)
+                    exact = torch.equal(torch.where(first >= 0, g[:, 0], -1), first)
+                    record(f"gumbel_top_k n={n} k={k} {str(dtype)[6:]} (mismatch fraction, first = categorical: {exact})",
+                           (c != g.cpu()).any(-1).float().mean().item() if exact else math.inf, 1e-2)
+            _()
+
     # Binary ops: elementwise, per-element tensor temperatures.
     for dtype in dtypes:
         for numel in (1, 7, 1 << 12, (1 << 20) + 5):

@@ -38,7 +38,7 @@ MODES = ("forward", "backward", "full")
 # (bench_backward.py).
 DIRECT_MODES = ("forward", "backward_op")
 OURS = ("cpu", "cuda", "triton")
-PEERS = ("reference", "torch", "dist", "compile")
+PEERS = ("reference", "torch", "dist", "compile", "topk")  # topk: bench_index only
 LIMITS = ("copy", "tx_floor")
 
 

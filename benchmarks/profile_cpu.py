@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from . import bench_binary, bench_log_prob, bench_relaxed_kl, bench_sample
+from . import bench_binary, bench_index, bench_log_prob, bench_relaxed_kl, bench_sample
 from .harness import OURS, PEERS, Plan, _backend_ctx, _input_sets, _thunk
 
-MODULES = (bench_sample, bench_log_prob, bench_binary, bench_relaxed_kl)
+MODULES = (bench_sample, bench_log_prob, bench_binary, bench_relaxed_kl, bench_index)
 
 
 def main(argv=None) -> int:

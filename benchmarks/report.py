@@ -18,7 +18,7 @@ COLUMNS = [
     "device", "device_name", "torch", "triton", "cuda", "python", "commit", "date", "load_avg",
 ]
 PEER_LABEL = {"torch": "eager torch", "compile": "torch.compile", "dist": "torch.distributions",
-              "reference": "reference"}
+              "reference": "reference", "topk": "torch.topk(logits + gumbel)"}
 
 
 def _fmt(v: Any) -> str:

@@ -31,6 +31,7 @@ import torch
 from . import (
     bench_backward,
     bench_binary,
+    bench_index,
     bench_log_prob,
     bench_relaxed_kl,
     bench_sample,
@@ -45,6 +46,7 @@ F32, BF16 = torch.float32, torch.bfloat16
 QUICK_SHAPES = [(4096, 1024), (524288, 8)]
 WIDE = [(4096, 1024)]
 SMALL = [(1024, 1024)]  # the other ops in --quick: 2^20 elements
+INDEX = [(64, 32768), (64, 131072), (64, 262144)]  # bench_index: LLM vocabularies
 
 
 def grid(ns: Sequence[int], log2_sizes: Sequence[int]) -> List[Tuple[int, int]]:
@@ -80,6 +82,8 @@ def quick_plan() -> List[Tuple[object, Plan]]:
                          ops=["logit_binary_concrete_sample"], providers=mine + ("dist",))),
         (bench_relaxed_kl, P(shapes=SMALL, dtypes=[F32], modes=["forward", "backward"],
                              providers=mine + ("dist",))),
+        (bench_index, P(shapes=[(64, 131072)], dtypes=[F32, BF16], modes=["forward"],
+                        ops=["categorical_sample"], providers=mine + ("torch", "dist"))),
     ]
 
 
@@ -123,6 +127,8 @@ def sweep_plan() -> List[Tuple[object, Plan]]:
            for m in (bench_sample, bench_log_prob, bench_relaxed_kl)]
     out.append((bench_binary, Plan(device="cpu", shapes=[((1 << s) // 1024, 1024) for s in (16, 20, 24)],
                                    dtypes=[F32, BF16], providers=provs)))
+    out.append((bench_index, Plan(device="cpu", shapes=INDEX, dtypes=[F32, BF16], modes=["forward"],
+                                  providers=("cpu", "torch", "dist", "topk"))))
     return out
 
 
@@ -233,7 +239,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--budget-s", type=float, default=None,
                     help="skip the cases left after this many seconds (default 180 with --gpu, "
-                         "150 with --quick, none otherwise)")
+                         "180 with --quick, none otherwise)")
     ap.add_argument("--ops", default="", help="comma-separated op names to keep")
     ap.add_argument("--no-small", dest="small", action="store_false",
                     help="skip the small-call table (bench_small), which --quick and --gpu add")
@@ -254,7 +260,7 @@ def main(argv=None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         log("--gpu: no CUDA device is visible")
         return 2
-    budget = args.budget_s if args.budget_s is not None else (180 if args.gpu else 150 if args.quick else None)
+    budget = args.budget_s if args.budget_s is not None else (180 if args.gpu else 180 if args.quick else None)
     s = Settings(device=device, log=log, deadline=None if budget is None else start + budget)
     env = env_info(device)
     import concrete_ext as ce

@@ -27,6 +27,8 @@ void binary_log_prob(const BinaryLogProbArgs& a);
 void binary_log_prob_backward(const BinaryLogProbBackwardArgs& a);
 // noise.cpp
 void noise(const NoiseArgs& a);
+// index.cpp
+void index_sample(const IndexArgs& a);
 
 }  // namespace cpu
 }  // namespace concrete_ext

@@ -44,6 +44,8 @@ cudaError_t binary_log_prob(const BinaryLogProbArgs& a, const Launch& l);
 cudaError_t binary_log_prob_backward(const BinaryLogProbBackwardArgs& a, const Launch& l);
 // noise.cu
 cudaError_t noise(const NoiseArgs& a, const Launch& l);
+// index.cu
+cudaError_t index_sample(const IndexArgs& a, const Launch& l);
 
 }  // namespace cuda
 }  // namespace concrete_ext

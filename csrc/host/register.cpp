@@ -93,6 +93,12 @@ void register_ops(torch::Library& m) {
   m.impl("noise_like", [](const Tensor& self, c10::string_view kind, CE_RNG_PARAMS) {
     return noise_op(self, kind, CE_RNG);
   });
+  m.impl("categorical_sample", [](const Tensor& l, const Tensor& t, int64_t dim, CE_RNG_PARAMS) {
+    return categorical_sample_op(l, t, dim, CE_RNG);
+  });
+  m.impl("gumbel_top_k", [](const Tensor& l, int64_t k, int64_t dim, CE_RNG_PARAMS) {
+    return gumbel_top_k_op(l, k, dim, CE_RNG);
+  });
 }
 
 }  // namespace

@@ -36,7 +36,12 @@ def test_python_kernels_match_the_compiled_kernels(name, dim, dtype):
     if not torch._C._dispatch_has_kernel_for_dispatch_key(f"{_ops.NAMESPACE}::{name}", "CPU"):
         pytest.skip(f"this build of concrete_ext._C has no CPU kernel for {name}")
     sig = _ops.SIGNATURES[(_ops.NAMESPACE, name)]
-    args = example_args(sig, dtype=dtype, dim=dim, seed=1234, offset=5)
+    if name == "gumbel_top_k":  # example_args knows no k: gumbel_max_sample's arguments and k = 3
+        args = example_args(_ops.SIGNATURES[(_ops.NAMESPACE, "gumbel_max_sample")], dtype=dtype,
+                            dim=dim, seed=1234, offset=5)
+        args = (args[0], 3) + tuple(args[1:])
+    else:
+        args = example_args(sig, dtype=dtype, dim=dim, seed=1234, offset=5)
     ours = sig.op(*args)
     theirs = _ops.SIGNATURES[(_ops.PYTHON_NAMESPACE, name)].op(*args)
     _close(theirs, ours, dtype)
