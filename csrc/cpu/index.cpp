@@ -2,9 +2,9 @@
 // score, -1 for a row whose scores are all -inf) and gumbel_top_k (the k largest scores in
 // decreasing order). The score of category k is s_k = x_k + G_k in the math type T (float for
 // 16-bit logits, double for fp64), with x_k = logits_k / tau rounded to the logits' dtype
-// (categorical_sample; x_k = logits_k when tau is 1 or for top-k) and G_k the Gumbel noise of element
-// k of the moved (rows, n) layout, exactly as gumbel_max_sample draws it (fill_noise); a NaN score
-// counts as -inf; ties go to the lower index. So the result is that of
+// (categorical_sample; x_k = logits_k when tau is 1 or for top-k) and G_k the Gumbel noise of
+// element k of the moved (rows, n) layout, exactly as gumbel_max_sample draws it (fill_noise); a
+// NaN score counts as -inf; ties go to the lower index. So the result is that of
 // concrete_ext.reference._perturbed_scores followed by argmax / a stable descending sort.
 //
 // Speed: a row is read once, in chunks of kChunk elements, keeping a running selection (the best
@@ -16,8 +16,8 @@
 // cannot enter it: since rounding is monotone, its computed score x_k + G_k is below too (a score
 // equal to the threshold loses the tie to the lower index already held). Only the others get their
 // noise computed, by fill_noise itself, so every score that can win is exactly the one
-// gumbel_max_sample's kernel computes. A chunk with many such candidates (the first chunks of a row,
-// while the threshold is low) is computed whole, as gumbel_max does.
+// gumbel_max_sample's kernel computes. A chunk with many such candidates (the first chunks of a
+// row, while the threshold is low) is computed whole, as gumbel_max does.
 //
 // gumbel_top_k with k > kMaxFusedK computes every score of the row and selects with
 // std::partial_sort under the total order (score descending, index ascending): the same result as
@@ -42,8 +42,9 @@ constexpr int64_t kMaxFusedK = kIndexMaxFusedK;
 // An upper bound of the Gumbel noise of draw r as fill_noise computes it (see the top of the file):
 // q < 2^24 is exact in float, whose exponent is floor(log2 q) (q = 0 gives -127, a bound of 104,
 // above the largest noise, 22.87). The 0.01 covers the rounding of the computed noise (a few fp32
-// ulps) and of ln 2. Checked without the margin on all 2^32 draws (csrc/tests/check_gumbel_bound.cpp:
-// the noise stays 1.5e-5 below) and, with the kernels' own noise, in tests/ops/test_index_samplers.py.
+// ulps) and of ln 2. Checked without the margin on all 2^32 draws
+// (csrc/tests/check_gumbel_bound.cpp: the noise stays 1.5e-5 below) and, with the kernels' own
+// noise, in tests/ops/test_index_samplers.py.
 template <typename T>
 CE_INLINE T gumbel_bound(uint32_t r) {
   const int32_t q = static_cast<int32_t>((~r) >> 8);
@@ -52,8 +53,8 @@ CE_INLINE T gumbel_bound(uint32_t r) {
 }
 
 // The k best (score, index) pairs seen so far, sorted by score descending then index ascending.
-// Scores are never NaN (NaN counts as -inf); pairs arrive in increasing index order, so a pair equal
-// to a held one goes after it.
+// Scores are never NaN (NaN counts as -inf); pairs arrive in increasing index order, so a pair
+// equal to a held one goes after it.
 template <typename T>
 struct Selection {
   T* val;
@@ -96,8 +97,7 @@ struct Buffers {
   std::vector<uint32_t> bits;
   std::vector<int32_t> flag;
   std::vector<int64_t> idx;
-  explicit Buffers(int64_t k)
-      : x(kChunk), g(kChunk), val(k), bits(kChunk), flag(kChunk), idx(k) {}
+  explicit Buffers(int64_t k) : x(kChunk), g(kChunk), val(k), bits(kChunk), flag(kChunk), idx(k) {}
 };
 
 // x = the chunk's logits in T, divided by tau and rounded to the logits' dtype when scaling.
@@ -189,8 +189,9 @@ CE_INLINE void sort_row(const Job<scalar_t, T>& jb, int64_t row, std::vector<T>&
     add_noise(x, m, sc + c0);
   }
   std::iota(order.begin(), order.end(), int64_t(0));
-  std::partial_sort(order.begin(), order.begin() + jb.k, order.end(),
-                    [sc](int64_t i, int64_t j) { return sc[i] > sc[j] || (sc[i] == sc[j] && i < j); });
+  std::partial_sort(order.begin(), order.begin() + jb.k, order.end(), [sc](int64_t i, int64_t j) {
+    return sc[i] > sc[j] || (sc[i] == sc[j] && i < j);
+  });
   std::copy(order.begin(), order.begin() + jb.k, out);
 }
 
@@ -228,8 +229,14 @@ void rows_f64(const Job<double, double>& jb, int64_t r0, int64_t r1) { run_rows(
 
 template <typename scalar_t, typename T, typename F>
 void run(const IndexArgs& a, F rows_fn) {
-  const Job<scalar_t, T> jb{static_cast<const scalar_t*>(a.logits), a.out, a.n, a.k, a.topk,
-                            a.scale, tau_view<T>(a.tau), a.so};
+  const Job<scalar_t, T> jb{static_cast<const scalar_t*>(a.logits),
+                            a.out,
+                            a.n,
+                            a.k,
+                            a.topk,
+                            a.scale,
+                            tau_view<T>(a.tau),
+                            a.so};
   // Rows are independent, so the result does not depend on the split.
   const int64_t grain = std::max<int64_t>(1, kTaskElems / a.n);
   at::parallel_for(0, a.rows, grain, [&](int64_t r0, int64_t r1) { rows_fn(jb, r0, r1); });
@@ -240,10 +247,14 @@ void run(const IndexArgs& a, F rows_fn) {
 void index_sample(const IndexArgs& a) {
   if (a.rows == 0) return;
   switch (a.dtype) {
-    case DType::kFloat64: return run<double, double>(a, rows_f64);
-    case DType::kFloat32: return run<float, float>(a, rows_f32);
-    case DType::kFloat16: return run<c10::Half, float>(a, rows_f16);
-    case DType::kBFloat16: return run<c10::BFloat16, float>(a, rows_bf16);
+    case DType::kFloat64:
+      return run<double, double>(a, rows_f64);
+    case DType::kFloat32:
+      return run<float, float>(a, rows_f32);
+    case DType::kFloat16:
+      return run<c10::Half, float>(a, rows_f16);
+    case DType::kBFloat16:
+      return run<c10::BFloat16, float>(a, rows_bf16);
   }
 }
 

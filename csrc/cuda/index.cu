@@ -7,13 +7,13 @@
 // group of G threads per row, each thread walking its chunks in increasing index order).
 //
 // categorical_sample: a running (max, index) per thread, then the group's ArgMax reduction (ties to
-// the lower index). gumbel_top_k with k <= kIndexMaxFusedK: each thread keeps its k best in a sorted
-// array (score descending, index ascending; its elements arrive in increasing index order, so an
-// equal score goes after the held one), then k rounds of the group's ArgMax over the threads' heads
-// merge them: each round's winner is the next of the row's k best, and its thread moves to its next
-// element. The row's k best are among the union of the threads' k best, so this is exact.
-// gumbel_top_k with larger k: this kernel writes every score to a temporary (Params::scores) and the
-// host sorts it (at::sort, stable, descending: host/index.cpp).
+// the lower index). gumbel_top_k with k <= kIndexMaxFusedK: each thread keeps its k best in a
+// sorted array (score descending, index ascending; its elements arrive in increasing index order,
+// so an equal score goes after the held one), then k rounds of the group's ArgMax over the threads'
+// heads merge them: each round's winner is the next of the row's k best, and its thread moves to
+// its next element. The row's k best are among the union of the threads' k best, so this is exact.
+// gumbel_top_k with larger k: this kernel writes every score to a temporary (Params::scores) and
+// the host sorts it (at::sort, stable, descending: host/index.cpp).
 #include "cuda/categorical.cuh"
 
 namespace concrete_ext {
@@ -87,8 +87,8 @@ struct IndexSelect {
     // Merge: k rounds of the group's ArgMax over the threads' heads.
     int head = 0;
     for (int64_t j = 0; j < k; ++j) {
-      const ArgMax<acc_t> mine = head < count ? ArgMax<acc_t>{val[head], idx[head]}
-                                              : ArgMax<acc_t>::identity();
+      const ArgMax<acc_t> mine =
+          head < count ? ArgMax<acc_t>{val[head], idx[head]} : ArgMax<acc_t>::identity();
       const ArgMax<acc_t> best = red.arg_max(mine);
       if (head < count && best.index == idx[head]) ++head;
       if (lane == 0) {
@@ -107,8 +107,17 @@ cudaError_t launch_index(const IndexArgs& a, const Launch& l) {
   using acc_t = acc_type<scalar_t>;
   const auto* logits = static_cast<const scalar_t*>(a.logits);
   const typename IndexSelect<KMAX>::template Params<scalar_t> p{
-      logits, a.out, static_cast<acc_t*>(a.scores), a.rows, a.n, a.k, tau_view<acc_t>(a.tau),
-      a.scale, a.topk, l.philox, rows_vectorizable<scalar_t>(a.n, {logits})};
+      logits,
+      a.out,
+      static_cast<acc_t*>(a.scores),
+      a.rows,
+      a.n,
+      a.k,
+      tau_view<acc_t>(a.tau),
+      a.scale,
+      a.topk,
+      l.philox,
+      rows_vectorizable<scalar_t>(a.n, {logits})};
   return launch_rows<IndexSelect<KMAX>>(p, l);
 }
 

@@ -1,6 +1,7 @@
 // Host side of the index samplers, categorical_sample and gumbel_top_k: checks, the (rows, n) view,
-// the temperature, the int64 outputs (layouts "index" and "topk" of concrete_ext/_table.py: the batch
-// shape, then k for top-k, contiguous), then the device's kernel (cpu/index.cpp, cuda/index.cu).
+// the temperature, the int64 outputs (layouts "index" and "topk" of concrete_ext/_table.py: the
+// batch shape, then k for top-k, contiguous), then the device's kernel (cpu/index.cpp,
+// cuda/index.cu).
 #include "host/device.h"
 #include "host/ops.h"
 
@@ -12,8 +13,16 @@ at::Tensor run_index(const at::Tensor& logits, int64_t d, const Temperature* tau
                      const RngArgs& rng, at::Tensor out, const char* name) {
   const Rows x = to_rows(logits, d);
   if (x.rows == 0) return out;
-  IndexArgs a{x.data.const_data_ptr(), out.mutable_data_ptr<int64_t>(), x.rows, logits.size(d), k,
-              tau ? tau->arg() : TauArg{}, false, tau == nullptr, {}, dtype_of(logits, name)};
+  IndexArgs a{x.data.const_data_ptr(),
+              out.mutable_data_ptr<int64_t>(),
+              x.rows,
+              logits.size(d),
+              k,
+              tau ? tau->arg() : TauArg{},
+              false,
+              tau == nullptr,
+              {},
+              dtype_of(logits, name)};
   // Dividing by a temperature of exactly 1 changes nothing: the CPU kernel skips it.
   a.scale = tau != nullptr && (tau->values.defined() || tau->scalar != 1.0);
   launch(a, logits, &rng, CE_KERNEL(index_sample));
@@ -27,8 +36,8 @@ at::Tensor categorical_sample_op(const at::Tensor& logits, const at::Tensor& tem
   check_floating(logits, "logits");
   const int64_t d = category_dim(logits, dim, "logits");
   const auto bshape = batch_shape(logits, d);
-  const Temperature tau = prepare_temperature(temperature, bshape, logits.device(),
-                                              acc_type(logits.scalar_type()));
+  const Temperature tau =
+      prepare_temperature(temperature, bshape, logits.device(), acc_type(logits.scalar_type()));
   at::Tensor out = at::empty(bshape, logits.options().dtype(at::kLong));
   return run_index(logits, d, &tau, 1, rng, out, "categorical_sample");
 }
@@ -48,10 +57,19 @@ at::Tensor gumbel_top_k_op(const at::Tensor& logits, int64_t k, int64_t dim, con
   // a stable descending sort orders them (equal scores by index, as the reference's sort).
   const Rows x = to_rows(logits, d);
   if (x.rows == 0) return out;
-  at::Tensor scores = at::empty({x.rows, logits.size(d)},
-                                logits.options().dtype(acc_type(logits.scalar_type())));
-  IndexArgs a{x.data.const_data_ptr(), nullptr, x.rows, logits.size(d), k, TauArg{}, false,
-              true, {}, dtype_of(logits, "gumbel_top_k"), scores.mutable_data_ptr()};
+  at::Tensor scores =
+      at::empty({x.rows, logits.size(d)}, logits.options().dtype(acc_type(logits.scalar_type())));
+  IndexArgs a{x.data.const_data_ptr(),
+              nullptr,
+              x.rows,
+              logits.size(d),
+              k,
+              TauArg{},
+              false,
+              true,
+              {},
+              dtype_of(logits, "gumbel_top_k"),
+              scores.mutable_data_ptr()};
   launch(a, logits, &rng, CE_KERNEL(index_sample));
   const at::Tensor order = std::get<1>(at::sort(scores, /*stable=*/true, /*dim=*/-1,
                                                 /*descending=*/true));

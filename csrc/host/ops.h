@@ -66,7 +66,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> binary_log_prob_backward_op(
 // Noise shaped like `self` (its values are not read): int64 draws for "bits", else self's dtype.
 at::Tensor noise_op(const at::Tensor& self, c10::string_view kind, const RngArgs& rng);
 
-// ---- index samplers (index.cpp) ------------------------------------------------------------------
+// ---- index samplers (index.cpp)
+// ------------------------------------------------------------------
 at::Tensor categorical_sample_op(const at::Tensor& logits, const at::Tensor& temperature,
                                  int64_t dim, const RngArgs& rng);
 at::Tensor gumbel_top_k_op(const at::Tensor& logits, int64_t k, int64_t dim, const RngArgs& rng);

@@ -176,22 +176,25 @@ struct BinaryLogProbBackwardArgs {
   DType dtype;
 };
 
-// ---- index samplers: categorical_sample, gumbel_top_k (csrc/cpu/index.cpp, csrc/cuda/index.cu) ----
+// ---- index samplers: categorical_sample, gumbel_top_k (csrc/cpu/index.cpp, csrc/cuda/index.cu)
+// ----
 struct IndexArgs {
   const void* logits;
   int64_t* out;  // rows x k int64 (k = 1 for categorical_sample)
   int64_t rows, n, k;
-  TauArg tau;     // categorical_sample: scores logits / tau rounded to the dtype, when `scale`
+  TauArg tau;  // categorical_sample: scores logits / tau rounded to the dtype, when `scale`
   bool scale;
-  bool topk;      // gumbel_top_k: k indices in decreasing order; else one, -1 for a row of no category
+  bool topk;  // gumbel_top_k: k indices in decreasing order; else one, -1 for a row of no category
   SeedOffset so;  // CPU
   DType dtype;
-  void* scores = nullptr;  // CUDA top-k with k > kIndexMaxFusedK: acc scores (rows x n), no selection
+  void* scores =
+      nullptr;  // CUDA top-k with k > kIndexMaxFusedK: acc scores (rows x n), no selection
 };
 // The largest k the fused top-k kernels select in one pass (larger k: every score, then a sort).
 constexpr int64_t kIndexMaxFusedK = 64;
 
-// ---- noise ---------------------------------------------------------------------------------------
+// ---- noise
+// ---------------------------------------------------------------------------------------
 enum class NoiseKind : int8_t { kBits, kUniform, kExponential, kGumbel, kLogistic };
 
 struct NoiseArgs {
