@@ -45,8 +45,10 @@ def env_flag(name: str) -> bool:
 
 # ---- the toolchain ------------------------------------------------------------------------------
 if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:
-    fail("no C++ compiler found (looked for $CXX, c++ and g++). Install one, e.g. "
-         "`apt-get install g++`, then rerun the install.")
+    fail(
+        "no C++ compiler found (looked for $CXX, c++ and g++). Install one, e.g. "
+        "`apt-get install g++`, then rerun the install."
+    )
 
 
 def find_cuda_home():
@@ -59,8 +61,12 @@ def find_cuda_home():
     if nvcc is None:
         return None
     try:  # nvcc --version does not print its location; ask it for the include dir instead
-        out = subprocess.run([nvcc, "-v", "--dryrun", "-x", "cu", "-c", os.devnull],
-                             capture_output=True, text=True, timeout=60).stderr
+        out = subprocess.run(
+            [nvcc, "-v", "--dryrun", "-x", "cu", "-c", os.devnull],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stderr
         for line in out.splitlines():
             if "TOP=" in line:
                 return os.path.realpath(line.split("TOP=", 1)[1].strip())
@@ -77,8 +83,10 @@ try:
     import torch
     from torch.utils import cpp_extension
 except ImportError:
-    fail("PyTorch is not installed. Install it first (e.g. `pip install torch`), then build this "
-         "package against it with `pip install --no-build-isolation .`")
+    fail(
+        "PyTorch is not installed. Install it first (e.g. `pip install torch`), then build this "
+        "package against it with `pip install --no-build-isolation .`"
+    )
 
 TORCH_CUDA = torch.version.cuda
 WANT_CUDA = not env_flag("CONCRETE_EXT_SKIP_CUDA")
@@ -111,8 +119,11 @@ def nvidia_include_dirs():
     """Headers torch's CUDA build includes that pip puts under site-packages/nvidia/*/include
     (cusparse.h, cublas, curand, ...) rather than in the toolkit."""
     dirs = []
-    for base in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
-                 os.path.dirname(os.path.dirname(torch.__file__))}:
+    for base in {
+        sysconfig.get_paths()["purelib"],
+        sysconfig.get_paths()["platlib"],
+        os.path.dirname(os.path.dirname(torch.__file__)),
+    }:
         for pattern in ("nvidia/cu*/include", "nvidia/*/include"):
             dirs.extend(sorted(glob.glob(os.path.join(base, pattern))))
     return list(dict.fromkeys(d for d in dirs if os.path.isdir(d)))
@@ -148,7 +159,9 @@ def write_build_info(with_cuda: bool, archs: str):
 
 # csrc/host: the torch side of every op (both devices); csrc/cpu and csrc/cuda: the kernels, one
 # file per op family and device.
-CPU_SOURCES = sorted(glob.glob("csrc/host/*.cpp", root_dir=HERE) + glob.glob("csrc/cpu/*.cpp", root_dir=HERE))
+CPU_SOURCES = sorted(
+    glob.glob("csrc/host/*.cpp", root_dir=HERE) + glob.glob("csrc/cpu/*.cpp", root_dir=HERE)
+)
 CUDA_SOURCES = sorted(glob.glob("csrc/cuda/*.cu", root_dir=HERE))
 INCLUDE_DIRS = [os.path.join(HERE, "csrc", "include"), os.path.join(HERE, "csrc")]
 CXX_FLAGS = ["-O3", "-g0", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
@@ -184,10 +197,14 @@ class BuildExtension(cpp_extension.BuildExtension):
         try:
             super().build_extension(ext)
         except Exception as e:  # noqa: BLE001
-            if not any(s.endswith(".cu") for s in ext.sources) or env_flag("CONCRETE_EXT_REQUIRE_CUDA"):
+            if not any(s.endswith(".cu") for s in ext.sources) or env_flag(
+                "CONCRETE_EXT_REQUIRE_CUDA"
+            ):
                 fail(f"compiling {ext.name} failed: {e}. The compiler output above says where.")
-            note(f"the CUDA kernels failed to compile ({e}); building the CPU kernels only. "
-                 "Set CONCRETE_EXT_REQUIRE_CUDA=1 to make this an error.")
+            note(
+                f"the CUDA kernels failed to compile ({e}); building the CPU kernels only. "
+                "Set CONCRETE_EXT_REQUIRE_CUDA=1 to make this an error."
+            )
             cpu = make_extension(False)
             ext.sources = cpu.sources
             ext.include_dirs = cpu.include_dirs
@@ -201,9 +218,11 @@ class BuildExtension(cpp_extension.BuildExtension):
 
 
 cap_jobs()
-note(f"torch {torch.__version__} (CUDA {TORCH_CUDA}), CUDA kernels: "
-     f"{'yes, archs ' + cuda_arch_list() + ', CUDA_HOME ' + str(CUDA_HOME) if WANT_CUDA else 'no'}, "
-     f"MAX_JOBS={os.environ['MAX_JOBS']}")
+note(
+    f"torch {torch.__version__} (CUDA {TORCH_CUDA}), CUDA kernels: "
+    f"{'yes, archs ' + cuda_arch_list() + ', CUDA_HOME ' + str(CUDA_HOME) if WANT_CUDA else 'no'}, "
+    f"MAX_JOBS={os.environ['MAX_JOBS']}"
+)
 
 setup(
     name="concrete_ext",

@@ -27,10 +27,18 @@ import torch
 from .harness import Plan, Provider, Spec, add_providers, compiled
 
 TAU, TAU_P = 0.5, 0.67
-OPS = ("concrete_sample_backward", "exp_concrete_sample_backward", "gumbel_softmax_hard_backward",
-       "exp_concrete_log_prob_backward", "concrete_log_prob_backward", "relaxed_kl_sample_backward",
-       "logit_binary_concrete_sample_backward", "binary_concrete_sample_backward",
-       "logit_binary_concrete_log_prob_backward", "binary_concrete_log_prob_backward")
+OPS = (
+    "concrete_sample_backward",
+    "exp_concrete_sample_backward",
+    "gumbel_softmax_hard_backward",
+    "exp_concrete_log_prob_backward",
+    "concrete_log_prob_backward",
+    "relaxed_kl_sample_backward",
+    "logit_binary_concrete_sample_backward",
+    "binary_concrete_sample_backward",
+    "logit_binary_concrete_log_prob_backward",
+    "binary_concrete_log_prob_backward",
+)
 MODE = "backward_op"
 
 
@@ -104,8 +112,11 @@ def _inputs(op: str, shape, dtype, device) -> Callable[[], Dict[str, torch.Tenso
         out = {"a": a, "grad": torch.randn(shape, device=device)}
         if op in ("concrete_sample_backward", "concrete_log_prob_backward"):
             out["v"] = y.exp()
-        elif op in ("exp_concrete_sample_backward", "exp_concrete_log_prob_backward",
-                    "relaxed_kl_sample_backward"):
+        elif op in (
+            "exp_concrete_sample_backward",
+            "exp_concrete_log_prob_backward",
+            "relaxed_kl_sample_backward",
+        ):
             out["v"] = y
         elif op.startswith("logit_binary"):
             u = torch.rand(shape, device=device)
@@ -117,11 +128,16 @@ def _inputs(op: str, shape, dtype, device) -> Callable[[], Dict[str, torch.Tenso
             out["grad"] = torch.randn(shape[:-1] if "binary" not in op else shape, device=device)
         if op == "relaxed_kl_sample_backward":
             out["ap"] = torch.randn(shape, device=device)
-            out["gq"], out["gp"] = torch.randn(rows, device=device), torch.randn(rows, device=device)
+            out["gq"], out["gp"] = (
+                torch.randn(rows, device=device),
+                torch.randn(rows, device=device),
+            )
         if op == "gumbel_softmax_hard_backward":
             out["state"] = torch.tensor([1234, 0], dtype=torch.int64)
-        return {k: (v.to(dtype) if v.is_floating_point() and k not in ("gq", "gp") else v)
-                for k, v in out.items()}
+        return {
+            k: (v.to(dtype) if v.is_floating_point() and k not in ("gq", "gp") else v)
+            for k, v in out.items()
+        }
 
     return make
 
@@ -133,13 +149,25 @@ def _ours(op: str) -> Callable:
         f = getattr(ce, op)
         return lambda i: f(i["grad"], i["v"], t, -1, False)
     if op == "gumbel_softmax_hard_backward":
-        return lambda i: ce.gumbel_softmax_hard_backward(i["grad"], i["a"], t, i["state"], -1, False)
+        return lambda i: ce.gumbel_softmax_hard_backward(
+            i["grad"], i["a"], t, i["state"], -1, False
+        )
     if op in ("exp_concrete_log_prob_backward", "concrete_log_prob_backward"):
         f = getattr(ce, op)
         return lambda i: f(i["grad"], i["v"], i["a"], t, -1, [True, True, False])
     if op == "relaxed_kl_sample_backward":
-        return lambda i: ce.relaxed_kl_sample_backward(i["grad"], i["gq"], i["gp"], i["v"], i["a"], t,
-                                                       i["ap"], tp, -1, [True, False, True, False])
+        return lambda i: ce.relaxed_kl_sample_backward(
+            i["grad"],
+            i["gq"],
+            i["gp"],
+            i["v"],
+            i["a"],
+            t,
+            i["ap"],
+            tp,
+            -1,
+            [True, False, True, False],
+        )
     if op.endswith("sample_backward"):
         f = getattr(ce, op)
         return lambda i: f(i["grad"], i["v"], t, False)
@@ -149,13 +177,17 @@ def _ours(op: str) -> Callable:
 
 def _compiled(op: str, key: tuple, backend: str) -> Callable:
     formula = {
-        "concrete_sample_backward": concrete_bwd, "exp_concrete_sample_backward": exp_concrete_bwd,
-        "gumbel_softmax_hard_backward": hard_bwd, "exp_concrete_log_prob_backward": exp_log_prob_bwd,
-        "concrete_log_prob_backward": log_prob_bwd, "relaxed_kl_sample_backward": kl_bwd,
+        "concrete_sample_backward": concrete_bwd,
+        "exp_concrete_sample_backward": exp_concrete_bwd,
+        "gumbel_softmax_hard_backward": hard_bwd,
+        "exp_concrete_log_prob_backward": exp_log_prob_bwd,
+        "concrete_log_prob_backward": log_prob_bwd,
+        "relaxed_kl_sample_backward": kl_bwd,
         "logit_binary_concrete_sample_backward": logit_binary_bwd,
         "binary_concrete_sample_backward": binary_bwd,
         "logit_binary_concrete_log_prob_backward": logit_binary_log_prob_bwd,
-        "binary_concrete_log_prob_backward": binary_log_prob_bwd}[op]
+        "binary_concrete_log_prob_backward": binary_log_prob_bwd,
+    }[op]
     fn = lambda: compiled(formula, key, backend)  # noqa: E731
     if op == "gumbel_softmax_hard_backward":
         return lambda i: fn()(i["grad"], i["a"], TAU)
@@ -186,10 +218,22 @@ def specs(plan: Plan) -> List[Spec]:
                 rows, n = math.prod(shape[:-1]), shape[-1]
                 key, cb = (op, n, dtype), plan.compile_backend
                 peers = {"compile": Provider(_compiled(op, key, cb), compiled=True)}
-                out.append(Spec(
-                    op=op, mode=MODE, shape=tuple(shape), dtype=dtype, device=plan.device,
-                    make_inputs=_inputs(op, tuple(shape), dtype, plan.device),
-                    providers=add_providers(plan, op, _ours(op), peers, random=False),
-                    bytes=_bytes(op, rows, n, esz), grad_inputs=(),
-                    tx=(), input_bytes=(3 if op == "relaxed_kl_sample_backward" else 2) * rows * n * esz))
+                out.append(
+                    Spec(
+                        op=op,
+                        mode=MODE,
+                        shape=tuple(shape),
+                        dtype=dtype,
+                        device=plan.device,
+                        make_inputs=_inputs(op, tuple(shape), dtype, plan.device),
+                        providers=add_providers(plan, op, _ours(op), peers, random=False),
+                        bytes=_bytes(op, rows, n, esz),
+                        grad_inputs=(),
+                        tx=(),
+                        input_bytes=(3 if op == "relaxed_kl_sample_backward" else 2)
+                        * rows
+                        * n
+                        * esz,
+                    )
+                )
     return out

@@ -29,9 +29,11 @@ BYTES = {
     "log_prob": {"forward": 3, "backward": 5, "full": 8},
 }
 # Logistic noise takes two logs (log U and log(1 - U)), the sigmoid an exp, softplus an exp and a log.
-TX = {"logit_binary_concrete_sample": ("log", "log"),
-      "binary_concrete_sample": ("log", "log", "exp"),
-      "logit_binary_concrete_log_prob": ("exp", "log")}
+TX = {
+    "logit_binary_concrete_sample": ("log", "log"),
+    "binary_concrete_sample": ("log", "log", "exp"),
+    "logit_binary_concrete_log_prob": ("exp", "log"),
+}
 TX_BACKWARD = {"logit_binary_concrete_log_prob": ("exp",)}  # the sigmoid; sampling needs none
 
 
@@ -66,19 +68,23 @@ def _providers(plan: Plan, op: str, n: int, dtype) -> Dict[str, Provider]:
     if op == "logit_binary_concrete_sample":
         ours = lambda i: ce.logit_binary_concrete_sample(i["logits"], TAU)  # noqa: E731
         dist = lambda i: LogitRelaxedBernoulli(  # noqa: E731
-            i["tau"], logits=i["logits"], validate_args=False).rsample()
+            i["tau"], logits=i["logits"], validate_args=False
+        ).rsample()
         comp = lambda i: compiled(logit_formula, key, cb)(i["logits"], TAU)  # noqa: E731
     elif op == "binary_concrete_sample":
         ours = lambda i: ce.binary_concrete_sample(i["logits"], TAU)  # noqa: E731
         dist = lambda i: RelaxedBernoulli(  # noqa: E731
-            i["tau"], logits=i["logits"], validate_args=False).rsample()
+            i["tau"], logits=i["logits"], validate_args=False
+        ).rsample()
         comp = lambda i: compiled(binary_formula, key, cb)(i["logits"], TAU)  # noqa: E731
     else:
         ours = lambda i: ce.logit_binary_concrete_log_prob(i["value"], i["logits"], TAU)  # noqa: E731
         dist = lambda i: LogitRelaxedBernoulli(  # noqa: E731
-            i["tau"], logits=i["logits"], validate_args=False).log_prob(i["value"])
+            i["tau"], logits=i["logits"], validate_args=False
+        ).log_prob(i["value"])
         comp = lambda i: compiled(logit_log_prob_formula, key, cb)(  # noqa: E731
-            i["value"], i["logits"], TAU)
+            i["value"], i["logits"], TAU
+        )
     peers = {"dist": Provider(dist), "compile": Provider(comp, compiled=True)}
     return add_providers(plan, op, ours, peers, random=not op.endswith("log_prob"))
 
@@ -96,11 +102,19 @@ def specs(plan: Plan) -> List[Spec]:
             for shape in plan.shapes:
                 numel = math.prod(shape)
                 for mode in plan.modes:
-                    out.append(Spec(
-                        op=op, mode=mode, shape=tuple(shape), dtype=dtype, device=plan.device,
-                        make_inputs=_inputs(op, tuple(shape), dtype, plan.device),
-                        providers=_providers(plan, op, shape[-1], dtype),
-                        bytes=BYTES[kind][mode] * numel * esz, grad_inputs=grads,
-                        tx=TX_BACKWARD.get(op, ()) if mode == "backward" else TX[op],
-                        input_bytes=n_inputs * numel * esz))
+                    out.append(
+                        Spec(
+                            op=op,
+                            mode=mode,
+                            shape=tuple(shape),
+                            dtype=dtype,
+                            device=plan.device,
+                            make_inputs=_inputs(op, tuple(shape), dtype, plan.device),
+                            providers=_providers(plan, op, shape[-1], dtype),
+                            bytes=BYTES[kind][mode] * numel * esz,
+                            grad_inputs=grads,
+                            tx=TX_BACKWARD.get(op, ()) if mode == "backward" else TX[op],
+                            input_bytes=n_inputs * numel * esz,
+                        )
+                    )
     return out

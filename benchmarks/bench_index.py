@@ -68,11 +68,20 @@ def specs(plan: Plan) -> List[Spec]:
             for shape in plan.shapes:
                 rows, n = shape[0], shape[-1]
                 esz = torch.empty((), dtype=dtype).element_size()
-                for k in ((1,) if op == "categorical_sample" else KS):
-                    out.append(Spec(
-                        op=op if op == "categorical_sample" else f"{op}(k={k})", mode="forward",
-                        shape=tuple(shape), dtype=dtype, device=plan.device,
-                        make_inputs=_inputs(tuple(shape), dtype, plan.device),
-                        providers=_providers(plan, op, k), bytes=rows * n * esz + rows * k * 8,
-                        grad_inputs=(), tx=TX, input_bytes=rows * n * esz))
+                for k in (1,) if op == "categorical_sample" else KS:
+                    out.append(
+                        Spec(
+                            op=op if op == "categorical_sample" else f"{op}(k={k})",
+                            mode="forward",
+                            shape=tuple(shape),
+                            dtype=dtype,
+                            device=plan.device,
+                            make_inputs=_inputs(tuple(shape), dtype, plan.device),
+                            providers=_providers(plan, op, k),
+                            bytes=rows * n * esz + rows * k * 8,
+                            grad_inputs=(),
+                            tx=TX,
+                            input_bytes=rows * n * esz,
+                        )
+                    )
     return out

@@ -30,8 +30,7 @@ def _log_kappa(y, a, tau):
     """log((n-1)!) + (n-1) log tau + sum_k (a_k - tau y_k) - n LSE_k(a_k - tau y_k), in fp32."""
     n = y.shape[-1]
     w = a.float() - tau * y.float()
-    return (math.lgamma(n) + (n - 1) * math.log(tau) + w.sum(-1)
-            - n * torch.logsumexp(w, dim=-1))
+    return math.lgamma(n) + (n - 1) * math.log(tau) + w.sum(-1) - n * torch.logsumexp(w, dim=-1)
 
 
 def exp_log_prob_formula(y, a, tau):
@@ -49,8 +48,11 @@ def _inputs(op, shape, dtype, device):
         g = -torch.log(-torch.log(torch.rand(shape, device=device)))
         y = torch.log_softmax((a + g) / TAU, dim=-1)  # a point of ExpConcrete(a, TAU)
         value = y if op == "exp_concrete_log_prob" else y.exp()
-        return {"value": value.to(dtype), "logits": a.to(dtype),
-                "tau": torch.tensor(TAU, device=device, dtype=dtype)}
+        return {
+            "value": value.to(dtype),
+            "logits": a.to(dtype),
+            "tau": torch.tensor(TAU, device=device, dtype=dtype),
+        }
 
     return make
 
@@ -64,10 +66,12 @@ def _providers(plan: Plan, op: str, n: int, dtype) -> Dict[str, Provider]:
         ours = lambda i: ce.concrete_log_prob(i["value"], i["logits"], TAU)  # noqa: E731
         dist, formula = RelaxedOneHotCategorical, log_prob_formula
     peers = {
-        "dist": Provider(lambda i: dist(i["tau"], logits=i["logits"],
-                                        validate_args=False).log_prob(i["value"])),
-        "compile": Provider(lambda i: compiled(formula, key, cb)(i["value"], i["logits"], TAU),
-                            compiled=True),
+        "dist": Provider(
+            lambda i: dist(i["tau"], logits=i["logits"], validate_args=False).log_prob(i["value"])
+        ),
+        "compile": Provider(
+            lambda i: compiled(formula, key, cb)(i["value"], i["logits"], TAU), compiled=True
+        ),
     }
     return add_providers(plan, op, ours, peers, random=False)
 
@@ -85,9 +89,19 @@ def specs(plan: Plan) -> List[Spec]:
                 nbytes = {"forward": (2 * numel + rows) * esz, "backward": (4 * numel + rows) * esz}
                 nbytes["full"] = nbytes["forward"] + nbytes["backward"]
                 for mode in plan.modes:
-                    out.append(Spec(
-                        op=op, mode=mode, shape=tuple(shape), dtype=dtype, device=plan.device,
-                        make_inputs=_inputs(op, tuple(shape), dtype, plan.device),
-                        providers=_providers(plan, op, n, dtype), bytes=nbytes[mode],
-                        grad_inputs=("value", "logits"), tx=TX[op], input_bytes=2 * numel * esz))
+                    out.append(
+                        Spec(
+                            op=op,
+                            mode=mode,
+                            shape=tuple(shape),
+                            dtype=dtype,
+                            device=plan.device,
+                            make_inputs=_inputs(op, tuple(shape), dtype, plan.device),
+                            providers=_providers(plan, op, n, dtype),
+                            bytes=nbytes[mode],
+                            grad_inputs=("value", "logits"),
+                            tx=TX[op],
+                            input_bytes=2 * numel * esz,
+                        )
+                    )
     return out

@@ -41,10 +41,12 @@ def _dist(i):
 
 def _inputs(shape, dtype, device):
     def make() -> Dict[str, torch.Tensor]:
-        return {"q_logits": torch.randn(shape, device=device, dtype=dtype),
-                "p_logits": torch.randn(shape, device=device, dtype=dtype),
-                "tq": torch.tensor(TAU_Q, device=device, dtype=dtype),
-                "tp": torch.tensor(TAU_P, device=device, dtype=dtype)}
+        return {
+            "q_logits": torch.randn(shape, device=device, dtype=dtype),
+            "p_logits": torch.randn(shape, device=device, dtype=dtype),
+            "tq": torch.tensor(TAU_Q, device=device, dtype=dtype),
+            "tp": torch.tensor(TAU_P, device=device, dtype=dtype),
+        }
 
     return make
 
@@ -54,8 +56,10 @@ def _providers(plan: Plan, n: int, dtype) -> Dict[str, Provider]:
     ours = lambda i: ce.relaxed_kl_sample(i["q_logits"], TAU_Q, i["p_logits"], TAU_P)  # noqa: E731
     peers = {
         "dist": Provider(_dist),
-        "compile": Provider(lambda i: compiled(kl_formula, key, cb)(
-            i["q_logits"], i["p_logits"], TAU_Q, TAU_P), compiled=True),
+        "compile": Provider(
+            lambda i: compiled(kl_formula, key, cb)(i["q_logits"], i["p_logits"], TAU_Q, TAU_P),
+            compiled=True,
+        ),
     }
     return add_providers(plan, "relaxed_kl_sample", ours, peers)
 
@@ -69,13 +73,25 @@ def specs(plan: Plan) -> List[Spec]:
         for shape in plan.shapes:
             rows, n = math.prod(shape[:-1]), shape[-1]
             numel = rows * n
-            nbytes = {"forward": (3 * numel + 2 * rows) * esz,
-                      "backward": (6 * numel + 2 * rows) * esz}
+            nbytes = {
+                "forward": (3 * numel + 2 * rows) * esz,
+                "backward": (6 * numel + 2 * rows) * esz,
+            }
             nbytes["full"] = nbytes["forward"] + nbytes["backward"]
             for mode in plan.modes:
-                out.append(Spec(
-                    op="relaxed_kl_sample", mode=mode, shape=tuple(shape), dtype=dtype,
-                    device=plan.device, make_inputs=_inputs(tuple(shape), dtype, plan.device),
-                    providers=_providers(plan, n, dtype), bytes=nbytes[mode],
-                    grad_inputs=("q_logits", "p_logits"), tx=TX_BACKWARD if mode == "backward" else TX, input_bytes=2 * numel * esz))
+                out.append(
+                    Spec(
+                        op="relaxed_kl_sample",
+                        mode=mode,
+                        shape=tuple(shape),
+                        dtype=dtype,
+                        device=plan.device,
+                        make_inputs=_inputs(tuple(shape), dtype, plan.device),
+                        providers=_providers(plan, n, dtype),
+                        bytes=nbytes[mode],
+                        grad_inputs=("q_logits", "p_logits"),
+                        tx=TX_BACKWARD if mode == "backward" else TX,
+                        input_bytes=2 * numel * esz,
+                    )
+                )
     return out

@@ -74,26 +74,35 @@ def _providers(plan: Plan, op: str, n: int, dtype) -> Dict[str, Provider]:
         ours = lambda i: ce.concrete_sample(i["logits"], TAU)  # noqa: E731
         peers = {
             "torch": Provider(lambda i: F.gumbel_softmax(i["logits"], tau=TAU)),
-            "dist": Provider(lambda i: RelaxedOneHotCategorical(
-                i["tau"], logits=i["logits"], validate_args=False).rsample()),
-            "compile": Provider(lambda i: compiled(concrete_formula, key, cb)(i["logits"], TAU),
-                                compiled=True),
+            "dist": Provider(
+                lambda i: RelaxedOneHotCategorical(
+                    i["tau"], logits=i["logits"], validate_args=False
+                ).rsample()
+            ),
+            "compile": Provider(
+                lambda i: compiled(concrete_formula, key, cb)(i["logits"], TAU), compiled=True
+            ),
         }
     elif op == "exp_concrete_sample":
         ours = lambda i: ce.exp_concrete_sample(i["logits"], TAU)  # noqa: E731
         peers = {
             "torch": Provider(lambda i: exp_relaxed_eager(i["logits"], TAU)),
-            "dist": Provider(lambda i: ExpRelaxedCategorical(
-                i["tau"], logits=i["logits"], validate_args=False).rsample()),
-            "compile": Provider(lambda i: compiled(exp_concrete_formula, key, cb)(i["logits"], TAU),
-                                compiled=True),
+            "dist": Provider(
+                lambda i: ExpRelaxedCategorical(
+                    i["tau"], logits=i["logits"], validate_args=False
+                ).rsample()
+            ),
+            "compile": Provider(
+                lambda i: compiled(exp_concrete_formula, key, cb)(i["logits"], TAU), compiled=True
+            ),
         }
     else:
         ours = lambda i: ce.gumbel_softmax(i["logits"], TAU, hard=True)  # noqa: E731
         peers = {
             "torch": Provider(lambda i: F.gumbel_softmax(i["logits"], tau=TAU, hard=True)),
-            "compile": Provider(lambda i: compiled(hard_formula, key, cb)(i["logits"], TAU),
-                                compiled=True),
+            "compile": Provider(
+                lambda i: compiled(hard_formula, key, cb)(i["logits"], TAU), compiled=True
+            ),
         }
     return add_providers(plan, op, ours, peers)
 
@@ -108,9 +117,19 @@ def specs(plan: Plan) -> List[Spec]:
                 n, esz = shape[-1], torch.empty((), dtype=dtype).element_size()
                 numel = shape[0] * n
                 for mode in plan.modes:
-                    out.append(Spec(
-                        op=op, mode=mode, shape=tuple(shape), dtype=dtype, device=plan.device,
-                        make_inputs=_inputs(tuple(shape), dtype, plan.device),
-                        providers=_providers(plan, op, n, dtype), bytes=BYTES[mode] * numel * esz,
-                        grad_inputs=("logits",), tx=_tx(op, mode), input_bytes=numel * esz))
+                    out.append(
+                        Spec(
+                            op=op,
+                            mode=mode,
+                            shape=tuple(shape),
+                            dtype=dtype,
+                            device=plan.device,
+                            make_inputs=_inputs(tuple(shape), dtype, plan.device),
+                            providers=_providers(plan, op, n, dtype),
+                            bytes=BYTES[mode] * numel * esz,
+                            grad_inputs=("logits",),
+                            tx=_tx(op, mode),
+                            input_bytes=numel * esz,
+                        )
+                    )
     return out

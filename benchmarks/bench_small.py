@@ -72,6 +72,7 @@ def cases(torch, ce, device: str = "cpu") -> List[Tuple[str, Callable, Callable,
                 v = torch.sigmoid(v)
             inp["v"] = v
             return inp
+
         return make
 
     def exp_lp_peer(i):  # torch.distributions.ExpRelaxedCategorical.log_prob's formula
@@ -93,31 +94,72 @@ def cases(torch, ce, device: str = "cpu") -> List[Tuple[str, Callable, Callable,
         return math.log(TAU) - TAU * y + x - 2 * F.softplus(x - TAU * y) - lv - l1v
 
     return [
-        ("gumbel_softmax", logits, lambda i: ce.gumbel_softmax(i["x"], TAU),
-         lambda i: F.gumbel_softmax(i["x"], TAU)),
-        ("gumbel_softmax hard", logits, lambda i: ce.gumbel_softmax(i["x"], TAU, hard=True),
-         lambda i: F.gumbel_softmax(i["x"], TAU, hard=True)),
-        ("concrete_sample", logits, lambda i: ce.concrete_sample(i["x"], TAU),
-         lambda i: ((i["x"] + gumbel(i["x"])) / TAU).softmax(-1)),
-        ("exp_concrete_sample", logits, lambda i: ce.exp_concrete_sample(i["x"], TAU),
-         lambda i: ((i["x"] + gumbel(i["x"])) / TAU).log_softmax(-1)),
-        ("binary_concrete_sample", logits, lambda i: ce.binary_concrete_sample(i["x"], TAU),
-         lambda i: torch.sigmoid((i["x"] + logistic(i["x"])) / TAU)),
-        ("logit_binary_concrete_sample", logits,
-         lambda i: ce.logit_binary_concrete_sample(i["x"], TAU),
-         lambda i: (i["x"] + logistic(i["x"])) / TAU),
-        ("exp_concrete_log_prob", with_value("log_simplex"),
-         lambda i: ce.exp_concrete_log_prob(i["v"], i["x"], TAU), exp_lp_peer),
-        ("logit_binary_concrete_log_prob", with_value("real"),
-         lambda i: ce.logit_binary_concrete_log_prob(i["v"], i["x"], TAU), lbc_lp_peer),
-        ("binary_concrete_log_prob", with_value("unit"),
-         lambda i: ce.binary_concrete_log_prob(i["v"], i["x"], TAU), bc_lp_peer),
-        ("Concrete.rsample", logits,
-         lambda i: ce.distributions.Concrete(tau, logits=i["x"]).rsample(),
-         lambda i: D.RelaxedOneHotCategorical(tau, logits=i["x"]).rsample()),
-        ("BinaryConcrete.rsample", logits,
-         lambda i: ce.distributions.BinaryConcrete(tau, logits=i["x"]).rsample(),
-         lambda i: D.RelaxedBernoulli(tau, logits=i["x"]).rsample()),
+        (
+            "gumbel_softmax",
+            logits,
+            lambda i: ce.gumbel_softmax(i["x"], TAU),
+            lambda i: F.gumbel_softmax(i["x"], TAU),
+        ),
+        (
+            "gumbel_softmax hard",
+            logits,
+            lambda i: ce.gumbel_softmax(i["x"], TAU, hard=True),
+            lambda i: F.gumbel_softmax(i["x"], TAU, hard=True),
+        ),
+        (
+            "concrete_sample",
+            logits,
+            lambda i: ce.concrete_sample(i["x"], TAU),
+            lambda i: ((i["x"] + gumbel(i["x"])) / TAU).softmax(-1),
+        ),
+        (
+            "exp_concrete_sample",
+            logits,
+            lambda i: ce.exp_concrete_sample(i["x"], TAU),
+            lambda i: ((i["x"] + gumbel(i["x"])) / TAU).log_softmax(-1),
+        ),
+        (
+            "binary_concrete_sample",
+            logits,
+            lambda i: ce.binary_concrete_sample(i["x"], TAU),
+            lambda i: torch.sigmoid((i["x"] + logistic(i["x"])) / TAU),
+        ),
+        (
+            "logit_binary_concrete_sample",
+            logits,
+            lambda i: ce.logit_binary_concrete_sample(i["x"], TAU),
+            lambda i: (i["x"] + logistic(i["x"])) / TAU,
+        ),
+        (
+            "exp_concrete_log_prob",
+            with_value("log_simplex"),
+            lambda i: ce.exp_concrete_log_prob(i["v"], i["x"], TAU),
+            exp_lp_peer,
+        ),
+        (
+            "logit_binary_concrete_log_prob",
+            with_value("real"),
+            lambda i: ce.logit_binary_concrete_log_prob(i["v"], i["x"], TAU),
+            lbc_lp_peer,
+        ),
+        (
+            "binary_concrete_log_prob",
+            with_value("unit"),
+            lambda i: ce.binary_concrete_log_prob(i["v"], i["x"], TAU),
+            bc_lp_peer,
+        ),
+        (
+            "Concrete.rsample",
+            logits,
+            lambda i: ce.distributions.Concrete(tau, logits=i["x"]).rsample(),
+            lambda i: D.RelaxedOneHotCategorical(tau, logits=i["x"]).rsample(),
+        ),
+        (
+            "BinaryConcrete.rsample",
+            logits,
+            lambda i: ce.distributions.BinaryConcrete(tau, logits=i["x"]).rsample(),
+            lambda i: D.RelaxedBernoulli(tau, logits=i["x"]).rsample(),
+        ),
     ]
 
 
@@ -153,8 +195,9 @@ def _per_call(f: Callable, min_s: float, sync=lambda: None, clock=time.process_t
         n = max(2 * n, int(n * 1.2 * min_s / max(dt, 1e-9)))
 
 
-def measure(tree: str, rounds: int, min_ms: float, only: str = "",
-            device: str = "cpu") -> Dict[str, Dict[str, float]]:
+def measure(
+    tree: str, rounds: int, min_ms: float, only: str = "", device: str = "cpu"
+) -> Dict[str, Dict[str, float]]:
     """{case key: {"ours": s, "peer": s}}: each the minimum over `rounds` of the per-call time."""
     torch, ce = _import(tree)
     sync = _sync(torch, device)
@@ -187,11 +230,27 @@ def _compare(dirs: List[str], rounds: int, min_ms: float, only: str, repeats: in
     best: Dict[str, List[float]] = {}
     for _ in range(repeats):
         for k, d in enumerate(dirs):
-            cmd = [sys.executable, "-m", "benchmarks.bench_small", "--json", "--tree", d,
-                   "--rounds", str(rounds), "--min-ms", str(min_ms)] + (["--only", only] if only else [])
-            res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True,
-                                            cwd=os.path.dirname(os.path.dirname(
-                                                os.path.abspath(__file__)))).stdout)
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks.bench_small",
+                "--json",
+                "--tree",
+                d,
+                "--rounds",
+                str(rounds),
+                "--min-ms",
+                str(min_ms),
+            ] + (["--only", only] if only else [])
+            res = json.loads(
+                subprocess.run(
+                    cmd,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                ).stdout
+            )
             for key, v in res.items():
                 best.setdefault(key, [math.inf] * len(dirs))
                 best[key][k] = min(best[key][k], v["ours"])
@@ -212,10 +271,15 @@ def main(argv=None):
     if args.compare:
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         best = _compare([here, args.compare], args.rounds, args.min_ms, args.only, args.repeats)
-        rows = [[*k.split("|"), f"{v[0] * 1e6:.1f}", f"{v[1] * 1e6:.1f}", f"{v[1] / v[0]:.2f}"]
-                for k, v in best.items()]
-        print(_table(rows, ["op", "shape", "mode", "this tree µs", f"{args.compare} µs",
-                            "other / this"]))
+        rows = [
+            [*k.split("|"), f"{v[0] * 1e6:.1f}", f"{v[1] * 1e6:.1f}", f"{v[1] / v[0]:.2f}"]
+            for k, v in best.items()
+        ]
+        print(
+            _table(
+                rows, ["op", "shape", "mode", "this tree µs", f"{args.compare} µs", "other / this"]
+            )
+        )
         return
     if args.json:
         print(json.dumps(measure(args.tree, args.rounds, args.min_ms, args.only, args.device)))
@@ -223,8 +287,9 @@ def main(argv=None):
     print(table(args.device, args.rounds, args.min_ms, args.only, args.tree))
 
 
-def table(device: str = "cpu", rounds: int = 5, min_ms: float = 30.0, only: str = "",
-          tree: str = "") -> str:
+def table(
+    device: str = "cpu", rounds: int = 5, min_ms: float = 30.0, only: str = "", tree: str = ""
+) -> str:
     """The markdown table of every case, with a one-line header saying how it was measured (used
     by `python -m benchmarks.run --quick / --gpu` too)."""
     res = measure(tree, rounds, min_ms, only, device)
@@ -232,13 +297,25 @@ def table(device: str = "cpu", rounds: int = 5, min_ms: float = 30.0, only: str 
 
     import concrete_ext as ce
 
-    head = (f"# small calls on {device} (one CPU thread): torch {torch.__version__}, "
-            f"concrete_ext from {os.path.dirname(os.path.dirname(ce.__file__))}, min of "
-            f"{rounds} rounds of >= {min_ms} ms, load average "
-            f"{tuple(round(x, 2) for x in os.getloadavg())}")
-    rows = [[*k.split("|"), f"{v['ours'] * 1e6:.1f}", f"{v['peer'] * 1e6:.1f}",
-             f"{v['peer'] / v['ours']:.2f}"] for k, v in res.items()]
-    return head + "\n\n" + _table(rows, ["op", "shape", "mode", "ours µs", "peer µs", "peer / ours"])
+    head = (
+        f"# small calls on {device} (one CPU thread): torch {torch.__version__}, "
+        f"concrete_ext from {os.path.dirname(os.path.dirname(ce.__file__))}, min of "
+        f"{rounds} rounds of >= {min_ms} ms, load average "
+        f"{tuple(round(x, 2) for x in os.getloadavg())}"
+    )
+    rows = [
+        [
+            *k.split("|"),
+            f"{v['ours'] * 1e6:.1f}",
+            f"{v['peer'] * 1e6:.1f}",
+            f"{v['peer'] / v['ours']:.2f}",
+        ]
+        for k, v in res.items()
+    ]
+    return (
+        head + "\n\n" + _table(rows, ["op", "shape", "mode", "ours µs", "peer µs", "peer / ours"])
+    )
+
 
 if __name__ == "__main__":
     main()

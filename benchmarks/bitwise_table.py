@@ -80,8 +80,10 @@ class Cases:
     def temps(self, batch_shape, dtype, key) -> List[Tuple[str, torch.Tensor]]:
         """Python float (a float64 CPU scalar, as functional.py sends it), a one-element tensor of
         the op's dtype on the CPU, one on the device, a per-row tensor and a broadcast one."""
-        out = [("tf", torch.tensor(0.5, dtype=torch.float64)),
-               ("t1", torch.tensor(0.7, dtype=dtype))]
+        out = [
+            ("tf", torch.tensor(0.5, dtype=torch.float64)),
+            ("t1", torch.tensor(0.7, dtype=dtype)),
+        ]
         if self.device != "cpu":
             out.append(("t1dev", torch.tensor(0.6, dtype=dtype, device=self.device)))
         if len(batch_shape) >= 1 and all(s > 0 for s in batch_shape):
@@ -103,7 +105,7 @@ class Cases:
         for n in (3, 8, 100):
             yield f"3d_dim1_n{n}", (4, n, 6), 1, "contig"
             yield f"3d_dim0_n{n}", (n, 5, 3), 0, "contig"
-            yield f"T_n{n}", (n, 9), -1, "transposed"   # (9, n) view of a (n, 9) tensor
+            yield f"T_n{n}", (n, 9), -1, "transposed"  # (9, n) view of a (n, 9) tensor
             yield f"S_n{n}", (13, 2 * n), -1, "strided"  # every other column
 
     def view(self, x: torch.Tensor, layout: str) -> torch.Tensor:
@@ -153,14 +155,22 @@ class Cases:
                         k = f"{key}/{tname}"
                         yield from self.categorical_case(k, a, t, d, dtype, tname)
                     if mask == "none":
-                        yield f"cat/{key}/gumbel_max", (lambda a=a, d=d: ce.gumbel_max_sample(a, d, 1234, 7, None))
-                        yield f"cat/{key}/gumbel_max_gen", self._with_manual_seed(
-                            lambda a=a, d=d: ce.gumbel_max_sample(a, d, None, 0, None), 99)
+                        yield (
+                            f"cat/{key}/gumbel_max",
+                            (lambda a=a, d=d: ce.gumbel_max_sample(a, d, 1234, 7, None)),
+                        )
+                        yield (
+                            f"cat/{key}/gumbel_max_gen",
+                            self._with_manual_seed(
+                                lambda a=a, d=d: ce.gumbel_max_sample(a, d, None, 0, None), 99
+                            ),
+                        )
 
     def _with_manual_seed(self, f, seed):
         def run():
             torch.manual_seed(seed)
             return f()
+
         return run
 
     def categorical_case(self, k, a, t, d, dtype, tname):
@@ -172,27 +182,39 @@ class Cases:
             s = op(a, t, d, seed, off, None)
             yield f"cat/{k}/{name}_sample", (lambda s=s: s)
             if tname == "tf":
-                yield f"cat/{k}/{name}_sample_gen", self._with_manual_seed(
-                    lambda op=op: op(a, t, d, None, 0, None), 5)
+                yield (
+                    f"cat/{k}/{name}_sample_gen",
+                    self._with_manual_seed(lambda op=op: op(a, t, d, None, 0, None), 5),
+                )
             g = self.randn(s.shape, dtype, k + "/g" + name)
             for tg in (True, False):
-                yield f"cat/{k}/{name}_sample_bwd_tg{int(tg)}", (
-                    lambda bop=bop, g=g, s=s, tg=tg: bop(g, s, t, d, tg))
+                yield (
+                    f"cat/{k}/{name}_sample_bwd_tg{int(tg)}",
+                    (lambda bop=bop, g=g, s=s, tg=tg: bop(g, s, t, d, tg)),
+                )
             # Log-densities at the sample (masked entries -inf / 0 included).
             lop = ce.exp_concrete_log_prob if log_space else ce.concrete_log_prob
             lbop = ce.exp_concrete_log_prob_backward if log_space else ce.concrete_log_prob_backward
             yield f"cat/{k}/{name}_log_prob", (lambda lop=lop, s=s: lop(s, a, t, d))
             gr = self.randn(lop(s, a, t, d).shape, dtype, k + "/gr" + name)
             for mask in ((True, True, True), (False, True, False), (True, False, True)):
-                yield f"cat/{k}/{name}_log_prob_bwd_{''.join(str(int(m)) for m in mask)}", (
-                    lambda lbop=lbop, s=s, gr=gr, mask=mask: lbop(gr, s, a, t, d, list(mask)))
+                yield (
+                    f"cat/{k}/{name}_log_prob_bwd_{''.join(str(int(m)) for m in mask)}",
+                    (lambda lbop=lbop, s=s, gr=gr, mask=mask: lbop(gr, s, a, t, d, list(mask))),
+                )
         # Straight-through Gumbel-softmax.
         hard, state = ce.gumbel_softmax_hard(a, t, d, seed, off, None)
         yield f"cat/{k}/hard", (lambda hard=hard, state=state: (hard, state))
         gh = self.randn(hard.shape, dtype, k + "/gh")
         for tg in (True, False):
-            yield f"cat/{k}/hard_bwd_tg{int(tg)}", (
-                lambda gh=gh, state=state, tg=tg: ce.gumbel_softmax_hard_backward(gh, a, t, state, d, tg))
+            yield (
+                f"cat/{k}/hard_bwd_tg{int(tg)}",
+                (
+                    lambda gh=gh, state=state, tg=tg: ce.gumbel_softmax_hard_backward(
+                        gh, a, t, state, d, tg
+                    )
+                ),
+            )
         # Relaxed KL with p logits of the same shape and layout.
         p = self.randn(a.shape, dtype, k + "/p")
         tp = t * 1.3 if t.dim() else torch.tensor(0.9, dtype=t.dtype)
@@ -201,20 +223,48 @@ class Cases:
         gy = self.randn(y.shape, dtype, k + "/gy")
         glq = self.randn(lq.shape, dtype, k + "/glq")
         glp = self.randn(lp.shape, dtype, k + "/glp")
-        for which, mask in (("all", (True, True, True, True)), ("q", (True, True, False, False)),
-                            ("p", (False, False, True, True))):
-            yield f"cat/{k}/kl_bwd_{which}", (
-                lambda mask=mask, y=y: ce.relaxed_kl_sample_backward(
-                    gy, glq, glp, y, a, t, p, tp, d, list(mask)))
-        yield f"cat/{k}/kl_bwd_noy", (lambda y=y: ce.relaxed_kl_sample_backward(
-            None, glq, None, y, a, t, p, tp, d, [True, True, True, True]))
-        yield f"cat/{k}/kl_bwd_yonly", (lambda y=y: ce.relaxed_kl_sample_backward(
-            gy, None, None, y, a, t, p, tp, d, [True, True, True, True]))
+        for which, mask in (
+            ("all", (True, True, True, True)),
+            ("q", (True, True, False, False)),
+            ("p", (False, False, True, True)),
+        ):
+            yield (
+                f"cat/{k}/kl_bwd_{which}",
+                (
+                    lambda mask=mask, y=y: ce.relaxed_kl_sample_backward(
+                        gy, glq, glp, y, a, t, p, tp, d, list(mask)
+                    )
+                ),
+            )
+        yield (
+            f"cat/{k}/kl_bwd_noy",
+            (
+                lambda y=y: ce.relaxed_kl_sample_backward(
+                    None, glq, None, y, a, t, p, tp, d, [True, True, True, True]
+                )
+            ),
+        )
+        yield (
+            f"cat/{k}/kl_bwd_yonly",
+            (
+                lambda y=y: ce.relaxed_kl_sample_backward(
+                    gy, None, None, y, a, t, p, tp, d, [True, True, True, True]
+                )
+            ),
+        )
 
     def binary(self):
         ce = self.ce
-        shapes = [("e1", (1,)), ("e7", (7,)), ("e33", (3, 11)), ("e5000", (5000,)),
-                  ("e70000", (70001,)), ("e2d", (300, 257)), ("T", (40, 9)), ("S", (17, 20))]
+        shapes = [
+            ("e1", (1,)),
+            ("e7", (7,)),
+            ("e33", (3, 11)),
+            ("e5000", (5000,)),
+            ("e70000", (70001,)),
+            ("e2d", (300, 257)),
+            ("T", (40, 9)),
+            ("S", (17, 20)),
+        ]
         for dtype in DTYPES:
             dn = str(dtype).replace("torch.", "")
             for label, shape in shapes:
@@ -228,38 +278,78 @@ class Cases:
                     a = a.clone() if a.is_contiguous() else a
                     flat = a.reshape(-1)
                     if a.is_contiguous():
-                        flat[:6] = torch.tensor([float("-inf"), float("inf"), 40.0, -40.0, 0.0, 90.0],
-                                                dtype=torch.float64).to(dtype)
+                        flat[:6] = torch.tensor(
+                            [float("-inf"), float("inf"), 40.0, -40.0, 0.0, 90.0],
+                            dtype=torch.float64,
+                        ).to(dtype)
                 temps = self.temps(list(a.shape), dtype, key)
                 # A per-element temperature and one broadcast along the last dim.
                 for tname, t in temps:
                     k = f"{key}/{tname}"
                     for logit_space, name in ((True, "logit_binary"), (False, "binary")):
-                        op = ce.logit_binary_concrete_sample if logit_space else ce.binary_concrete_sample
-                        bop = (ce.logit_binary_concrete_sample_backward if logit_space
-                               else ce.binary_concrete_sample_backward)
+                        op = (
+                            ce.logit_binary_concrete_sample
+                            if logit_space
+                            else ce.binary_concrete_sample
+                        )
+                        bop = (
+                            ce.logit_binary_concrete_sample_backward
+                            if logit_space
+                            else ce.binary_concrete_sample_backward
+                        )
                         s = op(a, t, 77, 5, None)
                         yield f"{k}/{name}_sample", (lambda s=s: s)
                         if tname == "tf":
-                            yield f"{k}/{name}_sample_gen", self._with_manual_seed(
-                                lambda op=op, t=t: op(a, t, None, 0, None), 11)
+                            yield (
+                                f"{k}/{name}_sample_gen",
+                                self._with_manual_seed(
+                                    lambda op=op, t=t: op(a, t, None, 0, None), 11
+                                ),
+                            )
                         g = self.randn(s.shape, dtype, k + "/g" + name)
                         for tg in (True, False):
-                            yield f"{k}/{name}_sample_bwd_tg{int(tg)}", (
-                                lambda bop=bop, g=g, s=s, t=t, tg=tg: bop(g, s, t, tg))
-                        lop = ce.logit_binary_concrete_log_prob if logit_space else ce.binary_concrete_log_prob
-                        lbop = (ce.logit_binary_concrete_log_prob_backward if logit_space
-                                else ce.binary_concrete_log_prob_backward)
+                            yield (
+                                f"{k}/{name}_sample_bwd_tg{int(tg)}",
+                                (lambda bop=bop, g=g, s=s, t=t, tg=tg: bop(g, s, t, tg)),
+                            )
+                        lop = (
+                            ce.logit_binary_concrete_log_prob
+                            if logit_space
+                            else ce.binary_concrete_log_prob
+                        )
+                        lbop = (
+                            ce.logit_binary_concrete_log_prob_backward
+                            if logit_space
+                            else ce.binary_concrete_log_prob_backward
+                        )
                         # Values: the sample itself, and interior points.
-                        v2 = (self.randn(a.shape, dtype, k + "/v") if logit_space
-                              else self.rand(a.shape, dtype, k + "/v"))
+                        v2 = (
+                            self.randn(a.shape, dtype, k + "/v")
+                            if logit_space
+                            else self.rand(a.shape, dtype, k + "/v")
+                        )
                         for vname, v in (("atsample", s), ("interior", v2)):
-                            yield f"{k}/{name}_log_prob_{vname}", (lambda lop=lop, v=v, t=t: lop(v, a, t))
+                            yield (
+                                f"{k}/{name}_log_prob_{vname}",
+                                (lambda lop=lop, v=v, t=t: lop(v, a, t)),
+                            )
                             gr = self.randn(a.shape, dtype, k + "/gr" + vname + name)
-                            for mask in ((True, True, True), (False, True, False), (True, False, True)):
-                                yield (f"{k}/{name}_log_prob_{vname}_bwd_"
-                                       f"{''.join(str(int(m)) for m in mask)}"), (
-                                    lambda lbop=lbop, v=v, gr=gr, t=t, mask=mask: lbop(gr, v, a, t, list(mask)))
+                            for mask in (
+                                (True, True, True),
+                                (False, True, False),
+                                (True, False, True),
+                            ):
+                                yield (
+                                    (
+                                        f"{k}/{name}_log_prob_{vname}_bwd_"
+                                        f"{''.join(str(int(m)) for m in mask)}"
+                                    ),
+                                    (
+                                        lambda lbop=lbop, v=v, gr=gr, t=t, mask=mask: lbop(
+                                            gr, v, a, t, list(mask)
+                                        )
+                                    ),
+                                )
 
     def noise(self):
         ce = self.ce
@@ -272,8 +362,12 @@ class Cases:
                         continue
                     k = f"noise/{dn}/{'x'.join(map(str, shape))}/{kind}"
                     yield k, (lambda x=x, kind=kind: ce.noise_like(x, kind, 4242, 9, None))
-                    yield k + "_gen", self._with_manual_seed(
-                        lambda x=x, kind=kind: ce.noise_like(x, kind, None, 0, None), 3)
+                    yield (
+                        k + "_gen",
+                        self._with_manual_seed(
+                            lambda x=x, kind=kind: ce.noise_like(x, kind, None, 0, None), 3
+                        ),
+                    )
 
 
 def compute(device: str, threads: Optional[int], log=print) -> Dict[str, list]:
@@ -294,14 +388,17 @@ def compute(device: str, threads: Optional[int], log=print) -> Dict[str, list]:
             continue
         outs = out if isinstance(out, (tuple, list)) else (out,)
         table[name] = [digest(o) for o in outs]
-    log(f"{len(table)} cases, {sum(len(v) for v in table.values())} outputs "
-        f"({device}, {torch.get_num_threads()} threads)")
+    log(
+        f"{len(table)} cases, {sum(len(v) for v in table.values())} outputs "
+        f"({device}, {torch.get_num_threads()} threads)"
+    )
     return table
 
 
 def diff(a: Dict[str, list], b: Dict[str, list], log=print, limit: int = 40) -> int:
     only_a = sorted(set(a) - set(b))
     only_b = sorted(set(b) - set(a))
+
     # A table written before the NaN-canonical digest (4 fields per output) compares on the 4.
     def exact(d):
         return [o[:4] for o in d]
@@ -311,7 +408,9 @@ def diff(a: Dict[str, list], b: Dict[str, list], log=print, limit: int = 40) -> 
 
     bad = [k for k in a if k in b and exact(a[k]) != exact(b[k])]
     # Differences in NaN bits only: the same outputs once every NaN is one NaN.
-    nan_only = [k for k in bad if None not in canonical(a[k]) and canonical(a[k]) == canonical(b[k])]
+    nan_only = [
+        k for k in bad if None not in canonical(a[k]) and canonical(a[k]) == canonical(b[k])
+    ]
     for k in [k for k in bad if k not in nan_only][:limit]:
         log(f"DIFFERS {k}: {a[k]} != {b[k]}")
     for k in nan_only[:limit]:
@@ -320,8 +419,10 @@ def diff(a: Dict[str, list], b: Dict[str, list], log=print, limit: int = 40) -> 
         log(f"... ({len(bad)} in all)")
     if only_a or only_b:
         log(f"cases only in the first table: {len(only_a)}, only in the second: {len(only_b)}")
-    log(f"{len(a) - len(only_a)} common cases, {len(bad)} differ "
-        f"({len(nan_only)} of them in the sign or payload of NaN outputs only)")
+    log(
+        f"{len(a) - len(only_a)} common cases, {len(bad)} differ "
+        f"({len(nan_only)} of them in the sign or payload of NaN outputs only)"
+    )
     return len(bad) + len(only_a) + len(only_b)
 
 
@@ -331,7 +432,9 @@ def load(path: str) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("cmd", choices=("write", "check", "compare"))
     ap.add_argument("paths", nargs="+")
     ap.add_argument("--device", default="cpu")
@@ -345,9 +448,18 @@ def main(argv=None) -> int:
         import concrete_ext
 
         with open(args.paths[0], "w") as f:
-            json.dump({"build": concrete_ext._ops.compiled_info(), "device": args.device,
-                       "threads": torch.get_num_threads(), "torch": str(torch.__version__),
-                       "table": table}, f, indent=0, sort_keys=True)
+            json.dump(
+                {
+                    "build": concrete_ext._ops.compiled_info(),
+                    "device": args.device,
+                    "threads": torch.get_num_threads(),
+                    "torch": str(torch.__version__),
+                    "table": table,
+                },
+                f,
+                indent=0,
+                sort_keys=True,
+            )
         return 0
     want = load(args.paths[0])["table"]
     return 1 if diff(want, table) else 0

@@ -39,7 +39,9 @@ def main():
     t = bench(lambda: dst.copy_(src))[0]
     copy_gbs = 2 * src.numel() * 4 / (t * 1e-3) / 1e9
     del src, dst
-    print(f"device {torch.cuda.get_device_name()}  torch {torch.__version__}  copy {copy_gbs:.0f} GB/s")
+    print(
+        f"device {torch.cuda.get_device_name()}  torch {torch.__version__}  copy {copy_gbs:.0f} GB/s"
+    )
 
     def gs_ref(x):
         return F.gumbel_softmax(x, tau=0.5)
@@ -72,15 +74,30 @@ def main():
             g = torch.randn_like(y)
             bw = bench(lambda: torch.autograd.grad(y, xr, g, retain_graph=True))[0]
             bwd_bytes = 3 * numel * esz
-            rows.append((str(dtype)[6:], n, ours, fwd_bytes / ours / 1e6, fwd_bytes / ours / 1e6 / copy_gbs,
-                         eager / ours, comp / ours, bw, bwd_bytes / bw / 1e6 / copy_gbs))
+            rows.append(
+                (
+                    str(dtype)[6:],
+                    n,
+                    ours,
+                    fwd_bytes / ours / 1e6,
+                    fwd_bytes / ours / 1e6 / copy_gbs,
+                    eager / ours,
+                    comp / ours,
+                    bw,
+                    bwd_bytes / bw / 1e6 / copy_gbs,
+                )
+            )
             del x, xr, y, g
             torch.cuda.empty_cache()
-    print(f"\n{'dtype':8s} {'n':>6s} {'fwd ms':>8s} {'GB/s':>7s} {'%copy':>6s} {'xEager':>7s} "
-          f"{'xCompile':>8s} {'bwd ms':>8s} {'bwd%copy':>8s}")
+    print(
+        f"\n{'dtype':8s} {'n':>6s} {'fwd ms':>8s} {'GB/s':>7s} {'%copy':>6s} {'xEager':>7s} "
+        f"{'xCompile':>8s} {'bwd ms':>8s} {'bwd%copy':>8s}"
+    )
     for r in rows:
-        print(f"{r[0]:8s} {r[1]:6d} {r[2]:8.3f} {r[3]:7.0f} {100 * r[4]:5.0f}% {r[5]:7.2f} "
-              f"{r[6]:8.2f} {r[7]:8.3f} {100 * r[8]:7.0f}%")
+        print(
+            f"{r[0]:8s} {r[1]:6d} {r[2]:8.3f} {r[3]:7.0f} {100 * r[4]:5.0f}% {r[5]:7.2f} "
+            f"{r[6]:8.2f} {r[7]:8.3f} {100 * r[8]:7.0f}%"
+        )
 
 
 if __name__ == "__main__":

@@ -71,10 +71,13 @@ def guarded(name):
             try:
                 fn(*a, **k)
             except Exception as e:  # noqa: BLE001 - report and go on
-                results.append({"case": name, "err": math.inf, "tol": 0, "ok": False,
-                                "error": repr(e)})
+                results.append(
+                    {"case": name, "err": math.inf, "tol": 0, "ok": False, "error": repr(e)}
+                )
                 print(f"FAIL {name}: {e!r}\n{traceback.format_exc()}", flush=True)
+
         return run
+
     return deco
 
 
@@ -85,8 +88,11 @@ def inputs(shape, dim, dtype, masked=True, tensor_tau=True, gen=None):
         idx[dim] = 0
         a[tuple(idx)] = float("-inf")
     batch = [s for i, s in enumerate(shape) if i != dim % len(shape)]
-    tau = (torch.rand(batch, generator=gen, dtype=torch.float64) + 0.25) if tensor_tau else \
-        torch.tensor(0.6, dtype=torch.float64)
+    tau = (
+        (torch.rand(batch, generator=gen, dtype=torch.float64) + 0.25)
+        if tensor_tau
+        else torch.tensor(0.6, dtype=torch.float64)
+    )
     return a.to(dtype), tau
 
 
@@ -117,8 +123,19 @@ def grads_of(fn, tensors, out_grad_seed=0):
     return torch.autograd.grad(loss, req, allow_unused=True)
 
 
-def compare_op(name, fn, shape, dim, dtype, *, tensor_tau=True, masked=True, grad=True,
-               extra_inputs=None, prep=None):
+def compare_op(
+    name,
+    fn,
+    shape,
+    dim,
+    dtype,
+    *,
+    tensor_tau=True,
+    masked=True,
+    grad=True,
+    extra_inputs=None,
+    prep=None,
+):
     gen = torch.Generator().manual_seed(hash((name, shape, dim)) % 2**31)
     a, tau = inputs(shape, dim, dtype, masked, tensor_tau, gen)
     extra = extra_inputs(a, gen) if extra_inputs else []
@@ -160,8 +177,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=None)
-    ap.add_argument("--self-test", action="store_true",
-                    help="run the script's logic with the CPU standing in for the GPU")
+    ap.add_argument(
+        "--self-test",
+        action="store_true",
+        help="run the script's logic with the CPU standing in for the GPU",
+    )
     args = ap.parse_args()
     if args.self_test:
         global DEV
@@ -176,6 +196,7 @@ def main():
 
     # Noise: bits identical, transforms within a few ulps.
     for kind in ("bits", "uniform", "exponential", "gumbel", "logistic"):
+
         @guarded(f"noise {kind}")
         def _():
             for dtype in (torch.float32, torch.float64):
@@ -184,6 +205,7 @@ def main():
                 g = ce.noise(kind, (1 << 20) + 3, dtype=dtype, device=DEV, **s)
                 tol = 0 if kind == "bits" else 8 * torch.finfo(dtype).eps
                 record(f"noise {kind} {str(dtype)[6:]}", rel_err(g, c), tol)
+
         _()
 
     ns = [1, 2, 3, 4, 7, 8, 16, 33, 64, 129, 256, 1000, 1024, 4097, 8192, 40000, 131072]
@@ -201,7 +223,9 @@ def main():
             "gumbel_softmax_hard": lambda a, t: ce.gumbel_softmax(a, t, hard=True, dim=dim, **s),
             "exp_concrete_log_prob": lambda a, t, v: ce.exp_concrete_log_prob(v, a, t, dim),
             "concrete_log_prob": lambda a, t, v: ce.concrete_log_prob(v, a, t, dim),
-            "relaxed_kl_sample": lambda a, t, p: ce.relaxed_kl_sample(a, t, p, t * 0.7 + 0.1, dim, **s),
+            "relaxed_kl_sample": lambda a, t, p: ce.relaxed_kl_sample(
+                a, t, p, t * 0.7 + 0.1, dim, **s
+            ),
         }
 
     def extras(dim):
@@ -216,67 +240,114 @@ def main():
                 tiny = torch.finfo(a.dtype).tiny
                 x = torch.where(a == float("-inf"), 0.0, y.exp().clamp(min=4 * tiny))
                 return [(x / x.sum(dim, keepdim=True)).to(a.dtype)]
+
             return make
+
         return {
             "exp_concrete_log_prob": value(True),
             "concrete_log_prob": value(False),
-            "relaxed_kl_sample": lambda a, gen: [torch.randn(a.shape, generator=gen,
-                                                             dtype=torch.float64).to(a.dtype)],
+            "relaxed_kl_sample": lambda a, gen: [
+                torch.randn(a.shape, generator=gen, dtype=torch.float64).to(a.dtype)
+            ],
         }
 
     for name in ops(-1):
         for dtype in dtypes:
             for n in ns:
+
                 @guarded(f"{name} n={n} {dtype}")
                 def _():
-                    compare_op(name, ops(-1)[name], (rows_for(n), n), -1, dtype,
-                               extra_inputs=extras(-1).get(name),
-                               grad=dtype != torch.float16 or n < 5000)
+                    compare_op(
+                        name,
+                        ops(-1)[name],
+                        (rows_for(n), n),
+                        -1,
+                        dtype,
+                        extra_inputs=extras(-1).get(name),
+                        grad=dtype != torch.float16 or n < 5000,
+                    )
+
                 _()
 
         @guarded(f"{name} layouts")
         def _():
             for dim in (0, 1, -1):  # every dim of a 3-D tensor
-                compare_op(name, ops(dim)[name], (5, 6, 7), dim, torch.float32,
-                           extra_inputs=extras(dim).get(name))
+                compare_op(
+                    name,
+                    ops(dim)[name],
+                    (5, 6, 7),
+                    dim,
+                    torch.float32,
+                    extra_inputs=extras(dim).get(name),
+                )
             # scalar temperature; non-contiguous (transposed) inputs
-            compare_op(name + " scalar-tau", ops(-1)[name], (33, 9), -1, torch.float32,
-                       tensor_tau=False, extra_inputs=extras(-1).get(name))
-            compare_op(name + " transposed", ops(0)[name], (12, 20), 0, torch.float32,
-                       extra_inputs=extras(0).get(name), prep=lambda x: x.t().contiguous().t())
+            compare_op(
+                name + " scalar-tau",
+                ops(-1)[name],
+                (33, 9),
+                -1,
+                torch.float32,
+                tensor_tau=False,
+                extra_inputs=extras(-1).get(name),
+            )
+            compare_op(
+                name + " transposed",
+                ops(0)[name],
+                (12, 20),
+                0,
+                torch.float32,
+                extra_inputs=extras(0).get(name),
+                prep=lambda x: x.t().contiguous().t(),
+            )
+
         _()
 
     # Gumbel-max: identical categories (ties are measure-zero; allow a tiny fraction).
     for dtype in (torch.float32, torch.bfloat16, torch.float64):
         for n in (2, 7, 129, 40000):
+
             @guarded(f"gumbel_max n={n} {dtype}")
             def _():
                 a, _t = inputs((rows_for(n), n), -1, dtype)
                 c, g = both(lambda x: ce.gumbel_max_sample(x, -1, **s), a)
                 mismatch = (c.argmax(-1) != g.cpu().argmax(-1)).float().mean().item()
                 ones = (g.sum(-1) == 1).all().item()
-                record(f"gumbel_max n={n} {str(dtype)[6:]} (mismatch fraction, one-hot={ones})",
-                       mismatch if ones else math.inf, 1e-3)
+                record(
+                    f"gumbel_max n={n} {str(dtype)[6:]} (mismatch fraction, one-hot={ones})",
+                    mismatch if ones else math.inf,
+                    1e-3,
+                )
+
             _()
 
     # Index samplers: the same category as the CPU kernels (noise within a few ulps: allow a tiny
     # fraction) and, exactly, as the CUDA gumbel_max_sample's argmax and the first top-k column.
     for dtype in (torch.float32, torch.bfloat16, torch.float64):
         for n in (2, 7, 129, 40000, 131072):
+
             @guarded(f"categorical_sample / gumbel_top_k n={n} {dtype}")
             def _():
                 a, _t = inputs((min(rows_for(n), 256), n), -1, dtype)
                 c, g = both(lambda x: ce.categorical_sample(x, **s), a)
                 hot = ce.gumbel_max_sample(a.to(DEV), -1, **s)
-                exact = torch.equal(g, torch.where((a.to(DEV) == -math.inf).all(-1), -1, hot.argmax(-1)))
-                record(f"categorical_sample n={n} {str(dtype)[6:]} (mismatch fraction, = gumbel_max: {exact})",
-                       (c != g.cpu()).float().mean().item() if exact else math.inf, 1e-3)
+                exact = torch.equal(
+                    g, torch.where((a.to(DEV) == -math.inf).all(-1), -1, hot.argmax(-1))
+                )
+                record(
+                    f"categorical_sample n={n} {str(dtype)[6:]} (mismatch fraction, = gumbel_max: {exact})",
+                    (c != g.cpu()).float().mean().item() if exact else math.inf,
+                    1e-3,
+                )
                 for k in sorted({1, min(8, n), min(64, n), min(65, n), min(300, n)}):
                     c, g = both(lambda x: ce.gumbel_top_k(x, k, **s), a)
                     first = ce.categorical_sample(a.to(DEV), **s)
                     exact = torch.equal(torch.where(first >= 0, g[:, 0], -1), first)
-                    record(f"gumbel_top_k n={n} k={k} {str(dtype)[6:]} (mismatch fraction, first = categorical: {exact})",
-                           (c != g.cpu()).any(-1).float().mean().item() if exact else math.inf, 1e-2)
+                    record(
+                        f"gumbel_top_k n={n} k={k} {str(dtype)[6:]} (mismatch fraction, first = categorical: {exact})",
+                        (c != g.cpu()).any(-1).float().mean().item() if exact else math.inf,
+                        1e-2,
+                    )
+
             _()
 
     # Binary ops: elementwise, per-element tensor temperatures.
@@ -284,10 +355,15 @@ def main():
         for numel in (1, 7, 1 << 12, (1 << 20) + 5):
             for name, fn in {
                 "binary_concrete_sample": lambda a, t: ce.binary_concrete_sample(a, t, **s),
-                "logit_binary_concrete_sample": lambda a, t: ce.logit_binary_concrete_sample(a, t, **s),
-                "logit_binary_concrete_log_prob": lambda a, t, v: ce.logit_binary_concrete_log_prob(v, a, t),
+                "logit_binary_concrete_sample": lambda a, t: ce.logit_binary_concrete_sample(
+                    a, t, **s
+                ),
+                "logit_binary_concrete_log_prob": lambda a, t, v: ce.logit_binary_concrete_log_prob(
+                    v, a, t
+                ),
                 "binary_concrete_log_prob": lambda a, t, v: ce.binary_concrete_log_prob(v, a, t),
             }.items():
+
                 @guarded(f"{name} numel={numel} {dtype}")
                 def _():
                     def ex(a, gen, nm=name):
@@ -295,8 +371,19 @@ def main():
                             return []
                         y = ce.logit_binary_concrete_sample(a.double(), 0.7, seed=9)
                         return [(y if nm.startswith("logit") else torch.sigmoid(y)).to(a.dtype)]
-                    compare_op(name, lambda a, t, *e: fn(a, t.reshape(a.shape) if t.numel() == a.numel() else t, *e),
-                               (numel, 1), -1, dtype, masked=False, extra_inputs=ex)
+
+                    compare_op(
+                        name,
+                        lambda a, t, *e: fn(
+                            a, t.reshape(a.shape) if t.numel() == a.numel() else t, *e
+                        ),
+                        (numel, 1),
+                        -1,
+                        dtype,
+                        masked=False,
+                        extra_inputs=ex,
+                    )
+
                 _()
 
     # CUDA graphs: each replay draws fresh noise (the generator's Philox offset advances).
@@ -322,6 +409,7 @@ def main():
         same = torch.equal(first, out) or torch.equal(first2, out2)
         valid = torch.allclose(out.exp().sum(-1), torch.ones(64, device="cuda"), atol=1e-5)
         record("cuda graph replay draws fresh noise", 0.0 if (not same and valid) else math.inf, 0)
+
     _()
 
     # The default generator: torch.manual_seed reproduces, consecutive calls differ.
@@ -332,13 +420,19 @@ def main():
         a1, a2 = ce.concrete_sample(x, 1.0), ce.concrete_sample(x, 1.0)
         torch.manual_seed(3)
         b1 = ce.concrete_sample(x, 1.0)
-        record("manual_seed reproduces, calls differ",
-               0.0 if torch.equal(a1, b1) and not torch.equal(a1, a2) else math.inf, 0)
+        record(
+            "manual_seed reproduces, calls differ",
+            0.0 if torch.equal(a1, b1) and not torch.equal(a1, a2) else math.inf,
+            0,
+        )
+
     _()
 
     failed = [r for r in results if not r["ok"]]
-    print(f"\n== gpu_verify: {len(results) - len(failed)}/{len(results)} cases pass "
-          f"({time.time() - t0:.0f} s)")
+    print(
+        f"\n== gpu_verify: {len(results) - len(failed)}/{len(results)} cases pass "
+        f"({time.time() - t0:.0f} s)"
+    )
     for r in failed[:40]:
         print("  FAILED", r["case"], r.get("error", f"err={r['err']:.3g} tol={r['tol']:.1g}"))
     if args.out:

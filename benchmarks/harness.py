@@ -103,8 +103,9 @@ def dtype_str(dtype: torch.dtype) -> str:
 def _git(*args: str) -> str:
     try:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except Exception:  # noqa: BLE001 - no git on the machine
         return ""
 
@@ -134,7 +135,9 @@ def env_info(device: str) -> Dict[str, str]:
         name = torch.cuda.get_device_name()
     else:
         threads = torch.get_num_threads()
-        name = f"{cpu_name()} ({os.cpu_count()} cores, {threads} thread{'s' if threads > 1 else ''})"
+        name = (
+            f"{cpu_name()} ({os.cpu_count()} cores, {threads} thread{'s' if threads > 1 else ''})"
+        )
     return {
         "device": device,
         "device_name": name,
@@ -238,8 +241,9 @@ def compiled(formula: Callable, key: tuple, backend: str = "inductor") -> Callab
     if k not in _COMPILED:
         _configure_dynamo()
         code = formula.__code__.replace(co_name=f"{formula.__name__}_{len(_COMPILED)}")
-        fresh = types.FunctionType(code, formula.__globals__, code.co_name,
-                                   formula.__defaults__, formula.__closure__)
+        fresh = types.FunctionType(
+            code, formula.__globals__, code.co_name, formula.__defaults__, formula.__closure__
+        )
         _COMPILED[k] = torch.compile(fresh, backend=backend)
     return _COMPILED[k]
 
@@ -272,8 +276,8 @@ def _tx_provider(spec: Spec) -> Tuple[Provider, Callable, int]:
         u = inp["u"]
         out = torch.empty_like(u)
         for b in range(0, numel, block):
-            o = out[b:b + block]
-            fns[0](u[b:b + block], out=o)
+            o = out[b : b + block]
+            fns[0](u[b : b + block], out=o)
             for f in fns[1:]:
                 o.abs_()
                 f(o, out=o)
@@ -359,8 +363,9 @@ class _Prepared:
     warmup_s: float = float("nan")
 
 
-def _prepare(spec: Spec, name: str, prov: Provider, make, input_bytes: int, s: Settings,
-             llc: int) -> _Prepared:
+def _prepare(
+    spec: Spec, name: str, prov: Provider, make, input_bytes: int, s: Settings, llc: int
+) -> _Prepared:
     p = _Prepared(name, backend=prov.backend)
     if prov.max_numel is not None and spec.numel > prov.max_numel:
         p.status = f"skipped: slower than the sweep allows above {prov.max_numel} elements"
@@ -398,7 +403,9 @@ def _backend_ctx(name: Optional[str]):
 def run_spec(spec: Spec, s: Settings, env: Dict[str, str]) -> List[Dict[str, Any]]:
     """Rows for one spec: every provider and limit, timed twice (or called once when smoke)."""
     llc = last_level_cache_bytes(spec.device)
-    entries = [(name, prov, spec.make_inputs, spec.input_bytes) for name, prov in spec.providers.items()]
+    entries = [
+        (name, prov, spec.make_inputs, spec.input_bytes) for name, prov in spec.providers.items()
+    ]
     prov, make, nbytes = _copy_provider(spec)
     entries.append(("copy", prov, make, nbytes))
     if spec.device == "cpu" and spec.tx:
@@ -427,11 +434,25 @@ def run_spec(spec: Spec, s: Settings, env: Dict[str, str]) -> List[Dict[str, Any
 
 def _base_row(spec: Spec, provider: str, rep: int, env: Dict[str, str]) -> Dict[str, Any]:
     row = {
-        "op": spec.op, "provider": provider, "mode": spec.mode, "shape": shape_str(spec.shape),
-        "n": spec.n, "numel": spec.numel, "dtype": dtype_str(spec.dtype), "rep": rep,
-        "status": "ok", "median_ms": float("nan"), "p20_ms": float("nan"), "p80_ms": float("nan"),
-        "runs": 0, "warmup_s": float("nan"), "bytes": spec.bytes, "gbs": float("nan"),
-        "limit_gbs": float("nan"), "frac_limit": float("nan"), "x_tx_floor": float("nan"),
+        "op": spec.op,
+        "provider": provider,
+        "mode": spec.mode,
+        "shape": shape_str(spec.shape),
+        "n": spec.n,
+        "numel": spec.numel,
+        "dtype": dtype_str(spec.dtype),
+        "rep": rep,
+        "status": "ok",
+        "median_ms": float("nan"),
+        "p20_ms": float("nan"),
+        "p80_ms": float("nan"),
+        "runs": 0,
+        "warmup_s": float("nan"),
+        "bytes": spec.bytes,
+        "gbs": float("nan"),
+        "limit_gbs": float("nan"),
+        "frac_limit": float("nan"),
+        "x_tx_floor": float("nan"),
     }
     for peer in PEERS:
         row[f"vs_{peer}"] = float("nan")
@@ -481,8 +502,10 @@ def run_specs(specs: Sequence[Spec], s: Settings, env: Dict[str, str]) -> List[D
             if spec.device == "cuda":
                 torch.cuda.empty_cache()
         rows.extend(got)
-        s.log(f"[{i + 1}/{len(specs)}] {spec.label()} ({time.perf_counter() - t0:.1f} s): "
-              + _one_line(got))
+        s.log(
+            f"[{i + 1}/{len(specs)}] {spec.label()} ({time.perf_counter() - t0:.1f} s): "
+            + _one_line(got)
+        )
     return rows
 
 
@@ -518,8 +541,9 @@ class Plan:
         return (self.ops is None or op in self.ops) and provider in self.providers
 
 
-def add_providers(plan: Plan, op: str, ours_fn: Callable, peers: Dict[str, Provider],
-                  random: bool = True) -> Dict[str, Provider]:
+def add_providers(
+    plan: Plan, op: str, ours_fn: Callable, peers: Dict[str, Provider], random: bool = True
+) -> Dict[str, Provider]:
     """Ours on every backend the device has, then the peers the plan asks for. The reference of a
     random op draws its Philox noise with int64 tensor ops: it is capped at
     plan.reference_max_numel elements."""

@@ -22,7 +22,9 @@ MODULES = (bench_sample, bench_log_prob, bench_binary, bench_relaxed_kl, bench_i
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("op")
     ap.add_argument("mode", choices=("forward", "backward", "full"))
     ap.add_argument("shape", help="e.g. 524288x8")
@@ -34,8 +36,14 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     shape = tuple(int(s) for s in args.shape.split("x"))
     module = next(m for m in MODULES if args.op in m.OPS)
-    plan = Plan(device="cpu", shapes=[shape], dtypes=[getattr(torch, args.dtype)], modes=[args.mode],
-                ops=[args.op], providers=(args.provider,))
+    plan = Plan(
+        device="cpu",
+        shapes=[shape],
+        dtypes=[getattr(torch, args.dtype)],
+        modes=[args.mode],
+        ops=[args.op],
+        providers=(args.provider,),
+    )
     spec = module.specs(plan)[0]
     prov = spec.providers[args.provider]
     with _backend_ctx(prov.backend):
@@ -48,8 +56,10 @@ def main(argv=None) -> int:
             fn()
             calls += 1
     dt = time.perf_counter() - t0
-    print(f"{spec.label()} {args.provider}: {calls} calls, {1e3 * dt / calls:.3f} ms per call",
-          file=sys.stderr)
+    print(
+        f"{spec.label()} {args.provider}: {calls} calls, {1e3 * dt / calls:.3f} ms per call",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -58,32 +58,129 @@ def quick_plan() -> List[Tuple[object, Plan]]:
     mine = ("cpu",)
     P = lambda **kw: Plan(device="cpu", **kw)  # noqa: E731
     return [
-        (bench_sample, P(shapes=QUICK_SHAPES, dtypes=[F32], modes=["forward"], ops=["concrete_sample"],
-                         providers=mine + ("torch", "dist", "compile"))),
-        (bench_log_prob, P(shapes=QUICK_SHAPES, dtypes=[F32], modes=["forward"],
-                           ops=["exp_concrete_log_prob"], providers=mine + ("dist", "compile", "reference"))),
+        (
+            bench_sample,
+            P(
+                shapes=QUICK_SHAPES,
+                dtypes=[F32],
+                modes=["forward"],
+                ops=["concrete_sample"],
+                providers=mine + ("torch", "dist", "compile"),
+            ),
+        ),
+        (
+            bench_log_prob,
+            P(
+                shapes=QUICK_SHAPES,
+                dtypes=[F32],
+                modes=["forward"],
+                ops=["exp_concrete_log_prob"],
+                providers=mine + ("dist", "compile", "reference"),
+            ),
+        ),
         # Every backward op called directly against torch.compile of its formula.
-        (bench_backward, P(shapes=QUICK_SHAPES, dtypes=[F32], modes=[bench_backward.MODE],
-                           providers=mine + ("compile",))),
-        (bench_sample, P(shapes=WIDE, dtypes=[F32], modes=["backward", "full"],
-                         ops=["concrete_sample"], providers=mine + ("torch", "compile"))),
-        (bench_sample, P(shapes=WIDE, dtypes=[BF16], modes=["forward"], ops=["concrete_sample"],
-                         providers=mine + ("torch",))),
-        (bench_sample, P(shapes=SMALL, dtypes=[F32], modes=["forward", "full"],
-                         ops=["gumbel_softmax_hard"], providers=mine + ("torch",))),
-        (bench_sample, P(shapes=SMALL, dtypes=[F32], modes=["forward"], ops=["exp_concrete_sample"],
-                         providers=mine + ("torch", "dist"))),
-        (bench_log_prob, P(shapes=SMALL, dtypes=[F32], modes=["backward"], ops=["exp_concrete_log_prob"],
-                           providers=mine + ("dist", "reference"))),
-        (bench_log_prob, P(shapes=SMALL, dtypes=[F32], modes=["forward"], ops=["concrete_log_prob"],
-                           providers=mine + ("dist",))),
-        (bench_binary, P(shapes=SMALL, dtypes=[F32], modes=["forward"], providers=mine + ("dist",))),
-        (bench_binary, P(shapes=SMALL, dtypes=[F32], modes=["backward"],
-                         ops=["logit_binary_concrete_sample"], providers=mine + ("dist",))),
-        (bench_relaxed_kl, P(shapes=SMALL, dtypes=[F32], modes=["forward", "backward"],
-                             providers=mine + ("dist",))),
-        (bench_index, P(shapes=[(64, 131072)], dtypes=[F32, BF16], modes=["forward"],
-                        ops=["categorical_sample"], providers=mine + ("torch", "dist"))),
+        (
+            bench_backward,
+            P(
+                shapes=QUICK_SHAPES,
+                dtypes=[F32],
+                modes=[bench_backward.MODE],
+                providers=mine + ("compile",),
+            ),
+        ),
+        (
+            bench_sample,
+            P(
+                shapes=WIDE,
+                dtypes=[F32],
+                modes=["backward", "full"],
+                ops=["concrete_sample"],
+                providers=mine + ("torch", "compile"),
+            ),
+        ),
+        (
+            bench_sample,
+            P(
+                shapes=WIDE,
+                dtypes=[BF16],
+                modes=["forward"],
+                ops=["concrete_sample"],
+                providers=mine + ("torch",),
+            ),
+        ),
+        (
+            bench_sample,
+            P(
+                shapes=SMALL,
+                dtypes=[F32],
+                modes=["forward", "full"],
+                ops=["gumbel_softmax_hard"],
+                providers=mine + ("torch",),
+            ),
+        ),
+        (
+            bench_sample,
+            P(
+                shapes=SMALL,
+                dtypes=[F32],
+                modes=["forward"],
+                ops=["exp_concrete_sample"],
+                providers=mine + ("torch", "dist"),
+            ),
+        ),
+        (
+            bench_log_prob,
+            P(
+                shapes=SMALL,
+                dtypes=[F32],
+                modes=["backward"],
+                ops=["exp_concrete_log_prob"],
+                providers=mine + ("dist", "reference"),
+            ),
+        ),
+        (
+            bench_log_prob,
+            P(
+                shapes=SMALL,
+                dtypes=[F32],
+                modes=["forward"],
+                ops=["concrete_log_prob"],
+                providers=mine + ("dist",),
+            ),
+        ),
+        (
+            bench_binary,
+            P(shapes=SMALL, dtypes=[F32], modes=["forward"], providers=mine + ("dist",)),
+        ),
+        (
+            bench_binary,
+            P(
+                shapes=SMALL,
+                dtypes=[F32],
+                modes=["backward"],
+                ops=["logit_binary_concrete_sample"],
+                providers=mine + ("dist",),
+            ),
+        ),
+        (
+            bench_relaxed_kl,
+            P(
+                shapes=SMALL,
+                dtypes=[F32],
+                modes=["forward", "backward"],
+                providers=mine + ("dist",),
+            ),
+        ),
+        (
+            bench_index,
+            P(
+                shapes=[(64, 131072)],
+                dtypes=[F32, BF16],
+                modes=["forward"],
+                ops=["categorical_sample"],
+                providers=mine + ("torch", "dist"),
+            ),
+        ),
     ]
 
 
@@ -94,28 +191,114 @@ def gpu_plan() -> List[Tuple[object, Plan]]:
     two = [8, 1024]
     sample = ["concrete_sample"]
     return [
-        (bench_sample, P(shapes=grid(N_ALL, [26]), dtypes=[F32], modes=["forward"], ops=sample,
-                         providers=mine + ("torch", "compile", "dist"))),
-        (bench_sample, P(shapes=grid(N_ALL, [26]), dtypes=[F32], modes=["backward"], ops=sample,
-                         providers=mine + ("torch", "compile"))),
-        (bench_sample, P(shapes=grid([4, 8, 64, 1024, 32768], [26]), dtypes=[BF16],
-                         modes=["forward", "backward"], ops=sample, providers=mine + ("torch", "compile"))),
-        (bench_sample, P(shapes=grid(two, [16, 20, 24]), dtypes=[F32], modes=["forward"], ops=sample,
-                         providers=mine + ("torch", "compile", "reference"))),
-        (bench_sample, P(shapes=grid(two, [26]), dtypes=[F32], modes=["full"], ops=sample,
-                         providers=mine + ("torch", "compile"))),
-        (bench_log_prob, P(shapes=grid(two, [26]), dtypes=[F32], modes=["forward", "backward"],
-                           ops=["exp_concrete_log_prob"], providers=mine + ("dist", "compile", "reference"))),
-        (bench_sample, P(shapes=grid(two, [26]), dtypes=[F32], modes=["forward", "full"],
-                         ops=["gumbel_softmax_hard"], providers=mine + ("torch", "compile"))),
-        (bench_binary, P(shapes=[(65536, 1024)], dtypes=[F32], modes=["forward"],
-                         providers=mine + ("dist", "compile"))),
-        (bench_relaxed_kl, P(shapes=grid(two, [26]), dtypes=[F32], modes=["forward", "backward"],
-                             providers=mine + ("dist", "compile"))),
-        (bench_sample, P(shapes=grid(two, [26]), dtypes=[F32], modes=["forward"],
-                         ops=["exp_concrete_sample"], providers=mine + ("torch", "dist", "compile"))),
-        (bench_sample, P(shapes=grid([4, 64, 1024], [28]), dtypes=[F32], modes=["forward", "backward"],
-                         ops=sample, providers=mine + ("torch", "compile"))),
+        (
+            bench_sample,
+            P(
+                shapes=grid(N_ALL, [26]),
+                dtypes=[F32],
+                modes=["forward"],
+                ops=sample,
+                providers=mine + ("torch", "compile", "dist"),
+            ),
+        ),
+        (
+            bench_sample,
+            P(
+                shapes=grid(N_ALL, [26]),
+                dtypes=[F32],
+                modes=["backward"],
+                ops=sample,
+                providers=mine + ("torch", "compile"),
+            ),
+        ),
+        (
+            bench_sample,
+            P(
+                shapes=grid([4, 8, 64, 1024, 32768], [26]),
+                dtypes=[BF16],
+                modes=["forward", "backward"],
+                ops=sample,
+                providers=mine + ("torch", "compile"),
+            ),
+        ),
+        (
+            bench_sample,
+            P(
+                shapes=grid(two, [16, 20, 24]),
+                dtypes=[F32],
+                modes=["forward"],
+                ops=sample,
+                providers=mine + ("torch", "compile", "reference"),
+            ),
+        ),
+        (
+            bench_sample,
+            P(
+                shapes=grid(two, [26]),
+                dtypes=[F32],
+                modes=["full"],
+                ops=sample,
+                providers=mine + ("torch", "compile"),
+            ),
+        ),
+        (
+            bench_log_prob,
+            P(
+                shapes=grid(two, [26]),
+                dtypes=[F32],
+                modes=["forward", "backward"],
+                ops=["exp_concrete_log_prob"],
+                providers=mine + ("dist", "compile", "reference"),
+            ),
+        ),
+        (
+            bench_sample,
+            P(
+                shapes=grid(two, [26]),
+                dtypes=[F32],
+                modes=["forward", "full"],
+                ops=["gumbel_softmax_hard"],
+                providers=mine + ("torch", "compile"),
+            ),
+        ),
+        (
+            bench_binary,
+            P(
+                shapes=[(65536, 1024)],
+                dtypes=[F32],
+                modes=["forward"],
+                providers=mine + ("dist", "compile"),
+            ),
+        ),
+        (
+            bench_relaxed_kl,
+            P(
+                shapes=grid(two, [26]),
+                dtypes=[F32],
+                modes=["forward", "backward"],
+                providers=mine + ("dist", "compile"),
+            ),
+        ),
+        (
+            bench_sample,
+            P(
+                shapes=grid(two, [26]),
+                dtypes=[F32],
+                modes=["forward"],
+                ops=["exp_concrete_sample"],
+                providers=mine + ("torch", "dist", "compile"),
+            ),
+        ),
+        (
+            bench_sample,
+            P(
+                shapes=grid([4, 64, 1024], [28]),
+                dtypes=[F32],
+                modes=["forward", "backward"],
+                ops=sample,
+                providers=mine + ("torch", "compile"),
+            ),
+        ),
     ]
 
 
@@ -123,12 +306,33 @@ def sweep_plan() -> List[Tuple[object, Plan]]:
     """The full CPU sweep (n x 2^16..2^24, fp32 and bf16, every mode and provider)."""
     shapes = grid(N_ALL, [16, 20, 24])
     provs = ("cpu",) + PEERS
-    out = [(m, Plan(device="cpu", shapes=shapes, dtypes=[F32, BF16], providers=provs))
-           for m in (bench_sample, bench_log_prob, bench_relaxed_kl)]
-    out.append((bench_binary, Plan(device="cpu", shapes=[((1 << s) // 1024, 1024) for s in (16, 20, 24)],
-                                   dtypes=[F32, BF16], providers=provs)))
-    out.append((bench_index, Plan(device="cpu", shapes=INDEX, dtypes=[F32, BF16], modes=["forward"],
-                                  providers=("cpu", "torch", "dist", "topk"))))
+    out = [
+        (m, Plan(device="cpu", shapes=shapes, dtypes=[F32, BF16], providers=provs))
+        for m in (bench_sample, bench_log_prob, bench_relaxed_kl)
+    ]
+    out.append(
+        (
+            bench_binary,
+            Plan(
+                device="cpu",
+                shapes=[((1 << s) // 1024, 1024) for s in (16, 20, 24)],
+                dtypes=[F32, BF16],
+                providers=provs,
+            ),
+        )
+    )
+    out.append(
+        (
+            bench_index,
+            Plan(
+                device="cpu",
+                shapes=INDEX,
+                dtypes=[F32, BF16],
+                modes=["forward"],
+                providers=("cpu", "torch", "dist", "topk"),
+            ),
+        )
+    )
     return out
 
 
@@ -147,8 +351,14 @@ def dry_plan(plan: List[Tuple[object, Plan]]) -> List[Tuple[object, Plan]]:
     for module, p in plan:
         shapes = [(min(4, s[0]),) + tuple(s[1:]) for s in p.shapes]
         provs = tuple(dict.fromkeys(("cpu",) + tuple(p.providers)))
-        out.append((module, dataclasses.replace(p, device="cpu", shapes=shapes, providers=provs,
-                                                compile_backend="aot_eager")))
+        out.append(
+            (
+                module,
+                dataclasses.replace(
+                    p, device="cpu", shapes=shapes, providers=provs, compile_backend="aot_eager"
+                ),
+            )
+        )
     return out
 
 
@@ -169,24 +379,52 @@ def compact_table(rows) -> str:
     head = "| op | mode | shape | dtype | ours | ms (run 1 / 2) | GB/s | % copy | × torch | × compile | × dist | × reference |"
     lines = [head, "|" + "---|" * 12]
     for r1 in rows:
-        if r1["rep"] != 1 or r1["provider"] not in ("cpu", "cuda", "triton") or r1["status"] != "ok":
+        if (
+            r1["rep"] != 1
+            or r1["provider"] not in ("cpu", "cuda", "triton")
+            or r1["status"] != "ok"
+        ):
             continue
-        r2 = next((r for r in rows if r["rep"] == 2 and all(
-            r[k] == r1[k] for k in ("op", "mode", "shape", "dtype", "provider"))), None)
+        r2 = next(
+            (
+                r
+                for r in rows
+                if r["rep"] == 2
+                and all(r[k] == r1[k] for k in ("op", "mode", "shape", "dtype", "provider"))
+            ),
+            None,
+        )
         pair = lambda k, f, sc=1: report._pair(r1, r2, k, f, sc)  # noqa: E731
-        lines.append("| " + " | ".join([
-            r1["op"], r1["mode"], r1["shape"], r1["dtype"], r1["provider"], pair("median_ms", ".4g"),
-            report._num(r1["gbs"], ".3g"), pair("frac_limit", ".0f", 100),
-            pair("vs_torch", ".2f"), pair("vs_compile", ".2f"), pair("vs_dist", ".2f"),
-            pair("vs_reference", ".2f")]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r1["op"],
+                    r1["mode"],
+                    r1["shape"],
+                    r1["dtype"],
+                    r1["provider"],
+                    pair("median_ms", ".4g"),
+                    report._num(r1["gbs"], ".3g"),
+                    pair("frac_limit", ".0f", 100),
+                    pair("vs_torch", ".2f"),
+                    pair("vs_compile", ".2f"),
+                    pair("vs_dist", ".2f"),
+                    pair("vs_reference", ".2f"),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
 def dry_run(plan, log: Callable[[str], None], ops: Sequence[str] = ()) -> int:
     specs = build_specs(plan, ops)
     keys = {(sp.op, sp.n, str(sp.dtype)) for sp in specs if "compile" in sp.providers}
-    log(f"plan: {len(specs)} cases, {sum(len(sp.providers) for sp in specs)} provider timings x 2 runs, "
-        f"about {2 * len(keys)} torch.compile graphs")
+    log(
+        f"plan: {len(specs)} cases, {sum(len(sp.providers) for sp in specs)} provider timings x 2 runs, "
+        f"about {2 * len(keys)} torch.compile graphs"
+    )
     for sp in specs:
         log(f"  {sp.label():60s} {','.join(sp.providers)}")
     tiny = build_specs(dry_plan(plan), ops)
@@ -194,13 +432,19 @@ def dry_run(plan, log: Callable[[str], None], ops: Sequence[str] = ()) -> int:
     t0 = time.monotonic()
     rows = run_specs(tiny, Settings(device="cpu", smoke=True, log=log), env)
     bad = [r for r in rows if r["status"].startswith("error")]
-    unavailable = {(r["provider"], r["status"]) for r in rows if r["status"].startswith("unavailable")}
-    log(f"dry run: {len(tiny)} cases, {len(rows)} provider calls in {time.monotonic() - t0:.1f} s; "
-        f"{len(bad)} errors")
+    unavailable = {
+        (r["provider"], r["status"]) for r in rows if r["status"].startswith("unavailable")
+    }
+    log(
+        f"dry run: {len(tiny)} cases, {len(rows)} provider calls in {time.monotonic() - t0:.1f} s; "
+        f"{len(bad)} errors"
+    )
     for prov, status in sorted(unavailable)[:6]:
         log(f"  {prov}: {status[:160]}")
     for r in bad:
-        log(f"  ERROR {r['op']} {r['mode']} {r['shape']} {r['dtype']} {r['provider']}: {r['status']}")
+        log(
+            f"  ERROR {r['op']} {r['mode']} {r['shape']} {r['dtype']} {r['provider']}: {r['status']}"
+        )
     return max(1 if bad else 0, exercise_reports(rows, env, log))
 
 
@@ -232,20 +476,34 @@ def exercise_reports(rows, env, log) -> int:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--gpu", action="store_true")
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
-    ap.add_argument("--budget-s", type=float, default=None,
-                    help="skip the cases left after this many seconds (default 180 with --gpu, "
-                         "180 with --quick, none otherwise)")
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="skip the cases left after this many seconds (default 180 with --gpu, "
+        "180 with --quick, none otherwise)",
+    )
     ap.add_argument("--ops", default="", help="comma-separated op names to keep")
-    ap.add_argument("--no-small", dest="small", action="store_false",
-                    help="skip the small-call table (bench_small), which --quick and --gpu add")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="CPU threads (default 1: on a shared machine a second OpenMP thread waits "
-                         "for a busy core at every parallel region, see docs/BENCHMARKS.md)")
+    ap.add_argument(
+        "--no-small",
+        dest="small",
+        action="store_false",
+        help="skip the small-call table (bench_small), which --quick and --gpu add",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads (default 1: on a shared machine a second OpenMP thread waits "
+        "for a busy core at every parallel region, see docs/BENCHMARKS.md)",
+    )
     args = ap.parse_args(argv)
     log = lambda m: print(m, flush=True)  # noqa: E731
     plan = gpu_plan() if args.gpu else quick_plan() if args.quick else sweep_plan()
@@ -260,14 +518,23 @@ def main(argv=None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         log("--gpu: no CUDA device is visible")
         return 2
-    budget = args.budget_s if args.budget_s is not None else (180 if args.gpu else 180 if args.quick else None)
+    budget = (
+        args.budget_s
+        if args.budget_s is not None
+        else (180 if args.gpu else 180 if args.quick else None)
+    )
     s = Settings(device=device, log=log, deadline=None if budget is None else start + budget)
     env = env_info(device)
     import concrete_ext as ce
 
     log(f"concrete_ext build: {ce.build_info()}")
-    log("backends: " + "; ".join(f"{k}: {'yes' if v['available'] else 'no (' + '; '.join(v['reasons']) + ')'}"
-                                 for k, v in ce.backends().items()))
+    log(
+        "backends: "
+        + "; ".join(
+            f"{k}: {'yes' if v['available'] else 'no (' + '; '.join(v['reasons']) + ')'}"
+            for k, v in ce.backends().items()
+        )
+    )
     extra = ""
     if device == "cuda":
         peak = peak_copy(s)
@@ -285,20 +552,26 @@ def main(argv=None) -> int:
     skipped = sum(1 for r in rows if r["status"].startswith("skipped: time"))
     targets = report.gpu_targets(rows) if args.gpu else report.cpu_targets(rows)
     with open(base + ".md", "w") as f:
-        f.write(f"# benchmarks.run --{name}\n\n{report.header(env, extra)}\n\n"
-                f"Command: `python -m benchmarks.run {' '.join(argv if argv is not None else sys.argv[1:])}`"
-                f" · {elapsed:.0f} s · {len(specs)} cases"
-                + (f" · {skipped} provider timings skipped by the time budget" if skipped else "")
-                + f"\n\n## Targets\n\n{targets}\n\n## Every case\n\n"
-                + report.markdown_table(rows, env) + "\n")
+        f.write(
+            f"# benchmarks.run --{name}\n\n{report.header(env, extra)}\n\n"
+            f"Command: `python -m benchmarks.run {' '.join(argv if argv is not None else sys.argv[1:])}`"
+            f" · {elapsed:.0f} s · {len(specs)} cases"
+            + (f" · {skipped} provider timings skipped by the time budget" if skipped else "")
+            + f"\n\n## Targets\n\n{targets}\n\n## Every case\n\n"
+            + report.markdown_table(rows, env)
+            + "\n"
+        )
     try:
         pngs = report.plots(rows, args.out, os.path.basename(base), env)
     except Exception as e:  # noqa: BLE001 - the tables and targets matter more than the plots
         log(f"plots failed: {type(e).__name__}: {e}")
         pngs = []
     # Per-call cost of small calls (bench_small: ours against the composite peers).
-    small = (bench_small.table(device, rounds=3, min_ms=20.0)
-             if args.small and (args.quick or args.gpu) else "")
+    small = (
+        bench_small.table(device, rounds=3, min_ms=20.0)
+        if args.small and (args.quick or args.gpu)
+        else ""
+    )
     if small:
         with open(base + ".md", "a") as f:
             f.write(f"\n## Small calls (`python -m benchmarks.bench_small`)\n\n{small}\n")
@@ -306,8 +579,11 @@ def main(argv=None) -> int:
     if small:
         log("\n" + small)
     log(f"\nfiles: {base}.csv, {base}.md, {len(pngs)} PNG plots in {args.out}")
-    log(f"\n== bench summary: {name}, {elapsed:.0f} s, {len(specs)} cases"
-        + (f", {skipped} provider timings skipped (time budget)" if skipped else "") + " ==")
+    log(
+        f"\n== bench summary: {name}, {elapsed:.0f} s, {len(specs)} cases"
+        + (f", {skipped} provider timings skipped (time budget)" if skipped else "")
+        + " =="
+    )
     log(report.header(env, extra))
     log("\n" + targets)
     return 0

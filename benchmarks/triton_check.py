@@ -50,8 +50,9 @@ def scaled_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     return ((g[fe] - e[fe]).abs().max() / e[fe].abs().max().clamp(min=1.0)).item()
 
 
-def category_mismatch(got: torch.Tensor, expected_onehot: torch.Tensor, scores: torch.Tensor,
-                      tie: float = 1e-5) -> Tuple[float, bool]:
+def category_mismatch(
+    got: torch.Tensor, expected_onehot: torch.Tensor, scores: torch.Tensor, tie: float = 1e-5
+) -> Tuple[float, bool]:
     """(fraction of rows whose category differs, whether every difference is a near-tie)."""
     gi, ei = got.argmax(-1), expected_onehot.argmax(-1)
     bad = gi != ei
@@ -59,8 +60,9 @@ def category_mismatch(got: torch.Tensor, expected_onehot: torch.Tensor, scores: 
         return 0.0, True
     s = scores[bad]
     gap = (s.gather(-1, ei[bad, None]) - s.gather(-1, gi[bad, None])).abs()
-    return bad.float().mean().item(), bool((gap <= tie * s.abs().amax(-1, keepdim=True).clamp(
-        min=1.0)).all())
+    return bad.float().mean().item(), bool(
+        (gap <= tie * s.abs().amax(-1, keepdim=True).clamp(min=1.0)).all()
+    )
 
 
 # ---- inputs ---------------------------------------------------------------------------------------
@@ -76,8 +78,9 @@ def logits(shape, seed, dtype, masked=True):
 
 def temperature(shape, seed, dtype):
     gen = torch.Generator(device=DEVICE).manual_seed(seed)
-    return (0.3 + 1.7 * torch.rand(shape, generator=gen, device=DEVICE,
-                                   dtype=torch.float64)).to(dtype)
+    return (0.3 + 1.7 * torch.rand(shape, generator=gen, device=DEVICE, dtype=torch.float64)).to(
+        dtype
+    )
 
 
 def upstream(outs, seed=99):
@@ -93,8 +96,9 @@ def vjp(fn: Callable, inputs: Sequence[torch.Tensor], up=upstream):
     outs = out if isinstance(out, tuple) else (out,)
     ups = up(outs)
     pairs = [(o, u.to(o.dtype)) for o, u in zip(outs, ups) if o.requires_grad]
-    grads = torch.autograd.grad([p[0] for p in pairs], leaves, [p[1] for p in pairs],
-                                allow_unused=True)
+    grads = torch.autograd.grad(
+        [p[0] for p in pairs], leaves, [p[1] for p in pairs], allow_unused=True
+    )
     return tuple(o.detach() for o in outs), grads, ups
 
 
@@ -103,8 +107,17 @@ class Case:
     """One op at one size: fn[impl](*inputs) runs an implementation ('triton', 'cuda' or
     'reference'); with `grad`, the gradients of every input are checked too."""
 
-    def __init__(self, name: str, label: str, dtype, fn: Dict[str, Callable], inputs=(),
-                 grad=True, argmax_scores=None, exact=False):
+    def __init__(
+        self,
+        name: str,
+        label: str,
+        dtype,
+        fn: Dict[str, Callable],
+        inputs=(),
+        grad=True,
+        argmax_scores=None,
+        exact=False,
+    ):
         self.name, self.label, self.dtype, self.fn = name, label, dtype, fn
         self.inputs, self.grad = inputs, grad
         self.argmax_scores, self.exact = argmax_scores, exact
@@ -126,36 +139,90 @@ def row_cases(sizes, dtypes) -> List[Case]:
             tp = temperature((rows,), n + 1, dtype)
             s = 1234
             for name in ("exp_concrete_sample", "concrete_sample"):
-                cases.append(Case(name, lab, dtype, {
-                    "triton": lambda a, t, name=name: KERNELS[name](a, t, -1, s, 3, None),
-                    "cuda": lambda a, t, name=name: getattr(ops, name)(a, t, -1, s, 3, None),
-                    "reference": lambda a, t, name=name: getattr(ref, name)(a, t, -1, seed=s,
-                                                                           offset=3)},
-                    inputs=(a, t)))
-            cases.append(Case("gumbel_softmax_hard", lab, dtype, {
-                "triton": lambda a, t: KERNELS["gumbel_softmax_hard"](a, t, -1, s, 3, None)[0],
-                "cuda": lambda a, t: ops.gumbel_softmax_hard(a, t, -1, s, 3, None)[0],
-                "reference": lambda a, t: ref.gumbel_softmax(a, t, True, -1, seed=s, offset=3)},
-                inputs=(a, t), argmax_scores=(a, s)))
-            cases.append(Case("gumbel_max_sample", lab, dtype, {
-                "triton": lambda a: KERNELS["gumbel_max_sample"](a, -1, s, 3, None),
-                "cuda": lambda a: ops.gumbel_max_sample(a, -1, s, 3, None),
-                "reference": lambda a: ref.gumbel_max_sample(a, -1, seed=s, offset=3)},
-                inputs=(a,), grad=False, argmax_scores=(a, s)))
+                cases.append(
+                    Case(
+                        name,
+                        lab,
+                        dtype,
+                        {
+                            "triton": lambda a, t, name=name: KERNELS[name](a, t, -1, s, 3, None),
+                            "cuda": lambda a, t, name=name: getattr(ops, name)(
+                                a, t, -1, s, 3, None
+                            ),
+                            "reference": lambda a, t, name=name: getattr(ref, name)(
+                                a, t, -1, seed=s, offset=3
+                            ),
+                        },
+                        inputs=(a, t),
+                    )
+                )
+            cases.append(
+                Case(
+                    "gumbel_softmax_hard",
+                    lab,
+                    dtype,
+                    {
+                        "triton": lambda a, t: KERNELS["gumbel_softmax_hard"](a, t, -1, s, 3, None)[
+                            0
+                        ],
+                        "cuda": lambda a, t: ops.gumbel_softmax_hard(a, t, -1, s, 3, None)[0],
+                        "reference": lambda a, t: ref.gumbel_softmax(
+                            a, t, True, -1, seed=s, offset=3
+                        ),
+                    },
+                    inputs=(a, t),
+                    argmax_scores=(a, s),
+                )
+            )
+            cases.append(
+                Case(
+                    "gumbel_max_sample",
+                    lab,
+                    dtype,
+                    {
+                        "triton": lambda a: KERNELS["gumbel_max_sample"](a, -1, s, 3, None),
+                        "cuda": lambda a: ops.gumbel_max_sample(a, -1, s, 3, None),
+                        "reference": lambda a: ref.gumbel_max_sample(a, -1, seed=s, offset=3),
+                    },
+                    inputs=(a,),
+                    grad=False,
+                    argmax_scores=(a, s),
+                )
+            )
             y = ref.exp_concrete_sample(a.double(), 0.8, -1, seed=7).to(dtype)
             for name, v in (("exp_concrete_log_prob", y), ("concrete_log_prob", y.exp())):
-                cases.append(Case(name, lab, dtype, {
-                    "triton": lambda v, a, t, name=name: KERNELS[name](v, a, t, -1),
-                    "cuda": lambda v, a, t, name=name: getattr(ops, name)(v, a, t, -1),
-                    "reference": lambda v, a, t, name=name: getattr(ref, name)(v, a, t, -1)},
-                    inputs=(v, a, t)))
-            cases.append(Case("relaxed_kl_sample", lab, dtype, {
-                "triton": lambda a, t, p, tp: KERNELS["relaxed_kl_sample"](a, t, p, tp, -1, s, 3,
-                                                                         None),
-                "cuda": lambda a, t, p, tp: ops.relaxed_kl_sample(a, t, p, tp, -1, s, 3, None),
-                "reference": lambda a, t, p, tp: ref.relaxed_kl_sample(a, t, p, tp, -1, seed=s,
-                                                                       offset=3)},
-                inputs=(a, t, p, tp)))
+                cases.append(
+                    Case(
+                        name,
+                        lab,
+                        dtype,
+                        {
+                            "triton": lambda v, a, t, name=name: KERNELS[name](v, a, t, -1),
+                            "cuda": lambda v, a, t, name=name: getattr(ops, name)(v, a, t, -1),
+                            "reference": lambda v, a, t, name=name: getattr(ref, name)(v, a, t, -1),
+                        },
+                        inputs=(v, a, t),
+                    )
+                )
+            cases.append(
+                Case(
+                    "relaxed_kl_sample",
+                    lab,
+                    dtype,
+                    {
+                        "triton": lambda a, t, p, tp: KERNELS["relaxed_kl_sample"](
+                            a, t, p, tp, -1, s, 3, None
+                        ),
+                        "cuda": lambda a, t, p, tp: ops.relaxed_kl_sample(
+                            a, t, p, tp, -1, s, 3, None
+                        ),
+                        "reference": lambda a, t, p, tp: ref.relaxed_kl_sample(
+                            a, t, p, tp, -1, seed=s, offset=3
+                        ),
+                    },
+                    inputs=(a, t, p, tp),
+                )
+            )
     return cases
 
 
@@ -175,29 +242,61 @@ def binary_cases(numels, dtypes) -> List[Case]:
             t = temperature(shape[-1:], 5, dtype)
             s = 4321
             for name in ("logit_binary_concrete_sample", "binary_concrete_sample"):
-                cases.append(Case(name, lab, dtype, {
-                    "triton": lambda a, t, name=name: KERNELS[name](a, t, s, 1, None),
-                    "cuda": lambda a, t, name=name: getattr(ops, name)(a, t, s, 1, None),
-                    "reference": lambda a, t, name=name: getattr(ref, name)(a, t, seed=s,
-                                                                           offset=1)},
-                    inputs=(a, t)))
+                cases.append(
+                    Case(
+                        name,
+                        lab,
+                        dtype,
+                        {
+                            "triton": lambda a, t, name=name: KERNELS[name](a, t, s, 1, None),
+                            "cuda": lambda a, t, name=name: getattr(ops, name)(a, t, s, 1, None),
+                            "reference": lambda a, t, name=name: getattr(ref, name)(
+                                a, t, seed=s, offset=1
+                            ),
+                        },
+                        inputs=(a, t),
+                    )
+                )
             y = ref.logit_binary_concrete_sample(a.double(), 0.9, seed=3).to(dtype)
-            for name, v in (("logit_binary_concrete_log_prob", y),
-                            ("binary_concrete_log_prob", torch.sigmoid(y))):
-                cases.append(Case(name, lab, dtype, {
-                    "triton": lambda v, a, t, name=name: KERNELS[name](v, a, t),
-                    "cuda": lambda v, a, t, name=name: getattr(ops, name)(v, a, t),
-                    "reference": lambda v, a, t, name=name: getattr(ref, name)(v, a, t)},
-                    inputs=(v, a, t.expand(shape).contiguous())))
+            for name, v in (
+                ("logit_binary_concrete_log_prob", y),
+                ("binary_concrete_log_prob", torch.sigmoid(y)),
+            ):
+                cases.append(
+                    Case(
+                        name,
+                        lab,
+                        dtype,
+                        {
+                            "triton": lambda v, a, t, name=name: KERNELS[name](v, a, t),
+                            "cuda": lambda v, a, t, name=name: getattr(ops, name)(v, a, t),
+                            "reference": lambda v, a, t, name=name: getattr(ref, name)(v, a, t),
+                        },
+                        inputs=(v, a, t.expand(shape).contiguous()),
+                    )
+                )
             like = torch.empty(shape, device=DEVICE, dtype=dtype)
             for kind in ("bits", "uniform", "exponential", "gumbel", "logistic"):
-                cases.append(Case("noise_like", f"{kind} {lab}", dtype, {
-                    "triton": lambda kind=kind, like=like: KERNELS["noise_like"](like, kind, s, 2,
-                                                                                None),
-                    "cuda": lambda kind=kind, like=like: ops.noise_like(like, kind, s, 2, None),
-                    "reference": lambda kind=kind, like=like: ref.noise(
-                        like.shape, kind, s, 2, dtype=torch.float64, device=DEVICE)},
-                    grad=False, exact=kind == "bits"))
+                cases.append(
+                    Case(
+                        "noise_like",
+                        f"{kind} {lab}",
+                        dtype,
+                        {
+                            "triton": lambda kind=kind, like=like: KERNELS["noise_like"](
+                                like, kind, s, 2, None
+                            ),
+                            "cuda": lambda kind=kind, like=like: ops.noise_like(
+                                like, kind, s, 2, None
+                            ),
+                            "reference": lambda kind=kind, like=like: ref.noise(
+                                like.shape, kind, s, 2, dtype=torch.float64, device=DEVICE
+                            ),
+                        },
+                        grad=False,
+                        exact=kind == "bits",
+                    )
+                )
     return cases
 
 
@@ -238,11 +337,16 @@ def run_case(case: Case, has_cuda_kernels: bool, bench: bool, tie_fraction: floa
             report.append(f"{impl}: value err {max(errs):.1e}")
             ok &= max(errs) <= tol_v
         if grads:
-            gerrs = [scaled_error(g, r) for g, r in zip(grads, ref_grads)
-                     if g is not None and r is not None]
+            gerrs = [
+                scaled_error(g, r)
+                for g, r in zip(grads, ref_grads)
+                if g is not None and r is not None
+            ]
             missing = sum((g is None) != (r is None) for g, r in zip(grads, ref_grads))
-            report.append(f"grad err {max(gerrs, default=0.0):.1e}"
-                          + (f" ({missing} grads missing)" if missing else ""))
+            report.append(
+                f"grad err {max(gerrs, default=0.0):.1e}"
+                + (f" ({missing} grads missing)" if missing else "")
+            )
             ok &= max(gerrs, default=0.0) <= tol_g and not missing
     if bench:
         import triton.testing
@@ -251,8 +355,9 @@ def run_case(case: Case, has_cuda_kernels: bool, bench: bool, tie_fraction: floa
             ms = triton.testing.do_bench(lambda: case.fn[impl](*args), warmup=10, rep=50)
             report.append(f"{impl} {ms:.3f} ms")
     name = case.name + (" (+backward)" if case.grad else "")
-    print(f"{'PASS' if ok else 'FAIL'} {name:45s} {case.label:22s} " + "; ".join(report),
-          flush=True)
+    print(
+        f"{'PASS' if ok else 'FAIL'} {name:45s} {case.label:22s} " + "; ".join(report), flush=True
+    )
     return ok
 
 
@@ -263,8 +368,12 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default="", help="run the ops whose name contains this")
     parser.add_argument("--case-timeout", type=float, default=180.0)
     parser.add_argument("--tie-fraction", type=float, default=1e-3)
-    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
-                        help="cpu: a dry run of this script on tiny sizes (TRITON_INTERPRET=1)")
+    parser.add_argument(
+        "--device",
+        default="cuda",
+        choices=["cuda", "cpu"],
+        help="cpu: a dry run of this script on tiny sizes (TRITON_INTERPRET=1)",
+    )
     args = parser.parse_args(argv)
     global DEVICE
     DEVICE = args.device
@@ -291,10 +400,12 @@ def main(argv=None) -> int:
         return 1
     has_cuda = _ops.has_compiled("cuda")
     name = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu (Triton interpreter)"
-    print(f"device {name}, torch {torch.__version__}, triton "
-          f"{triton.__version__}; compiled CUDA kernels: "
-          f"{'yes' if has_cuda else 'no (' + str(_ops.compiled_info().get('error')) + ')'}",
-          flush=True)
+    print(
+        f"device {name}, torch {torch.__version__}, triton "
+        f"{triton.__version__}; compiled CUDA kernels: "
+        f"{'yes' if has_cuda else 'no (' + str(_ops.compiled_info().get('error')) + ')'}",
+        flush=True,
+    )
     dtypes = [torch.float32, torch.float64]
     if DEVICE == "cpu":
         sizes, numels = [(6, 7), (2, 40)], [256]
@@ -320,8 +431,11 @@ def main(argv=None) -> int:
                 if not run_case(case, has_cuda, args.bench, args.tie_fraction):
                     failed.append(f"{case.name} {case.label}")
             except Exception as e:
-                print(f"FAIL {case.name:45s} {case.label:22s} {type(e).__name__}: "
-                      f"{str(e).splitlines()[0] if str(e) else ''}", flush=True)
+                print(
+                    f"FAIL {case.name:45s} {case.label:22s} {type(e).__name__}: "
+                    f"{str(e).splitlines()[0] if str(e) else ''}",
+                    flush=True,
+                )
                 traceback.print_exc(limit=4, file=sys.stdout)
                 failed.append(f"{case.name} {case.label}")
             finally:
@@ -329,8 +443,11 @@ def main(argv=None) -> int:
                 if DEVICE == "cuda":
                     torch.cuda.empty_cache()
         del cases
-    print(f"\n{total - len(failed)}/{total} cases passed in {time.time() - start:.0f} s"
-          + ("" if not failed else "; failed: " + ", ".join(failed)), flush=True)
+    print(
+        f"\n{total - len(failed)}/{total} cases passed in {time.time() - start:.0f} s"
+        + ("" if not failed else "; failed: " + ", ".join(failed)),
+        flush=True,
+    )
     return 1 if failed else 0
 
 

@@ -23,8 +23,14 @@ os.environ.pop("TRITON_INTERPRET", None)  # compile, do not interpret
 
 import torch  # noqa: E402
 
-_PTR = {torch.float32: "*fp32", torch.float64: "*fp64", torch.float16: "*fp16",
-        torch.bfloat16: "*bf16", torch.int64: "*i64", torch.int32: "*i32"}
+_PTR = {
+    torch.float32: "*fp32",
+    torch.float64: "*fp64",
+    torch.float16: "*fp16",
+    torch.bfloat16: "*bf16",
+    torch.int64: "*i64",
+    torch.int32: "*i32",
+}
 
 
 class Compiler:
@@ -48,7 +54,7 @@ class Compiler:
             elif isinstance(v, bool):
                 sig[name] = "i1"
             elif isinstance(v, int):
-                sig[name] = "i32" if -2**31 <= v < 2**31 else "i64"
+                sig[name] = "i32" if -(2**31) <= v < 2**31 else "i64"
             elif isinstance(v, float):
                 sig[name] = "fp32"
             else:
@@ -68,19 +74,29 @@ class Compiler:
 
                 warps = kwargs.pop("num_warps", 4)
                 sig, consts = outer.signature(kernel, args, kwargs)
-                key = (kernel.fn.__name__, tuple(sorted(sig.items())),
-                       tuple(sorted((k, repr(v)) for k, v in consts.items())), warps)
+                key = (
+                    kernel.fn.__name__,
+                    tuple(sorted(sig.items())),
+                    tuple(sorted((k, repr(v)) for k, v in consts.items())),
+                    warps,
+                )
                 if key in outer.seen:
                     return
                 outer.seen.add(key)
                 try:
-                    triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=consts),
-                                   target=outer.target, options={"num_warps": warps})
+                    triton.compile(
+                        ASTSource(fn=kernel, signature=sig, constexprs=consts),
+                        target=outer.target,
+                        options={"num_warps": warps},
+                    )
                 except Exception as e:  # noqa: BLE001 - report every compile error
                     lines = str(e).strip().splitlines() or [type(e).__name__]
                     outer.failures.append(key)
-                    print(f"FAIL {kernel.fn.__name__} {consts} num_warps={warps}\n    "
-                          + "\n    ".join(lines[-12:]), flush=True)
+                    print(
+                        f"FAIL {kernel.fn.__name__} {consts} num_warps={warps}\n    "
+                        + "\n    ".join(lines[-12:]),
+                        flush=True,
+                    )
 
         return Launch()
 
@@ -107,12 +123,31 @@ def row_calls(K, dtype, n, rows=3):
         for mask in itertools.product([True, False], repeat=3):
             K[name + "_backward"](gr, a, a, t, -1, list(mask))
     K["relaxed_kl_sample"](a, t, a, ts, -1, 1, 0, None)
-    for mask in [(True,) * 4, (True, False, False, False), (False, True, False, True),
-                 (False, False, True, False), (False,) * 4]:
-        for has in [(True, True, True), (True, False, False), (False, True, False),
-                    (False, False, True)]:
-            K["relaxed_kl_sample_backward"](g if has[0] else None, gr if has[1] else None,
-                                            gr if has[2] else None, a, a, t, a, t, -1, list(mask))
+    for mask in [
+        (True,) * 4,
+        (True, False, False, False),
+        (False, True, False, True),
+        (False, False, True, False),
+        (False,) * 4,
+    ]:
+        for has in [
+            (True, True, True),
+            (True, False, False),
+            (False, True, False),
+            (False, False, True),
+        ]:
+            K["relaxed_kl_sample_backward"](
+                g if has[0] else None,
+                gr if has[1] else None,
+                gr if has[2] else None,
+                a,
+                a,
+                t,
+                a,
+                t,
+                -1,
+                list(mask),
+            )
 
 
 def elementwise_calls(K, dtype, numel):
@@ -133,8 +168,9 @@ def elementwise_calls(K, dtype, numel):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability x 10")
-    parser.add_argument("--quick", action="store_true",
-                        help="fp32 and fp64, three row lengths (both launch paths)")
+    parser.add_argument(
+        "--quick", action="store_true", help="fp32 and fp64, three row lengths (both launch paths)"
+    )
     args = parser.parse_args(argv)
     from triton.backends.compiler import GPUTarget
 
@@ -146,8 +182,9 @@ def main(argv=None) -> int:
         return 1
     compiler = Compiler(GPUTarget("cuda", args.arch, 32))
     common.wrap_triton = compiler.wrap  # common.launch calls it for every compiled kernel
-    dtypes = [torch.float32, torch.float64] + ([] if args.quick else [torch.float16,
-                                                                       torch.bfloat16])
+    dtypes = [torch.float32, torch.float64] + (
+        [] if args.quick else [torch.float16, torch.bfloat16]
+    )
     ns = [7, 20, 1000] if args.quick else [1, 4, 7, 20, 129, 1000, 20000]
     start = time.time()
     for config in ({}, dict(max_tile_n=4, chunk=16)):  # single-pass tiles, then looped rows
@@ -157,8 +194,11 @@ def main(argv=None) -> int:
                     row_calls(T.KERNELS, dtype, n)
                 for numel in (5, 1 << 20):
                     elementwise_calls(T.KERNELS, dtype, numel)
-    print(f"{len(compiler.seen) - len(compiler.failures)}/{len(compiler.seen)} kernel variants "
-          f"compiled for sm_{args.arch} in {time.time() - start:.0f} s", flush=True)
+    print(
+        f"{len(compiler.seen) - len(compiler.failures)}/{len(compiler.seen)} kernel variants "
+        f"compiled for sm_{args.arch} in {time.time() - start:.0f} s",
+        flush=True,
+    )
     return 1 if compiler.failures else 0
 
 

@@ -109,8 +109,11 @@ class Derivatives:
         for n in bw_args:
             b = bw.bind.get(n)
             if b is None:
-                plan.append(("saved", saved_names.index(n)) if n in saved_names
-                            else ("extra", extras.index(n)))
+                plan.append(
+                    ("saved", saved_names.index(n))
+                    if n in saved_names
+                    else ("extra", extras.index(n))
+                )
             elif b.startswith("grad?"):
                 plan.append(("grad?", int(b[5:])))
             elif b.startswith("grad"):
@@ -125,8 +128,13 @@ class Derivatives:
         # How each gradient is finished: (its input's position, the saved temperature's index or
         # None, whether undefined rows are zeroed).
         self.finish = tuple(
-            (self.pos[n], saved_names.index(n) if n.endswith("temperature") else None,
-             row.undefined_rows and n.endswith("temperature")) for n in row.grads)
+            (
+                self.pos[n],
+                saved_names.index(n) if n.endswith("temperature") else None,
+                row.undefined_rows and n.endswith("temperature"),
+            )
+            for n in row.grads
+        )
         self.out0 = saved_names.index("out0") if "out0" in saved_names else None
         self.dim_extra = extras.index("dim") if "dim" in extras else None
         self.tensor_pos = tuple(i for i, a in enumerate(sig.args) if a.tensor)
@@ -139,8 +147,7 @@ class Derivatives:
     # ---- shared by every entry point ---------------------------------------------------------
     def setup_context(self, ctx, inputs, output, forward_ad: bool = False):
         outs = output if type(output) is tuple else (output,)
-        ctx.save_for_backward(*[inputs[i] for i in self.save_in],
-                              *[outs[i] for i in self.save_out])
+        ctx.save_for_backward(*[inputs[i] for i in self.save_in], *[outs[i] for i in self.save_out])
         ctx.extras = tuple(inputs[i] for i in self.extra_pos)
         if self.state_outputs:
             ctx.mark_non_differentiable(*[outs[i] for i in self.state_outputs])
@@ -212,18 +219,27 @@ class Derivatives:
             d.setup_context(ctx, args, out)
             return out
 
-        self.Eager = type(f"{self.row.name}_eager", (torch.autograd.Function,), {
-            "forward": staticmethod(eager_forward),
-            "backward": staticmethod(self.backward),
-        })
-        self.Transform = type(f"{self.row.name}_transform", (torch.autograd.Function,), {
-            "generate_vmap_rule": True,
-            "forward": staticmethod(lambda *args: d.forward(*args)),
-            "setup_context": staticmethod(
-                lambda ctx, inputs, output: d.setup_context(ctx, inputs, output, True)),
-            "backward": staticmethod(self.backward),
-            "jvp": staticmethod(self.jvp),
-        })
+        self.Eager = type(
+            f"{self.row.name}_eager",
+            (torch.autograd.Function,),
+            {
+                "forward": staticmethod(eager_forward),
+                "backward": staticmethod(self.backward),
+            },
+        )
+        self.Transform = type(
+            f"{self.row.name}_transform",
+            (torch.autograd.Function,),
+            {
+                "generate_vmap_rule": True,
+                "forward": staticmethod(lambda *args: d.forward(*args)),
+                "setup_context": staticmethod(
+                    lambda ctx, inputs, output: d.setup_context(ctx, inputs, output, True)
+                ),
+                "backward": staticmethod(self.backward),
+                "jvp": staticmethod(self.jvp),
+            },
+        )
 
 
 def _direct_call_error(sig: Signature) -> RuntimeError:
@@ -231,7 +247,8 @@ def _direct_call_error(sig: Signature) -> RuntimeError:
         f"torch.ops.{sig.namespace}.{sig.name} was called directly under a torch.func transform "
         f"or forward-mode AD, which the op's autograd kernel cannot serve (torch.library autograd "
         f"does not support them): call the public function concrete_ext.{sig.row.name} (or a "
-        f"concrete_ext.distributions class) instead, which supports every transform")
+        f"concrete_ext.distributions class) instead, which supports every transform"
+    )
 
 
 def autograd_kernel(sig: Signature):
@@ -240,6 +257,7 @@ def autograd_kernel(sig: Signature):
 
     op = sig.op
     if not sig.backward and not sig.row.grads:
+
         def nondifferentiable(*args):
             with _below_autograd():
                 return op(*args)
@@ -249,8 +267,10 @@ def autograd_kernel(sig: Signature):
     if sig.backward:
         # A backward kernel computes; differentiating its outputs raises (only then), since its
         # derivatives are the forward op's second-order terms: differentiate the forward op.
-        message = (f"{sig.qualname} is a backward kernel and is not differentiable; differentiate "
-                   f"concrete_ext.{sig.row.name}, whose backward is differentiable to any order")
+        message = (
+            f"{sig.qualname} is a backward kernel and is not differentiable; differentiate "
+            f"concrete_ext.{sig.row.name}, whose backward is differentiable to any order"
+        )
 
         def raise_in_backward(ctx, *grads):
             raise RuntimeError(message)
@@ -259,14 +279,18 @@ def autograd_kernel(sig: Signature):
             with _below_autograd():
                 return op(*args)
 
-        Guard = type(f"{sig.name}_guard", (torch.autograd.Function,), {
-            "forward": staticmethod(forward), "backward": staticmethod(raise_in_backward)})
+        Guard = type(
+            f"{sig.name}_guard",
+            (torch.autograd.Function,),
+            {"forward": staticmethod(forward), "backward": staticmethod(raise_in_backward)},
+        )
 
         def backward_kernel(*args):
             if _wrapped_or_dual([a for a in args if isinstance(a, Tensor)]):
                 raise _direct_call_error(sig)
             if torch.is_grad_enabled() and any(
-                    isinstance(a, Tensor) and a.requires_grad for a in args):
+                isinstance(a, Tensor) and a.requires_grad for a in args
+            ):
                 return Guard.apply(*args)
             with _below_autograd():
                 return op(*args)
@@ -281,7 +305,8 @@ def autograd_kernel(sig: Signature):
         if _wrapped_or_dual([a for a in args if isinstance(a, Tensor)]):
             raise _direct_call_error(sig)
         if torch.is_grad_enabled() and any(
-                isinstance(args[i], Tensor) and args[i].requires_grad for i in grad_pos):
+            isinstance(args[i], Tensor) and args[i].requires_grad for i in grad_pos
+        ):
             return deriv.Eager.apply(*args)
         with _below_autograd():
             return op(*args)

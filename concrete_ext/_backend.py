@@ -27,7 +27,8 @@ BACKENDS = ("cuda", "triton", "cpu", "python", "reference")
 ENV = "CONCRETE_EXT_BACKEND"
 
 _requested: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
-    "concrete_ext_backend", default=None)
+    "concrete_ext_backend", default=None
+)
 
 
 def _check_name(name: str) -> str:
@@ -78,15 +79,19 @@ def not_supported_reasons(name: str, device: torch.device, op_name: str = "") ->
             reasons.append(f"the {name} backend runs {name} tensors, these are on {device}")
         if not _ops.has_compiled(name):
             info = _ops.compiled_info()
-            why = info.get("error") or f"this build of concrete_ext._C has no {name.upper()} kernels"
+            why = (
+                info.get("error") or f"this build of concrete_ext._C has no {name.upper()} kernels"
+            )
             reasons.append(f"compiled {name} kernels unavailable: {why}")
         elif op_name and not _ops.has_kernel(op_name, name):
             reasons.append(f"this build of concrete_ext._C has no {name} kernel for {op_name}")
         return reasons
     if name == "triton":
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-            reasons.append(f"Triton runs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1), "
-                           f"these are on {device}")
+            reasons.append(
+                f"Triton runs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1), "
+                f"these are on {device}"
+            )
         reasons.extend(_triton_reasons())
         from . import _triton
 
@@ -104,8 +109,10 @@ def select(op_name: str, device: torch.device) -> str:
     if name is not None:
         reasons = not_supported_reasons(name, device, op_name)
         if reasons:
-            raise RuntimeError(f"concrete_ext backend {name!r} cannot run {op_name} on {device}: "
-                               + "; ".join(reasons))
+            raise RuntimeError(
+                f"concrete_ext backend {name!r} cannot run {op_name} on {device}: "
+                + "; ".join(reasons)
+            )
         return name
     key = (op_name, device.type)
     choice = _DEFAULT.get(key)
@@ -152,8 +159,9 @@ def _make_impl(op_name: str, name: str):
 
 
 def make_impls(names=("cpu", "python")) -> None:
-    for op_name in {n for (ns, n), sig in _ops.SIGNATURES.items()
-                    if ns == _ops.NAMESPACE and not sig.backward}:
+    for op_name in {
+        n for (ns, n), sig in _ops.SIGNATURES.items() if ns == _ops.NAMESPACE and not sig.backward
+    }:
         for name in names:
             if name != "triton" or not _ops.SIGNATURES[(_ops.NAMESPACE, op_name)].row.composite:
                 _make_impl(op_name, name)

@@ -182,9 +182,14 @@ def gumbel_softmax_hard_jvp(inputs, outputs, tangents):
     tau = _tau_rows(inputs["temperature"], x)
     da = tangents.get("logits")
     live = x > 0
-    dx = _softmax_tangent(x, torch.log(_safe(x, live, 1.0)), live, tau,
-                          None if da is None else _moved(da, dim),
-                          _tangent_rows(tangents.get("temperature"), x))
+    dx = _softmax_tangent(
+        x,
+        torch.log(_safe(x, live, 1.0)),
+        live,
+        tau,
+        None if da is None else _moved(da, dim),
+        _tangent_rows(tangents.get("temperature"), x),
+    )
     return _back(dx, dim, outputs[0]), None
 
 
@@ -192,8 +197,9 @@ def gumbel_softmax_hard_reference(logits, temperature, dim, *, seed, offset, gen
     """The op's forward in composite PyTorch: (one-hot of argmax(a + G), [seed, offset])."""
     s, o = ref.resolve_seed(seed, offset, generator, logits.device)
     one_hot = ref.gumbel_max_sample(logits, dim, seed=s, offset=o)
-    state = torch.tensor([s - 2**64 if s >= 2**63 else s, o], dtype=torch.int64,
-                         device=logits.device)
+    state = torch.tensor(
+        [s - 2**64 if s >= 2**63 else s, o], dtype=torch.int64, device=logits.device
+    )
     return one_hot, state
 
 
@@ -241,8 +247,9 @@ def concrete_log_prob_vjp(grad, value, logits, temperature, dim, output_mask):
 
 def _log_prob_jvp(inputs, outputs, tangents, log_space):
     dim = inputs["dim"]
-    v, tau, masked, c, dtau = _log_prob_terms(inputs["value"], inputs["logits"],
-                                              inputs["temperature"], dim, log_space)
+    v, tau, masked, c, dtau = _log_prob_terms(
+        inputs["value"], inputs["logits"], inputs["temperature"], dim, log_space
+    )
     out = torch.zeros_like(dtau)
     if tangents.get("value") is not None:
         dv = _moved(tangents["value"], dim)
@@ -267,8 +274,9 @@ def concrete_log_prob_jvp(inputs, outputs, tangents):
 
 
 # ---- relaxed KL ----------------------------------------------------------------------------------
-def relaxed_kl_sample_reference(q_logits, q_temperature, p_logits, p_temperature, dim, *, seed,
-                                offset, generator):
+def relaxed_kl_sample_reference(
+    q_logits, q_temperature, p_logits, p_temperature, dim, *, seed, offset, generator
+):
     """The op's forward in composite PyTorch: y ~ ExpConcrete(q) rounded to the logits' dtype and
     both log-densities at that rounded y, over the categories q does not mask."""
     s, o = ref.resolve_seed(seed, offset, generator, q_logits.device)
@@ -281,8 +289,18 @@ def relaxed_kl_sample_reference(q_logits, q_temperature, p_logits, p_temperature
     return y, lq.to(q_logits.dtype), lp.to(q_logits.dtype)
 
 
-def relaxed_kl_sample_vjp(grad_sample, grad_log_q, grad_log_p, sample, q_logits, q_temperature,
-                          p_logits, p_temperature, dim, output_mask):
+def relaxed_kl_sample_vjp(
+    grad_sample,
+    grad_log_q,
+    grad_log_p,
+    sample,
+    q_logits,
+    q_temperature,
+    p_logits,
+    p_temperature,
+    dim,
+    output_mask,
+):
     y, aq, ap = _moved(sample, dim), _moved(q_logits, dim), _moved(p_logits, dim)
     tq, tp = _tau_rows(q_temperature, aq), _tau_rows(p_temperature, aq)
     masked = aq == NEG_INF
@@ -312,11 +330,18 @@ def relaxed_kl_sample_jvp(inputs, outputs, tangents):
     masked = aq == NEG_INF
     live = ~masked & (y > NEG_INF)
     dq = tangents.get("q_logits")
-    dy = _log_tangent(y, live, tq, None if dq is None else _moved(dq, dim),
-                      _tangent_rows(tangents.get("q_temperature"), y))
+    dy = _log_tangent(
+        y,
+        live,
+        tq,
+        None if dq is None else _moved(dq, dim),
+        _tangent_rows(tangents.get("q_temperature"), y),
+    )
     res = [_back(dy, dim, y_out)]
-    for a, tau, da, dtau in ((aq, tq, dq, tangents.get("q_temperature")),
-                             (ap, tp, tangents.get("p_logits"), tangents.get("p_temperature"))):
+    for a, tau, da, dtau in (
+        (aq, tq, dq, tangents.get("q_temperature")),
+        (ap, tp, tangents.get("p_logits"), tangents.get("p_temperature")),
+    ):
         c, dt = _density_partials(y, a, tau, masked)
         d = (-tau * c * dy).sum(-1)
         if da is not None:
@@ -394,9 +419,11 @@ def _binary_partials(value, logits, temperature, logit_space):
 def _binary_log_prob_vjp(grad, value, logits, temperature, output_mask, logit_space):
     dv, da, dt = _binary_partials(value, logits, temperature, logit_space)
     g = _acc(grad)
-    return ((g * dv).to(logits.dtype) if output_mask[0] else None,
-            (g * da).to(logits.dtype) if output_mask[1] else None,
-            g * dt if output_mask[2] else None)
+    return (
+        (g * dv).to(logits.dtype) if output_mask[0] else None,
+        (g * da).to(logits.dtype) if output_mask[1] else None,
+        g * dt if output_mask[2] else None,
+    )
 
 
 def logit_binary_concrete_log_prob_vjp(grad, value, logits, temperature, output_mask):
@@ -408,8 +435,9 @@ def binary_concrete_log_prob_vjp(grad, value, logits, temperature, output_mask):
 
 
 def _binary_log_prob_jvp(inputs, outputs, tangents, logit_space):
-    dv, da, dt = _binary_partials(inputs["value"], inputs["logits"], inputs["temperature"],
-                                  logit_space)
+    dv, da, dt = _binary_partials(
+        inputs["value"], inputs["logits"], inputs["temperature"], logit_space
+    )
     out = torch.zeros_like(da)
     for name, coef in (("value", dv), ("logits", da), ("temperature", dt)):
         tan = tangents.get(name)

@@ -29,9 +29,11 @@ from ._table import OPS, Op
 NAMESPACE = "concrete_ext"
 TRITON_NAMESPACE = "concrete_ext_triton"
 PYTHON_NAMESPACE = "concrete_ext_python"
-_RNG = {NAMESPACE: "int? seed, int offset, Generator? generator",
-        PYTHON_NAMESPACE: "int? seed, int offset, Generator? generator",
-        TRITON_NAMESPACE: "Tensor rng_state"}
+_RNG = {
+    NAMESPACE: "int? seed, int offset, Generator? generator",
+    PYTHON_NAMESPACE: "int? seed, int offset, Generator? generator",
+    TRITON_NAMESPACE: "Tensor rng_state",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +89,15 @@ def signatures(row: Op, namespace: str) -> Tuple[Signature, Optional[Signature]]
     fwd = Signature(namespace, row.name, parse_args(args), row.returns, row.outputs, row)
     bw = None
     if row.backward is not None:
-        bw = Signature(namespace, row.name + "_backward", parse_args(row.backward.args),
-                       row.backward.returns, row.backward.outputs, row, backward=True)
+        bw = Signature(
+            namespace,
+            row.name + "_backward",
+            parse_args(row.backward.args),
+            row.backward.returns,
+            row.backward.outputs,
+            row,
+            backward=True,
+        )
     return fwd, bw
 
 
@@ -106,10 +115,15 @@ except ImportError as e:  # pragma: no cover - exercised only without a build
 
 # Read once at import: the build does not change while the process runs, and a pybind call in the
 # dispatch path (backend selection) would make torch.compile(fullgraph=True) graph-break.
-_COMPILED_INFO: dict = (dict(_C.build_info()) if _C is not None
-                        else {"cpu": False, "cuda": False, "error": C_IMPORT_ERROR})
-_HAS_COMPILED = {"cpu": bool(_COMPILED_INFO.get("cpu", False)),
-                 "cuda": bool(_COMPILED_INFO.get("cuda", False))}
+_COMPILED_INFO: dict = (
+    dict(_C.build_info())
+    if _C is not None
+    else {"cpu": False, "cuda": False, "error": C_IMPORT_ERROR}
+)
+_HAS_COMPILED = {
+    "cpu": bool(_COMPILED_INFO.get("cpu", False)),
+    "cuda": bool(_COMPILED_INFO.get("cuda", False)),
+}
 
 
 def has_kernel(op_name: str, device_type: str) -> bool:
@@ -119,7 +133,8 @@ def has_kernel(op_name: str, device_type: str) -> bool:
     found = _KERNELS_FOUND.get(key)
     if found is None:
         found = _KERNELS_FOUND[key] = torch._C._dispatch_has_kernel_for_dispatch_key(
-            f"{NAMESPACE}::{op_name}", device_type.upper())
+            f"{NAMESPACE}::{op_name}", device_type.upper()
+        )
     return found
 
 
@@ -145,9 +160,15 @@ def _acc_args(sig: Signature, values: tuple) -> tuple:
     the math type itself, after rounding what the kernels round in the logits' dtype."""
     if all(o.partition(":")[0] in _INTEGER_LAYOUTS for o in sig.outputs):
         return values
-    return tuple(v.to(torch.float32) if isinstance(v, torch.Tensor) and v.is_floating_point()
-                 and v.dtype in (torch.float16, torch.bfloat16) and a.name != "self" else v
-                 for a, v in zip(sig.args, values))
+    return tuple(
+        v.to(torch.float32)
+        if isinstance(v, torch.Tensor)
+        and v.is_floating_point()
+        and v.dtype in (torch.float16, torch.bfloat16)
+        and a.name != "self"
+        else v
+        for a, v in zip(sig.args, values)
+    )
 
 
 def python_kernel(sig: Signature) -> Callable:
@@ -168,7 +189,10 @@ def python_kernel(sig: Signature) -> Callable:
             res = fn(*_acc_args(sig, values))
         res = res if isinstance(res, tuple) else (res,)
         outs = []
-        for spec, value, in zip(sig.outputs, res):
+        for (
+            spec,
+            value,
+        ) in zip(sig.outputs, res):
             if value is not None and spec.startswith(("rows", "batch", "like")):
                 value = value.to(args[spec.partition(":")[2].partition("?")[0]].dtype)
             outs.append(_layout.into_layout(spec, args, value))
@@ -231,8 +255,9 @@ def _register_python_kernels(namespace: str, rows, key: str) -> None:
 
 # The Python namespace and the composite rows of the compiled namespace run the Python kernels on
 # every device; without _C they also serve the compiled namespace's CPU key.
-_register_python_kernels(PYTHON_NAMESPACE, [r for r in OPS if not r.composite],
-                         "CompositeExplicitAutograd")
+_register_python_kernels(
+    PYTHON_NAMESPACE, [r for r in OPS if not r.composite], "CompositeExplicitAutograd"
+)
 _register_python_kernels(NAMESPACE, [r for r in OPS if r.composite], "CompositeExplicitAutograd")
 if _C is None:  # pragma: no cover - exercised only without a build
     _register_python_kernels(NAMESPACE, [r for r in OPS if not r.composite], "CPU")

@@ -39,7 +39,8 @@ from ._table import ROW
 
 RANDOMNESS_ERROR = (
     "vmap: called random operation while in randomness error mode. Please either use the 'same' "
-    "or 'different' randomness flags on vmap or perform the randomness operation out of vmap")
+    "or 'different' randomness flags on vmap or perform the randomness operation out of vmap"
+)
 
 
 def _role(sig: Signature, name: str) -> str:
@@ -94,8 +95,10 @@ class _Call:
 
     def member(self, b: int) -> List[object]:
         """The arguments of member b (unbatched tensors as they are)."""
-        return [a.select(d, b) if isinstance(a, Tensor) and d is not None else a
-                for a, d in zip(self.args, self.dims)]
+        return [
+            a.select(d, b) if isinstance(a, Tensor) and d is not None else a
+            for a, d in zip(self.args, self.dims)
+        ]
 
 
 def _stack(results: List[object], shared: Sequence[bool]) -> Tuple[object, object]:
@@ -103,8 +106,10 @@ def _stack(results: List[object], shared: Sequence[bool]) -> Tuple[object, objec
     member and are returned once, unbatched."""
     first = results[0]
     if isinstance(first, tuple):
-        outs = tuple(first[i] if shared[i] else torch.stack([r[i] for r in results])
-                     for i in range(len(first)))
+        outs = tuple(
+            first[i] if shared[i] else torch.stack([r[i] for r in results])
+            for i in range(len(first))
+        )
         return outs, tuple(None if s else 0 for s in shared)
     return (first, None) if shared[0] else (torch.stack(results), 0)
 
@@ -143,8 +148,9 @@ def batch_for_randomness(sig: Signature, args: tuple) -> tuple:
     if interp.key() != TransformType.Vmap:
         return args
     level = interp.level()
-    if any(isinstance(a, Tensor) and is_batchedtensor(a) and maybe_get_level(a) == level
-           for a in args):
+    if any(
+        isinstance(a, Tensor) and is_batchedtensor(a) and maybe_get_level(a) == level for a in args
+    ):
         return args
     names = sig.names
     if args[names.index("seed")] is not None or interp.randomness() == "same":

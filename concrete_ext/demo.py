@@ -16,8 +16,11 @@ import concrete_ext as ce
 
 
 def _time(fn, label: str, min_run_time: float) -> float:
-    return benchmark.Timer(stmt="fn()", globals={"fn": fn}, label=label).blocked_autorange(
-        min_run_time=min_run_time).median
+    return (
+        benchmark.Timer(stmt="fn()", globals={"fn": fn}, label=label)
+        .blocked_autorange(min_run_time=min_run_time)
+        .median
+    )
 
 
 def main(argv=None) -> None:
@@ -38,8 +41,11 @@ def main(argv=None) -> None:
     x = y.exp()
     lp = ce.exp_concrete_log_prob(y, logits, tau)
     print("logits          ", logits.detach().cpu().tolist())
-    print("sample x        ", [round(v, 4) for v in x.detach().cpu().flatten().tolist()],
-          "(the -inf category is exactly 0)")
+    print(
+        "sample x        ",
+        [round(v, 4) for v in x.detach().cpu().flatten().tolist()],
+        "(the -inf category is exactly 0)",
+    )
     print("log kappa(log x)", round(lp.item(), 4))
     (lp + (x[..., 0] * 3).sum()).backward()
     print("d/d logits      ", [round(v, 4) for v in logits.grad.cpu().flatten().tolist()])
@@ -64,7 +70,9 @@ def main(argv=None) -> None:
     print(f"gumbel_softmax on {args.rows} x {args.n} float32, {dev}:")
     print(f"  concrete_ext       {t_ours * 1e3:8.3f} ms  ({gb / t_ours:6.1f} GB/s)")
     print(f"  F.gumbel_softmax   {t_theirs * 1e3:8.3f} ms  ({gb / t_theirs:6.1f} GB/s)")
-    print(f"  speed-up           {t_theirs / t_ours:8.2f}x (measured just now, median of repeated runs)")
+    print(
+        f"  speed-up           {t_theirs / t_ours:8.2f}x (measured just now, median of repeated runs)"
+    )
 
 
 if __name__ == "__main__":

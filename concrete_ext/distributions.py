@@ -75,15 +75,19 @@ def _as_temperature(temperature, like: Tensor) -> Tensor:
         _check_param(temperature, "temperature")
         return temperature
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a positive float or a tensor, got "
-                        f"{type(temperature).__name__}")
+        raise TypeError(
+            f"temperature must be a positive float or a tensor, got {type(temperature).__name__}"
+        )
     return torch.tensor(float(temperature), dtype=like.dtype, device=like.device)
 
 
 def _check_finite_temperature(temperature: Tensor) -> None:
     """With validate_args: constraints.positive lets +inf through; a temperature must be finite."""
-    if not torch.compiler.is_compiling() and temperature.numel() and \
-            bool(torch.isinf(temperature.detach()).any()):
+    if (
+        not torch.compiler.is_compiling()
+        and temperature.numel()
+        and bool(torch.isinf(temperature.detach()).any())
+    ):
         raise ValueError("Expected parameter temperature to be positive and finite, but found inf")
 
 
@@ -107,7 +111,8 @@ def _validate(dist: Distribution, checks, validate_args: Optional[bool]) -> bool
                 raise ValueError(
                     f"Expected parameter {name} (Tensor of shape {tuple(value.shape)}) of "
                     f"distribution {type(dist).__name__} to satisfy the constraint "
-                    f"{constraint!r}, but found invalid values:\n{value}")
+                    f"{constraint!r}, but found invalid values:\n{value}"
+                )
         if checks and checks[-1][0] == "temperature":
             _check_finite_temperature(checks[-1][1])
     return validate
@@ -162,9 +167,15 @@ class _Transformed(_Sampling):
     """Concrete and BinaryConcrete: torch's TransformedDistribution of the base class (ExpConcrete,
     LogitBinaryConcrete) by one transform, as torch builds its relaxed classes, with `hard`."""
 
-    def __init__(self, temperature, probs: Optional[Tensor] = None,
-                 logits: Optional[Tensor] = None, validate_args: Optional[bool] = None, *,
-                 hard: bool = False):
+    def __init__(
+        self,
+        temperature,
+        probs: Optional[Tensor] = None,
+        logits: Optional[Tensor] = None,
+        validate_args: Optional[bool] = None,
+        *,
+        hard: bool = False,
+    ):
         base = self._base(temperature, probs, logits, validate_args=validate_args)
         # TransformedDistribution's constructor (torch's relaxed class's would build its own base).
         super(self._torch, self).__init__(base, self._transform(), validate_args=validate_args)
@@ -182,32 +193,52 @@ class ExpConcrete(_Sampling, ExpRelaxedCategorical):
     an ExpRelaxedCategorical. Its log-density is the stable one to optimise at low temperature
     (Appendix C.3)."""
 
-    arg_constraints = {"probs": constraints.simplex, "logits": constraints.real_vector,
-                       "temperature": constraints.positive}
+    arg_constraints = {
+        "probs": constraints.simplex,
+        "logits": constraints.real_vector,
+        "temperature": constraints.positive,
+    }
     support = log_simplex
     has_rsample = True
 
-    def __init__(self, temperature, probs: Optional[Tensor] = None,
-                 logits: Optional[Tensor] = None, validate_args: Optional[bool] = None):
+    def __init__(
+        self,
+        temperature,
+        probs: Optional[Tensor] = None,
+        logits: Optional[Tensor] = None,
+        validate_args: Optional[bool] = None,
+    ):
         if (probs is None) == (logits is None):
             raise ValueError("Either `probs` or `logits` must be specified, but not both.")
         param = probs if probs is not None else logits
         _check_param(param, "probs" if probs is not None else "logits")
         if not isinstance(param, Tensor) or param.dim() < 1:
-            raise ValueError(f"`{'probs' if probs is not None else 'logits'}` parameter must be "
-                             "at least one-dimensional.")
+            raise ValueError(
+                f"`{'probs' if probs is not None else 'logits'}` parameter must be "
+                "at least one-dimensional."
+            )
         self.temperature = _as_temperature(temperature, param)
-        validate = _validate(self, [("probs" if probs is not None else "logits", param,
-                                     self.arg_constraints["probs" if probs is not None
-                                                         else "logits"]),
-                                    ("temperature", self.temperature, constraints.positive)],
-                             validate_args)
+        validate = _validate(
+            self,
+            [
+                (
+                    "probs" if probs is not None else "logits",
+                    param,
+                    self.arg_constraints["probs" if probs is not None else "logits"],
+                ),
+                ("temperature", self.temperature, constraints.positive),
+            ],
+            validate_args,
+        )
         if probs is not None:
             logits = _masked_log(probs / probs.sum(-1, keepdim=True))
         self._categorical = Categorical(logits=logits, validate_args=False)
         self._row_tau = _row_temperature(self.temperature, param.shape)
-        batch_shape = _broadcast_shape(param.shape[:-1], self._row_tau.shape,
-                                       "temperature does not broadcast to the batch shape")
+        batch_shape = _broadcast_shape(
+            param.shape[:-1],
+            self._row_tau.shape,
+            "temperature does not broadcast to the batch shape",
+        )
         Distribution.__init__(self, batch_shape, param.shape[-1:], validate_args=False)
         self._validate_args = validate
 
@@ -234,8 +265,11 @@ class ExpConcrete(_Sampling, ExpRelaxedCategorical):
         if validate and self._validate_args:
             self._validate_sample(value)
         # The value broadcasts against the whole batch shape, which includes the temperature's.
-        shape = _broadcast_shape(value.shape, self.batch_shape + self.event_shape,
-                                 "value does not broadcast to batch_shape + event_shape")
+        shape = _broadcast_shape(
+            value.shape,
+            self.batch_shape + self.event_shape,
+            "value does not broadcast to batch_shape + event_shape",
+        )
         return value, logits.expand(shape), t.expand(shape[:-1])
 
     def log_prob(self, value: Tensor) -> Tensor:
@@ -258,17 +292,25 @@ def _relaxed_kl(q: ExpConcrete, p, sample_shape, generator):
     shape = torch.Size(sample_shape) + batch + q.event_shape
     if p.event_shape != q.event_shape:
         raise ValueError(f"q has {q.event_shape[0]} categories but p has {p.event_shape[0]}")
-    return F.relaxed_kl_sample(q.logits.expand(shape), q._row_tau.expand(shape[:-1]),
-                               p.logits.expand(shape), p._row_tau.expand(shape[:-1]), -1,
-                               generator)
+    return F.relaxed_kl_sample(
+        q.logits.expand(shape),
+        q._row_tau.expand(shape[:-1]),
+        p.logits.expand(shape),
+        p._row_tau.expand(shape[:-1]),
+        -1,
+        generator,
+    )
 
 
 class Concrete(_Transformed, RelaxedOneHotCategorical):
     """Concrete(temperature, probs/logits) on the simplex (paper, Definition 1): the
     Gumbel-Softmax distribution, a RelaxedOneHotCategorical (ExpConcrete through ExpTransform)."""
 
-    arg_constraints = {"probs": constraints.simplex, "logits": constraints.real_vector,
-                       "temperature": constraints.positive}
+    arg_constraints = {
+        "probs": constraints.simplex,
+        "logits": constraints.real_vector,
+        "temperature": constraints.positive,
+    }
     support = constraints.simplex
     has_rsample = True
 
@@ -314,13 +356,21 @@ class LogitBinaryConcrete(_Sampling, LogitRelaxedBernoulli):
     """The logit of a BinaryConcrete sample: (logits + L) / temperature with L ~ Logistic(0, 1)
     (paper, Eq. 26); a LogitRelaxedBernoulli."""
 
-    arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real,
-                       "temperature": constraints.positive}
+    arg_constraints = {
+        "probs": constraints.unit_interval,
+        "logits": constraints.real,
+        "temperature": constraints.positive,
+    }
     support = constraints.real
     has_rsample = True
 
-    def __init__(self, temperature, probs: Optional[Tensor] = None,
-                 logits: Optional[Tensor] = None, validate_args: Optional[bool] = None):
+    def __init__(
+        self,
+        temperature,
+        probs: Optional[Tensor] = None,
+        logits: Optional[Tensor] = None,
+        validate_args: Optional[bool] = None,
+    ):
         if (probs is None) == (logits is None):
             raise ValueError("Either `probs` or `logits` must be specified, but not both.")
         name = "probs" if probs is not None else "logits"
@@ -329,11 +379,17 @@ class LogitBinaryConcrete(_Sampling, LogitRelaxedBernoulli):
         if not isinstance(param, Tensor):
             param = torch.tensor(float(param))
         temperature = _as_temperature(temperature, param)
-        validate = _validate(self, [(name, param, self.arg_constraints[name]),
-                                    ("temperature", temperature, constraints.positive)],
-                             validate_args)
-        shape = _broadcast_shape(param.shape, temperature.shape,
-                                 "temperature does not broadcast with the parameter")
+        validate = _validate(
+            self,
+            [
+                (name, param, self.arg_constraints[name]),
+                ("temperature", temperature, constraints.positive),
+            ],
+            validate_args,
+        )
+        shape = _broadcast_shape(
+            param.shape, temperature.shape, "temperature does not broadcast with the parameter"
+        )
         self.temperature = temperature  # as given, as torch keeps it; _tau has the batch shape
         self._tau = temperature.expand(shape)
         param = param.expand(shape)
@@ -398,8 +454,9 @@ class LogitBinaryConcrete(_Sampling, LogitRelaxedBernoulli):
         value, logits, t = _promoted(value, self.logits, self._tau)
         if validate and self._validate_args:
             self._validate_sample(value)
-        shape = _broadcast_shape(value.shape, logits.shape,
-                                 "value does not broadcast to the batch shape")
+        shape = _broadcast_shape(
+            value.shape, logits.shape, "value does not broadcast to the batch shape"
+        )
         return value, logits, t.expand(shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
@@ -414,10 +471,12 @@ class LogitBinaryConcrete(_Sampling, LogitRelaxedBernoulli):
 def _binary_relaxed_kl(q: "LogitBinaryConcrete", p, sample_shape, generator):
     p = p.base_dist if isinstance(p, BinaryConcrete) else p
     if not isinstance(p, LogitBinaryConcrete):
-        raise TypeError(f"p must be a LogitBinaryConcrete or a BinaryConcrete, got "
-                        f"{type(p).__name__}")
-    shape = torch.Size(sample_shape) + _broadcast_shape(q.batch_shape, p.batch_shape,
-                                                        "the batch shapes of q and p")
+        raise TypeError(
+            f"p must be a LogitBinaryConcrete or a BinaryConcrete, got {type(p).__name__}"
+        )
+    shape = torch.Size(sample_shape) + _broadcast_shape(
+        q.batch_shape, p.batch_shape, "the batch shapes of q and p"
+    )
     z = F.logit_binary_concrete_sample(q.logits.expand(shape), q._tau.expand(shape), generator)
     log_q = F.logit_binary_concrete_log_prob(z, q.logits.expand(shape), q._tau.expand(shape))
     log_p = F.logit_binary_concrete_log_prob(z, p.logits.expand(shape), p._tau.expand(shape))
@@ -428,8 +487,11 @@ class BinaryConcrete(_Transformed, RelaxedBernoulli):
     """BinaryConcrete(temperature, probs/logits) on (0, 1) (paper, Eq. 16 and 17); a
     RelaxedBernoulli (LogitBinaryConcrete through SigmoidTransform)."""
 
-    arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real,
-                       "temperature": constraints.positive}
+    arg_constraints = {
+        "probs": constraints.unit_interval,
+        "logits": constraints.real,
+        "temperature": constraints.positive,
+    }
     support = constraints.unit_interval
     has_rsample = True
 
@@ -459,6 +521,14 @@ class BinaryConcrete(_Transformed, RelaxedBernoulli):
 
 # What _Transformed builds each of its classes from.
 Concrete._base, Concrete._transform, Concrete._torch, Concrete._own = (
-    ExpConcrete, ExpTransform, RelaxedOneHotCategorical, Concrete)
+    ExpConcrete,
+    ExpTransform,
+    RelaxedOneHotCategorical,
+    Concrete,
+)
 BinaryConcrete._base, BinaryConcrete._transform, BinaryConcrete._torch, BinaryConcrete._own = (
-    LogitBinaryConcrete, SigmoidTransform, RelaxedBernoulli, BinaryConcrete)
+    LogitBinaryConcrete,
+    SigmoidTransform,
+    RelaxedBernoulli,
+    BinaryConcrete,
+)

@@ -53,8 +53,10 @@ def _check_tensor(t, name: str) -> Tensor:
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if not t.is_floating_point():
-        raise TypeError(f"{name} must have a floating dtype (float32, float64, float16 or "
-                        f"bfloat16), got {t.dtype}")
+        raise TypeError(
+            f"{name} must have a floating dtype (float32, float64, float16 or "
+            f"bfloat16), got {t.dtype}"
+        )
     return t
 
 
@@ -80,7 +82,7 @@ def _category_dim(t: Tensor, dim, name: str = "logits") -> int:
 
 
 def _batch_shape(t: Tensor, d: int):
-    return t.shape[:d] + t.shape[d + 1:]
+    return t.shape[:d] + t.shape[d + 1 :]
 
 
 def _check_range(lo: float, hi: float, fp64: bool, like_dtype, name: str, what) -> None:
@@ -92,9 +94,11 @@ def _check_range(lo: float, hi: float, fp64: bool, like_dtype, name: str, what) 
     acc = torch.float64 if fp64 else torch.float32
     info = torch.finfo(acc)
     if lo < info.tiny or hi > info.max:
-        raise ValueError(f"{name} {lo if lo < info.tiny else hi:g} is out of the range of "
-                         f"{acc} ([{info.tiny:g}, {info.max:g}]), the precision {like_dtype} "
-                         "ops compute in")
+        raise ValueError(
+            f"{name} {lo if lo < info.tiny else hi:g} is out of the range of "
+            f"{acc} ([{info.tiny:g}, {info.max:g}]), the precision {like_dtype} "
+            "ops compute in"
+        )
 
 
 def _check_temperature_values(t: Tensor, like: Tensor, name: str) -> None:
@@ -115,8 +119,9 @@ def _check_temperature_values(t: Tensor, like: Tensor, name: str) -> None:
         return  # the common case, decided without building the message
 
     def what():
-        return "a tensor holding " + ("NaN" if v.isnan().any() else
-                                      f"{float(v.min())}" if float(v.min()) <= 0 else "inf")
+        return "a tensor holding " + (
+            "NaN" if v.isnan().any() else f"{float(v.min())}" if float(v.min()) <= 0 else "inf"
+        )
 
     _check_range(lo, hi, like.dtype == torch.float64, like.dtype, name, what)
 
@@ -142,12 +147,20 @@ def _temperature_shape(t: Tensor, like: Tensor, d: Optional[int], name: str) -> 
         if at >= 0 and t.shape[at] == 1:
             return t.squeeze(at)
         if at >= 0:
-            raise ValueError(f"{name} of shape {tuple(t.shape)} varies along the category dim "
-                             f"{d} of the logits ({tuple(like.shape)}): a temperature is one "
-                             "value per distribution")
-    raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast to the batch shape "
-                     f"{tuple(shape)}" + (f" (nor to the logits' shape {tuple(like.shape)} with "
-                                          f"size 1 along dim {d})" if d is not None else ""))
+            raise ValueError(
+                f"{name} of shape {tuple(t.shape)} varies along the category dim "
+                f"{d} of the logits ({tuple(like.shape)}): a temperature is one "
+                "value per distribution"
+            )
+    raise ValueError(
+        f"{name} of shape {tuple(t.shape)} does not broadcast to the batch shape "
+        f"{tuple(shape)}"
+        + (
+            f" (nor to the logits' shape {tuple(like.shape)} with size 1 along dim {d})"
+            if d is not None
+            else ""
+        )
+    )
 
 
 _FLOAT_TEMPERATURES: Dict[Tuple[float, bool], Tensor] = {}
@@ -161,8 +174,9 @@ def _float_temperature(temperature, like: Tensor, name: str) -> Tensor:
         if t is not None:
             return t
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"{name} must be a positive float or a tensor, got "
-                        f"{type(temperature).__name__}")
+        raise TypeError(
+            f"{name} must be a positive float or a tensor, got {type(temperature).__name__}"
+        )
     try:
         value = float(temperature)
     except OverflowError:  # an int beyond float64
@@ -178,8 +192,9 @@ def _float_temperature(temperature, like: Tensor, name: str) -> Tensor:
     return t
 
 
-def _temperature(temperature: Temperature, like: Tensor, d: Optional[int],
-                 name: str = "temperature") -> Tensor:
+def _temperature(
+    temperature: Temperature, like: Tensor, d: Optional[int], name: str = "temperature"
+) -> Tensor:
     """A tensor the ops accept: Python numbers become a float64 CPU scalar (read on the host).
 
     A tensor must be floating, on the logits' device (or a single value on the CPU), broadcast as
@@ -190,10 +205,13 @@ def _temperature(temperature: Temperature, like: Tensor, d: Optional[int],
     if not temperature.is_floating_point():
         raise TypeError(f"{name} must be a floating tensor, got {temperature.dtype}")
     if temperature.device != like.device and not (
-            temperature.numel() == 1 and temperature.device.type == "cpu"):
-        raise ValueError(f"{name} is on {temperature.device} but the logits are on "
-                         f"{like.device} (a temperature on another device must be a single "
-                         "value on the CPU)")
+        temperature.numel() == 1 and temperature.device.type == "cpu"
+    ):
+        raise ValueError(
+            f"{name} is on {temperature.device} but the logits are on "
+            f"{like.device} (a temperature on another device must be a single "
+            "value on the CPU)"
+        )
     temperature = _temperature_shape(temperature, like, d, name)
     _check_temperature_values(temperature, like, name)
     return temperature
@@ -245,22 +263,33 @@ def _run(op_name: str, device: torch.device, args: tuple, reference_fn):
     return _autograd.call(_backend.impl(op_name, name), *args)
 
 
-def _random_call(op_name: str, device: torch.device, op_args: tuple, reference_fn,
-                 generator, seed, offset):
+def _random_call(
+    op_name: str, device: torch.device, op_args: tuple, reference_fn, generator, seed, offset
+):
     """The common tail of every random op: check the generator and the seed, then run the op with
     `op_args` followed by (seed, offset, generator), or the reference as
     reference_fn(seed=..., offset=..., generator=...)."""
     if generator is not None:
         _check_generator(generator, device)
     s, o = _seed(seed, offset)
-    return _run(op_name, device, op_args + (s, o, generator),
-                lambda: reference_fn(seed=seed, offset=offset, generator=generator))
+    return _run(
+        op_name,
+        device,
+        op_args + (s, o, generator),
+        lambda: reference_fn(seed=seed, offset=offset, generator=generator),
+    )
 
 
 # ---- categorical ---------------------------------------------------------------------------------
-def exp_concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1,
-                        generator: Optional[torch.Generator] = None, *, seed: Optional[int] = None,
-                        offset: int = 0) -> Tensor:
+def exp_concrete_sample(
+    logits: Tensor,
+    temperature: Temperature,
+    dim: int = -1,
+    generator: Optional[torch.Generator] = None,
+    *,
+    seed: Optional[int] = None,
+    offset: int = 0,
+) -> Tensor:
     """y ~ ExpConcrete(logits, temperature): log of a Concrete sample, on the log-simplex.
 
     y = (logits + G) / tau - logsumexp((logits + G) / tau) along `dim`, G ~ Gumbel(0, 1).
@@ -268,25 +297,57 @@ def exp_concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1,
     """
     _check_tensor(logits, "logits")
     t = _temperature(temperature, logits, _category_dim(logits, dim))
-    return _torch_layout(_random_call("exp_concrete_sample", logits.device, (logits, t, dim),
-                                      functools.partial(ref.exp_concrete_sample, logits, t, dim),
-                                      generator, seed, offset), logits)
+    return _torch_layout(
+        _random_call(
+            "exp_concrete_sample",
+            logits.device,
+            (logits, t, dim),
+            functools.partial(ref.exp_concrete_sample, logits, t, dim),
+            generator,
+            seed,
+            offset,
+        ),
+        logits,
+    )
 
 
-def concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1,
-                    generator: Optional[torch.Generator] = None, *, seed: Optional[int] = None,
-                    offset: int = 0) -> Tensor:
+def concrete_sample(
+    logits: Tensor,
+    temperature: Temperature,
+    dim: int = -1,
+    generator: Optional[torch.Generator] = None,
+    *,
+    seed: Optional[int] = None,
+    offset: int = 0,
+) -> Tensor:
     """x ~ Concrete(logits, temperature) on the simplex: softmax((logits + G) / tau) along `dim`."""
     _check_tensor(logits, "logits")
     t = _temperature(temperature, logits, _category_dim(logits, dim))
-    return _torch_layout(_random_call("concrete_sample", logits.device, (logits, t, dim),
-                                      functools.partial(ref.concrete_sample, logits, t, dim),
-                                      generator, seed, offset), logits)
+    return _torch_layout(
+        _random_call(
+            "concrete_sample",
+            logits.device,
+            (logits, t, dim),
+            functools.partial(ref.concrete_sample, logits, t, dim),
+            generator,
+            seed,
+            offset,
+        ),
+        logits,
+    )
 
 
-def gumbel_softmax(logits: Tensor, tau: Temperature = 1.0, hard: bool = False, eps: float = 1e-10,
-                   dim: int = -1, *, generator: Optional[torch.Generator] = None,
-                   seed: Optional[int] = None, offset: int = 0) -> Tensor:
+def gumbel_softmax(
+    logits: Tensor,
+    tau: Temperature = 1.0,
+    hard: bool = False,
+    eps: float = 1e-10,
+    dim: int = -1,
+    *,
+    generator: Optional[torch.Generator] = None,
+    seed: Optional[int] = None,
+    offset: int = 0,
+) -> Tensor:
     """Drop-in for torch.nn.functional.gumbel_softmax (same positional arguments; `eps` is unused
     there too), fused, with a generator and a tensor temperature.
 
@@ -299,30 +360,63 @@ def gumbel_softmax(logits: Tensor, tau: Temperature = 1.0, hard: bool = False, e
     # errors name the argument `tau`, as the caller wrote it
     t = _temperature(tau, logits, _category_dim(logits, dim), "tau")
     if not hard:
-        out = _random_call("concrete_sample", logits.device, (logits, t, dim),
-                           functools.partial(ref.concrete_sample, logits, t, dim),
-                           generator, seed, offset)
+        out = _random_call(
+            "concrete_sample",
+            logits.device,
+            (logits, t, dim),
+            functools.partial(ref.concrete_sample, logits, t, dim),
+            generator,
+            seed,
+            offset,
+        )
     else:
-        out = _random_call("gumbel_softmax_hard", logits.device, (logits, t, dim),
-                           functools.partial(ref.gumbel_softmax, logits, t, True, dim),
-                           generator, seed, offset)
+        out = _random_call(
+            "gumbel_softmax_hard",
+            logits.device,
+            (logits, t, dim),
+            functools.partial(ref.gumbel_softmax, logits, t, True, dim),
+            generator,
+            seed,
+            offset,
+        )
         out = out if isinstance(out, Tensor) else out[0]  # the op also returns its rng_state
     return _torch_layout(out, logits)
 
 
-def gumbel_max_sample(logits: Tensor, dim: int = -1, generator: Optional[torch.Generator] = None,
-                      *, seed: Optional[int] = None, offset: int = 0) -> Tensor:
+def gumbel_max_sample(
+    logits: Tensor,
+    dim: int = -1,
+    generator: Optional[torch.Generator] = None,
+    *,
+    seed: Optional[int] = None,
+    offset: int = 0,
+) -> Tensor:
     """One-hot of argmax_k(logits_k + G_k): a draw of Discrete(alpha) (zero temperature)."""
     _check_tensor(logits, "logits")
     _category_dim(logits, dim)
-    return _torch_layout(_random_call("gumbel_max_sample", logits.device, (logits, dim),
-                                      functools.partial(ref.gumbel_max_sample, logits, dim),
-                                      generator, seed, offset), logits)
+    return _torch_layout(
+        _random_call(
+            "gumbel_max_sample",
+            logits.device,
+            (logits, dim),
+            functools.partial(ref.gumbel_max_sample, logits, dim),
+            generator,
+            seed,
+            offset,
+        ),
+        logits,
+    )
 
 
-def categorical_sample(logits: Tensor, temperature: Temperature = 1.0, dim: int = -1, *,
-                       generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
-                       offset: int = 0) -> Tensor:
+def categorical_sample(
+    logits: Tensor,
+    temperature: Temperature = 1.0,
+    dim: int = -1,
+    *,
+    generator: Optional[torch.Generator] = None,
+    seed: Optional[int] = None,
+    offset: int = 0,
+) -> Tensor:
     """One draw of Categorical(softmax(logits / temperature)) per row, as int64 indices of the
     batch shape (Gumbel-max: argmax_k (logits_k / temperature + G_k), ties to the lower index).
 
@@ -332,14 +426,26 @@ def categorical_sample(logits: Tensor, temperature: Temperature = 1.0, dim: int 
     logit masks its category; a row whose logits are all -inf gives -1."""
     _check_tensor(logits, "logits")
     t = _temperature(temperature, logits, _category_dim(logits, dim))
-    return _random_call("categorical_sample", logits.device, (logits, t, dim),
-                        functools.partial(ref.categorical_sample, logits, t, dim),
-                        generator, seed, offset)
+    return _random_call(
+        "categorical_sample",
+        logits.device,
+        (logits, t, dim),
+        functools.partial(ref.categorical_sample, logits, t, dim),
+        generator,
+        seed,
+        offset,
+    )
 
 
-def gumbel_top_k(logits: Tensor, k: int, dim: int = -1, *,
-                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
-                 offset: int = 0) -> Tensor:
+def gumbel_top_k(
+    logits: Tensor,
+    k: int,
+    dim: int = -1,
+    *,
+    generator: Optional[torch.Generator] = None,
+    seed: Optional[int] = None,
+    offset: int = 0,
+) -> Tensor:
     """k categories drawn without replacement from Categorical(softmax(logits)) per row, as int64
     indices of shape (batch..., k): the k largest logits_k + G_k in decreasing order (the
     Gumbel-top-k trick; ties to the lower index, -inf logits last). Its first column is
@@ -350,9 +456,15 @@ def gumbel_top_k(logits: Tensor, k: int, dim: int = -1, *,
         raise TypeError(f"k must be an int, got {type(k).__name__}")
     if not 1 <= k <= logits.shape[d]:
         raise ValueError(f"k must be in [1, {logits.shape[d]}] (the number of categories), got {k}")
-    return _random_call("gumbel_top_k", logits.device, (logits, k, dim),
-                        functools.partial(ref.gumbel_top_k, logits, k, dim),
-                        generator, seed, offset)
+    return _random_call(
+        "gumbel_top_k",
+        logits.device,
+        (logits, k, dim),
+        functools.partial(ref.gumbel_top_k, logits, k, dim),
+        generator,
+        seed,
+        offset,
+    )
 
 
 def broadcast_shape(a: Sequence[int], b: Sequence[int]) -> Optional[torch.Size]:
@@ -383,8 +495,10 @@ def _broadcast_value(value: Tensor, logits: Tensor, name: str = "value"):
     try:
         return torch.broadcast_tensors(value, logits)
     except RuntimeError as e:
-        raise ValueError(f"{name} of shape {tuple(value.shape)} does not broadcast with logits of "
-                         f"shape {tuple(logits.shape)}") from e
+        raise ValueError(
+            f"{name} of shape {tuple(value.shape)} does not broadcast with logits of "
+            f"shape {tuple(logits.shape)}"
+        ) from e
 
 
 def _interior(value: Tensor, upper: bool) -> Tensor:
@@ -404,36 +518,51 @@ def _density_call(op_name: str, reference_fn, value, logits, temperature, *dim, 
     t = _temperature(temperature, logits, d)
     if interior is not None:
         value = _interior(value, interior)
-    return _run(op_name, logits.device, (value, logits, t) + dim,
-                lambda: reference_fn(value, logits, t, *dim))
+    return _run(
+        op_name,
+        logits.device,
+        (value, logits, t) + dim,
+        lambda: reference_fn(value, logits, t, *dim),
+    )
 
 
-def exp_concrete_log_prob(value: Tensor, logits: Tensor, temperature: Temperature,
-                          dim: int = -1) -> Tensor:
+def exp_concrete_log_prob(
+    value: Tensor, logits: Tensor, temperature: Temperature, dim: int = -1
+) -> Tensor:
     """log kappa(value): the ExpConcrete log-density of a point on the log-simplex; reduces `dim`.
 
     Computed in log space (Appendix C.3), finite at low temperature where the simplex density
     underflows. Masked (-inf) categories are left out.
     """
-    return _density_call("exp_concrete_log_prob", ref.exp_concrete_log_prob, value, logits,
-                         temperature, dim)
+    return _density_call(
+        "exp_concrete_log_prob", ref.exp_concrete_log_prob, value, logits, temperature, dim
+    )
 
 
-def concrete_log_prob(value: Tensor, logits: Tensor, temperature: Temperature,
-                      dim: int = -1) -> Tensor:
+def concrete_log_prob(
+    value: Tensor, logits: Tensor, temperature: Temperature, dim: int = -1
+) -> Tensor:
     """log p(x) of Concrete(logits, temperature) at a point x of the simplex; reduces `dim`.
 
     An entry of x that is exactly 0 (a sample whose small entries rounded to 0) is evaluated at
     the smallest positive normal number instead, as the Concrete class does."""
-    return _density_call("concrete_log_prob", ref.concrete_log_prob, value, logits, temperature,
-                         dim, interior=False)
+    return _density_call(
+        "concrete_log_prob", ref.concrete_log_prob, value, logits, temperature, dim, interior=False
+    )
 
 
-def relaxed_kl_sample(q_logits: Tensor, q_temperature: Temperature, p_logits: Tensor,
-                      p_temperature: Temperature, dim: int = -1,
-                      generator: Optional[torch.Generator] = None, *, seed: Optional[int] = None,
-                      offset: int = 0,
-                      density_dtype: Optional[torch.dtype] = None) -> Tuple[Tensor, Tensor, Tensor]:
+def relaxed_kl_sample(
+    q_logits: Tensor,
+    q_temperature: Temperature,
+    p_logits: Tensor,
+    p_temperature: Temperature,
+    dim: int = -1,
+    generator: Optional[torch.Generator] = None,
+    *,
+    seed: Optional[int] = None,
+    offset: int = 0,
+    density_dtype: Optional[torch.dtype] = None,
+) -> Tuple[Tensor, Tensor, Tensor]:
     """One fused pass: y ~ ExpConcrete(q), log kappa_q(y) and log kappa_p(y).
 
     The single-sample relaxed KL estimate of Eq. 28 is ``log_q - log_p``. p_logits broadcast to
@@ -447,51 +576,91 @@ def relaxed_kl_sample(q_logits: Tensor, q_temperature: Temperature, p_logits: Te
     """
     _check_tensor(q_logits, "q_logits")
     if density_dtype is not None and density_dtype != q_logits.dtype:
-        if density_dtype not in _FLOATING or torch.finfo(density_dtype).bits < torch.finfo(
-                q_logits.dtype).bits:
-            raise ValueError(f"density_dtype must be a floating dtype at least as wide as the "
-                             f"logits' ({q_logits.dtype}), got {density_dtype}")
-        up = (lambda t: t.to(density_dtype) if isinstance(t, Tensor) and t.dtype == q_logits.dtype
-              else t)
-        y, lq, lp = relaxed_kl_sample(up(q_logits), up(q_temperature), up(p_logits),
-                                      up(p_temperature), dim, generator, seed=seed, offset=offset)
+        if (
+            density_dtype not in _FLOATING
+            or torch.finfo(density_dtype).bits < torch.finfo(q_logits.dtype).bits
+        ):
+            raise ValueError(
+                f"density_dtype must be a floating dtype at least as wide as the "
+                f"logits' ({q_logits.dtype}), got {density_dtype}"
+            )
+        up = lambda t: (
+            t.to(density_dtype) if isinstance(t, Tensor) and t.dtype == q_logits.dtype else t
+        )
+        y, lq, lp = relaxed_kl_sample(
+            up(q_logits),
+            up(q_temperature),
+            up(p_logits),
+            up(p_temperature),
+            dim,
+            generator,
+            seed=seed,
+            offset=offset,
+        )
         return y.to(q_logits.dtype), lq, lp
     p_logits, q_logits = _broadcast_value(p_logits, q_logits, "p_logits")
     d = _category_dim(q_logits, dim, "q_logits")
     tq = _temperature(q_temperature, q_logits, d, "q_temperature")
     tp = _temperature(p_temperature, q_logits, d, "p_temperature")
     y, log_q, log_p = _random_call(
-        "relaxed_kl_sample", q_logits.device, (q_logits, tq, p_logits, tp, dim),
+        "relaxed_kl_sample",
+        q_logits.device,
+        (q_logits, tq, p_logits, tp, dim),
         functools.partial(ref.relaxed_kl_sample, q_logits, tq, p_logits, tp, dim),
-        generator, seed, offset)
+        generator,
+        seed,
+        offset,
+    )
     return _torch_layout(y, q_logits), log_q, log_p
 
 
 # ---- binary --------------------------------------------------------------------------------------
-def logit_binary_concrete_sample(logits: Tensor, temperature: Temperature,
-                                 generator: Optional[torch.Generator] = None, *,
-                                 seed: Optional[int] = None, offset: int = 0) -> Tensor:
+def logit_binary_concrete_sample(
+    logits: Tensor,
+    temperature: Temperature,
+    generator: Optional[torch.Generator] = None,
+    *,
+    seed: Optional[int] = None,
+    offset: int = 0,
+) -> Tensor:
     """y = (logits + L) / temperature, L ~ Logistic(0, 1): BinConcrete in logit space (Eq. 26)."""
     _check_tensor(logits, "logits")
     t = _temperature(temperature, logits, None)
-    return _random_call("logit_binary_concrete_sample", logits.device, (logits, t),
-                        functools.partial(ref.logit_binary_concrete_sample, logits, t),
-                        generator, seed, offset)
+    return _random_call(
+        "logit_binary_concrete_sample",
+        logits.device,
+        (logits, t),
+        functools.partial(ref.logit_binary_concrete_sample, logits, t),
+        generator,
+        seed,
+        offset,
+    )
 
 
-def binary_concrete_sample(logits: Tensor, temperature: Temperature,
-                           generator: Optional[torch.Generator] = None, *,
-                           seed: Optional[int] = None, offset: int = 0,
-                           hard: bool = False) -> Tensor:
+def binary_concrete_sample(
+    logits: Tensor,
+    temperature: Temperature,
+    generator: Optional[torch.Generator] = None,
+    *,
+    seed: Optional[int] = None,
+    offset: int = 0,
+    hard: bool = False,
+) -> Tensor:
     """x = sigmoid((logits + L) / temperature) in (0, 1): BinConcrete (Eq. 16).
 
     hard=True returns the Bernoulli draw 1[x > 1/2] in the forward pass and the gradient of x in
     backward (straight-through); the soft sample is kept on the result as ``result.soft``."""
     _check_tensor(logits, "logits")
     t = _temperature(temperature, logits, None)
-    x = _random_call("binary_concrete_sample", logits.device, (logits, t),
-                     functools.partial(ref.binary_concrete_sample, logits, t),
-                     generator, seed, offset)
+    x = _random_call(
+        "binary_concrete_sample",
+        logits.device,
+        (logits, t),
+        functools.partial(ref.binary_concrete_sample, logits, t),
+        generator,
+        seed,
+        offset,
+    )
     return straight_through(x, (x > 0.5).to(x.dtype)) if hard else x
 
 
@@ -504,35 +673,57 @@ def straight_through(soft: Tensor, hard: Tensor) -> Tensor:
     return out
 
 
-def logit_binary_concrete_log_prob(value: Tensor, logits: Tensor,
-                                   temperature: Temperature) -> Tensor:
+def logit_binary_concrete_log_prob(
+    value: Tensor, logits: Tensor, temperature: Temperature
+) -> Tensor:
     """log density of y = logit of a BinConcrete sample: log tau - tau y + a - 2 softplus(a - tau y)."""
-    return _density_call("logit_binary_concrete_log_prob", ref.logit_binary_concrete_log_prob,
-                         value, logits, temperature)
+    return _density_call(
+        "logit_binary_concrete_log_prob",
+        ref.logit_binary_concrete_log_prob,
+        value,
+        logits,
+        temperature,
+    )
 
 
 def binary_concrete_log_prob(value: Tensor, logits: Tensor, temperature: Temperature) -> Tensor:
     """log density of BinConcrete at x in (0, 1) (Eq. 17), computed in logit space. A value of
     exactly 0 or 1 (a sample that rounded there) is evaluated at the nearest representable point
     inside (0, 1), as the BinaryConcrete class and torch's RelaxedBernoulli do."""
-    return _density_call("binary_concrete_log_prob", ref.binary_concrete_log_prob, value, logits,
-                         temperature, interior=True)
+    return _density_call(
+        "binary_concrete_log_prob",
+        ref.binary_concrete_log_prob,
+        value,
+        logits,
+        temperature,
+        interior=True,
+    )
 
 
 # ---- noise ---------------------------------------------------------------------------------------
-def noise(kind: str, size, *, dtype: torch.dtype = torch.float32, device=None,
-          generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
-          offset: int = 0) -> Tensor:
+def noise(
+    kind: str,
+    size,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device=None,
+    generator: Optional[torch.Generator] = None,
+    seed: Optional[int] = None,
+    offset: int = 0,
+) -> Tensor:
     """Noise of the package's random-number contract: "uniform", "exponential", "gumbel",
     "logistic" (in `dtype`) or "bits" (the raw 32-bit Philox draws, as int64)."""
     if kind not in ("bits", "uniform", "exponential", "gumbel", "logistic"):
-        raise ValueError(f"noise kind must be one of 'bits', 'uniform', 'exponential', 'gumbel', "
-                         f"'logistic', got {kind!r}")
+        raise ValueError(
+            f"noise kind must be one of 'bits', 'uniform', 'exponential', 'gumbel', "
+            f"'logistic', got {kind!r}"
+        )
     like = torch.empty(size, dtype=dtype, device=device)
 
     def reference_noise(seed, offset, generator):
         sd, off = ref.resolve_seed(seed, offset, generator, like.device)
         return ref.noise(like.shape, kind, sd, off, dtype=dtype, device=like.device)
 
-    return _random_call("noise_like", like.device, (like, kind), reference_noise, generator, seed,
-                        offset)
+    return _random_call(
+        "noise_like", like.device, (like, kind), reference_noise, generator, seed, offset
+    )

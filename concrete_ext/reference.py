@@ -116,8 +116,10 @@ def noise_from_bits(bits: Tensor, kind: str) -> Tensor:
         return -torch.log(e)
     if kind == "logistic":
         return torch.where(lower, torch.log(u) - torch.log1p(-u), torch.log1p(-v) - torch.log(v))
-    raise ValueError(f"noise kind must be one of 'bits', 'uniform', 'exponential', 'gumbel', "
-                     f"'logistic', got {kind!r}")
+    raise ValueError(
+        f"noise kind must be one of 'bits', 'uniform', 'exponential', 'gumbel', "
+        f"'logistic', got {kind!r}"
+    )
 
 
 def _below_one(dtype: torch.dtype) -> float:
@@ -143,8 +145,9 @@ def noise(shape, kind: str, seed: int, offset: int = 0, dtype=torch.float32, dev
     return out.reshape(shape)
 
 
-def resolve_seed(seed: Optional[int], offset: int, generator: Optional[torch.Generator],
-                 device) -> Tuple[int, int]:
+def resolve_seed(
+    seed: Optional[int], offset: int, generator: Optional[torch.Generator], device
+) -> Tuple[int, int]:
     """(seed, offset) of a call: the explicit pair, or a fresh seed from the generator."""
     if seed is not None:
         return _as_unsigned(seed, "seed"), _as_unsigned(offset, "offset")
@@ -152,8 +155,9 @@ def resolve_seed(seed: Optional[int], offset: int, generator: Optional[torch.Gen
         gdev = generator.device
     else:
         gdev = torch.device(device) if device is not None else torch.device("cpu")
-    s = torch.randint(-(2**63), 2**63 - 1, (1,), generator=generator, dtype=torch.int64,
-                      device=gdev).item()
+    s = torch.randint(
+        -(2**63), 2**63 - 1, (1,), generator=generator, dtype=torch.int64, device=gdev
+    ).item()
     if gdev.type == "cpu":
         # The CPU kernels take their seed from CPUGeneratorImpl::random64(). This randint over
         # the full int64 range consumes that same draw r and returns r % (2**64 - 1) - 2**63, so
@@ -166,8 +170,11 @@ def resolve_seed(seed: Optional[int], offset: int, generator: Optional[torch.Gen
 # ---- helpers ------------------------------------------------------------------------------------
 def _temperature(temperature: Temperature, like: Tensor) -> Tensor:
     if isinstance(temperature, Tensor):
-        return temperature.to(like.dtype) if temperature.device == like.device else \
-            temperature.to(device=like.device, dtype=like.dtype)
+        return (
+            temperature.to(like.dtype)
+            if temperature.device == like.device
+            else temperature.to(device=like.device, dtype=like.dtype)
+        )
     return torch.tensor(float(temperature), dtype=like.dtype, device=like.device)
 
 
@@ -193,9 +200,15 @@ def _perturbed(logits: Tensor, temperature, dim, seed, offset, generator):
 
 
 # ---- categorical ---------------------------------------------------------------------------------
-def exp_concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1, *,
-                        seed: Optional[int] = None, offset: int = 0,
-                        generator: Optional[torch.Generator] = None) -> Tensor:
+def exp_concrete_sample(
+    logits: Tensor,
+    temperature: Temperature,
+    dim: int = -1,
+    *,
+    seed: Optional[int] = None,
+    offset: int = 0,
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
     """y = (a + G) / tau - LSE((a + G) / tau): ExpConcrete sample on the log-simplex."""
     _, masked, _, z = _perturbed(logits, temperature, dim, seed, offset, generator)
     y = z - torch.logsumexp(z, dim=-1, keepdim=True)
@@ -204,9 +217,15 @@ def exp_concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1,
     return torch.where(masked, float("-inf"), y).movedim(-1, dim)
 
 
-def concrete_sample(logits: Tensor, temperature: Temperature, dim: int = -1, *,
-                    seed: Optional[int] = None, offset: int = 0,
-                    generator: Optional[torch.Generator] = None) -> Tensor:
+def concrete_sample(
+    logits: Tensor,
+    temperature: Temperature,
+    dim: int = -1,
+    *,
+    seed: Optional[int] = None,
+    offset: int = 0,
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
     """x = softmax((a + G) / tau): Concrete sample on the simplex."""
     _, _, _, z = _perturbed(logits, temperature, dim, seed, offset, generator)
     return torch.softmax(z, dim=-1).movedim(-1, dim)
@@ -222,9 +241,16 @@ def _argmax_one_hot(scores: Tensor, dtype) -> Tensor:
     return torch.where(empty, float("nan"), out)
 
 
-def gumbel_softmax(logits: Tensor, tau: Temperature = 1.0, hard: bool = False, dim: int = -1, *,
-                   seed: Optional[int] = None, offset: int = 0,
-                   generator: Optional[torch.Generator] = None) -> Tensor:
+def gumbel_softmax(
+    logits: Tensor,
+    tau: Temperature = 1.0,
+    hard: bool = False,
+    dim: int = -1,
+    *,
+    seed: Optional[int] = None,
+    offset: int = 0,
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
     """F.gumbel_softmax with this package's noise; hard mode is straight-through."""
     a, _, g, z = _perturbed(logits, tau, dim, seed, offset, generator)
     soft = torch.softmax(z, dim=-1)
@@ -235,16 +261,23 @@ def gumbel_softmax(logits: Tensor, tau: Temperature = 1.0, hard: bool = False, d
     return (one_hot - soft.detach() + soft).movedim(-1, dim)
 
 
-def gumbel_max_sample(logits: Tensor, dim: int = -1, *, seed: Optional[int] = None,
-                      offset: int = 0, generator: Optional[torch.Generator] = None) -> Tensor:
+def gumbel_max_sample(
+    logits: Tensor,
+    dim: int = -1,
+    *,
+    seed: Optional[int] = None,
+    offset: int = 0,
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
     """one_hot(argmax_k(a_k + G_k)): the zero-temperature limit."""
     a = logits.movedim(dim, -1).detach()
     g = _moved_noise(a, "gumbel", seed, offset, generator)
     return _argmax_one_hot(a + g, a.dtype).movedim(-1, dim)
 
 
-def _perturbed_scores(logits: Tensor, temperature: Temperature, dim: int, seed, offset,
-                      generator) -> Tensor:
+def _perturbed_scores(
+    logits: Tensor, temperature: Temperature, dim: int, seed, offset, generator
+) -> Tensor:
     """a / tau (rounded to the logits' dtype, as logits / temperature is for a float temperature)
     + G, in the math type of the kernels (float32 for 16-bit logits) and the moved layout, with
     NaN counted as -inf: the scores Gumbel-max ranks."""
@@ -256,9 +289,15 @@ def _perturbed_scores(logits: Tensor, temperature: Temperature, dim: int, seed, 
     return torch.where(s.isnan(), float("-inf"), s)
 
 
-def categorical_sample(logits: Tensor, temperature: Temperature = 1.0, dim: int = -1, *,
-                       seed: Optional[int] = None, offset: int = 0,
-                       generator: Optional[torch.Generator] = None) -> Tensor:
+def categorical_sample(
+    logits: Tensor,
+    temperature: Temperature = 1.0,
+    dim: int = -1,
+    *,
+    seed: Optional[int] = None,
+    offset: int = 0,
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
     """argmax_k (a_k / tau + G_k) as int64 indices of the batch shape: a draw of
     Categorical(softmax(a / tau)) (Gumbel-max, ties to the lower index); -1 for a row with no
     category (all logits -inf). The index of gumbel_max_sample(logits / temperature)'s one-hot for
@@ -268,8 +307,15 @@ def categorical_sample(logits: Tensor, temperature: Temperature = 1.0, dim: int 
     return torch.where((s == float("-inf")).all(-1), -1, idx)
 
 
-def gumbel_top_k(logits: Tensor, k: int, dim: int = -1, *, seed: Optional[int] = None,
-                 offset: int = 0, generator: Optional[torch.Generator] = None) -> Tensor:
+def gumbel_top_k(
+    logits: Tensor,
+    k: int,
+    dim: int = -1,
+    *,
+    seed: Optional[int] = None,
+    offset: int = 0,
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
     """The indices of the k largest a_k + G_k in decreasing order, shape (batch..., k): a draw of
     k categories without replacement (the Gumbel-top-k trick); ties to the lower index, -inf
     logits last."""
@@ -289,16 +335,18 @@ def _log_kappa(y: Tensor, a: Tensor, tau: Tensor, masked: Tensor) -> Tensor:
     return torch.lgamma(n) + (n - 1) * torch.log(t) + sum_w - n * torch.logsumexp(w, dim=-1)
 
 
-def exp_concrete_log_prob(value: Tensor, logits: Tensor, temperature: Temperature,
-                          dim: int = -1) -> Tensor:
+def exp_concrete_log_prob(
+    value: Tensor, logits: Tensor, temperature: Temperature, dim: int = -1
+) -> Tensor:
     """log kappa(value) of ExpConcrete(logits, temperature); reduces `dim`."""
     value, logits = torch.broadcast_tensors(value, logits)
     y, a = value.movedim(dim, -1), logits.movedim(dim, -1)
     return _log_kappa(y, a, _row_tau(temperature, a), a == float("-inf"))
 
 
-def concrete_log_prob(value: Tensor, logits: Tensor, temperature: Temperature,
-                      dim: int = -1) -> Tensor:
+def concrete_log_prob(
+    value: Tensor, logits: Tensor, temperature: Temperature, dim: int = -1
+) -> Tensor:
     """log p(x) = log kappa(log x) - sum_k log x_k of Concrete(logits, temperature)."""
     value, logits = torch.broadcast_tensors(value, logits)
     x, a = value.movedim(dim, -1), logits.movedim(dim, -1)
@@ -309,17 +357,26 @@ def concrete_log_prob(value: Tensor, logits: Tensor, temperature: Temperature,
     return _log_kappa(log_x, a, _row_tau(temperature, a), masked) - jac
 
 
-def relaxed_kl_sample(q_logits: Tensor, q_temperature: Temperature, p_logits: Tensor,
-                      p_temperature: Temperature, dim: int = -1, *, seed: Optional[int] = None,
-                      offset: int = 0, generator: Optional[torch.Generator] = None):
+def relaxed_kl_sample(
+    q_logits: Tensor,
+    q_temperature: Temperature,
+    p_logits: Tensor,
+    p_temperature: Temperature,
+    dim: int = -1,
+    *,
+    seed: Optional[int] = None,
+    offset: int = 0,
+    generator: Optional[torch.Generator] = None,
+):
     """(y, log kappa_q(y), log kappa_p(y)) with y ~ ExpConcrete(q): the relaxed KL term (Eq. 28).
 
     The densities are evaluated at y rounded to the working dtype, over the categories q does not
     mask.
     """
     q_logits, p_logits = torch.broadcast_tensors(q_logits, p_logits)
-    y = exp_concrete_sample(q_logits, q_temperature, dim, seed=seed, offset=offset,
-                            generator=generator)
+    y = exp_concrete_sample(
+        q_logits, q_temperature, dim, seed=seed, offset=offset, generator=generator
+    )
     ym, aq, ap = y.movedim(dim, -1), q_logits.movedim(dim, -1), p_logits.movedim(dim, -1)
     masked = aq == float("-inf")
     log_q = _log_kappa(ym, aq, _row_tau(q_temperature, aq), masked)
@@ -328,26 +385,41 @@ def relaxed_kl_sample(q_logits: Tensor, q_temperature: Temperature, p_logits: Te
 
 
 # ---- binary --------------------------------------------------------------------------------------
-def logit_binary_concrete_sample(logits: Tensor, temperature: Temperature, *,
-                                 seed: Optional[int] = None, offset: int = 0,
-                                 generator: Optional[torch.Generator] = None) -> Tensor:
+def logit_binary_concrete_sample(
+    logits: Tensor,
+    temperature: Temperature,
+    *,
+    seed: Optional[int] = None,
+    offset: int = 0,
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
     """y = (a + L) / tau, the logistic form of BinConcrete (Eq. 26)."""
     s, o = resolve_seed(seed, offset, generator, logits.device)
-    l = noise(logits.shape, "logistic", s, o, dtype=torch.float64,
-              device=logits.device).to(logits.dtype)
+    l = noise(logits.shape, "logistic", s, o, dtype=torch.float64, device=logits.device).to(
+        logits.dtype
+    )
     return (logits + l) / _temperature(temperature, logits)
 
 
-def binary_concrete_sample(logits: Tensor, temperature: Temperature, *,
-                           seed: Optional[int] = None, offset: int = 0,
-                           generator: Optional[torch.Generator] = None) -> Tensor:
+def binary_concrete_sample(
+    logits: Tensor,
+    temperature: Temperature,
+    *,
+    seed: Optional[int] = None,
+    offset: int = 0,
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
     """x = sigmoid((a + L) / tau) in (0, 1) (Eq. 16)."""
-    return torch.sigmoid(logit_binary_concrete_sample(logits, temperature, seed=seed,
-                                                      offset=offset, generator=generator))
+    return torch.sigmoid(
+        logit_binary_concrete_sample(
+            logits, temperature, seed=seed, offset=offset, generator=generator
+        )
+    )
 
 
-def logit_binary_concrete_log_prob(value: Tensor, logits: Tensor,
-                                   temperature: Temperature) -> Tensor:
+def logit_binary_concrete_log_prob(
+    value: Tensor, logits: Tensor, temperature: Temperature
+) -> Tensor:
     """log tau - tau y + a - 2 softplus(a - tau y)."""
     t = _temperature(temperature, logits)
     return torch.log(t) - t * value + logits - 2 * torch.nn.functional.softplus(logits - t * value)

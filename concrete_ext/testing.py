@@ -48,18 +48,29 @@ def eps(dtype: torch.dtype) -> float:
 def _nonfinite_equal(a: Tensor, e: Tensor, name: str):
     fa, fe = torch.isfinite(a), torch.isfinite(e)
     bad = fa != fe
-    assert not bad.any(), (f"{name}: finite pattern differs at {bad.nonzero()[:5].tolist()}: "
-                           f"got {a[bad][:5].tolist()}, reference {e[bad][:5].tolist()}")
+    assert not bad.any(), (
+        f"{name}: finite pattern differs at {bad.nonzero()[:5].tolist()}: "
+        f"got {a[bad][:5].tolist()}, reference {e[bad][:5].tolist()}"
+    )
     same = (a[~fa] == e[~fe]) | (a[~fa].isnan() & e[~fe].isnan())
-    assert same.all(), (f"{name}: non-finite values differ: {a[~fa][~same][:5].tolist()} vs "
-                        f"{e[~fe][~same][:5].tolist()}")
+    assert same.all(), (
+        f"{name}: non-finite values differ: {a[~fa][~same][:5].tolist()} vs "
+        f"{e[~fe][~same][:5].tolist()}"
+    )
 
 
-def assert_matches_reference(actual: Tensor, expected64: Tensor,
-                             ref_low: Optional[Tensor] = None, *, name: str = "result",
-                             dtype: Optional[torch.dtype] = None, scale: Optional[float] = None,
-                             tol_factor: float = 1.0, rule_2x: bool = False,
-                             tol: Optional[dict] = None):
+def assert_matches_reference(
+    actual: Tensor,
+    expected64: Tensor,
+    ref_low: Optional[Tensor] = None,
+    *,
+    name: str = "result",
+    dtype: Optional[torch.dtype] = None,
+    scale: Optional[float] = None,
+    tol_factor: float = 1.0,
+    rule_2x: bool = False,
+    tol: Optional[dict] = None,
+):
     """Checks a kernel result against the fp64 reference (see the module docstring).
 
     `dtype` is the precision the result is held to (default: actual.dtype); `ref_low` is the
@@ -85,17 +96,21 @@ def assert_matches_reference(actual: Tensor, expected64: Tensor,
         assert ref_low is not None, "the 2x rule needs the reference run in that dtype"
         r = ref_low.detach().to("cpu", torch.float64)[fin]
         both = torch.isfinite(r)
-        assert both.all(), (f"{name}: the {dtype} reference is not finite where the fp64 one is; "
-                            "the 2x rule would be vacuous: use smaller inputs")
+        assert both.all(), (
+            f"{name}: the {dtype} reference is not finite where the fp64 one is; "
+            "the 2x rule would be vacuous: use smaller inputs"
+        )
         err_k, err_r = err.max().item(), (r - e).abs().max().item()
         floor = FLOOR_ULPS * eps(dtype) * max(1.0, mag)
         assert err_k <= 2 * err_r + floor, (
             f"{name}: {dtype} kernel error {err_k:.3g} > 2 x reference-in-{dtype} error "
-            f"{err_r:.3g} + floor {floor:.3g}")
+            f"{err_r:.3g} + floor {floor:.3g}"
+        )
         if dtype in LOW_PRECISION:
             t = TOL[dtype]
             assert err_k <= t["atol"] * s + t["rtol"] * mag, (
-                f"{name}: {dtype} kernel error {err_k:.3g} above the table ceiling")
+                f"{name}: {dtype} kernel error {err_k:.3g} above the table ceiling"
+            )
         return
     t = tol or TOL[dtype]
     limit = tol_factor * (t["atol"] * s + t["rtol"] * e.abs())
@@ -103,13 +118,17 @@ def assert_matches_reference(actual: Tensor, expected64: Tensor,
     assert not bad.any(), (
         f"{name}: {int(bad.sum())} of {e.numel()} values outside the {dtype} tolerance; worst "
         f"error {err.max().item():.3g} (limit there {limit[err.argmax()].item():.3g}); "
-        f"got {a[bad][:4].tolist()} expected {e[bad][:4].tolist()}")
+        f"got {a[bad][:4].tolist()} expected {e[bad][:4].tolist()}"
+    )
 
 
 def tensors_equal(a: Tensor, b: Tensor) -> bool:
     """Bitwise equality that treats NaN as equal to NaN."""
-    return a.shape == b.shape and a.dtype == b.dtype and bool(
-        ((a == b) | (a.isnan() & b.isnan())).all())
+    return (
+        a.shape == b.shape
+        and a.dtype == b.dtype
+        and bool(((a == b) | (a.isnan() & b.isnan())).all())
+    )
 
 
 # ---- running an op and its reference -----------------------------------------------------------
@@ -117,8 +136,12 @@ def _as_tuple(x):
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
-def forward_backward(fn: Callable, inputs: Dict[str, object], grad_names: Sequence[str],
-                     upstream: Optional[Sequence[Tensor]] = None):
+def forward_backward(
+    fn: Callable,
+    inputs: Dict[str, object],
+    grad_names: Sequence[str],
+    upstream: Optional[Sequence[Tensor]] = None,
+):
     """Calls fn(**inputs); backpropagates `upstream` (one tensor per output; None: no backward)
     into the inputs named in grad_names, which are made leaves that require grad.
 
@@ -133,47 +156,74 @@ def forward_backward(fn: Callable, inputs: Dict[str, object], grad_names: Sequen
     grads = {}
     if upstream is not None and grad_names:
         # The same upstream values serve the kernel (on its device) and the reference (on the CPU).
-        pairs = [(o, g.to(device=o.device, dtype=o.dtype)) for o, g in zip(outs, upstream)
-                 if o.requires_grad]
-        gs = torch.autograd.grad([p[0] for p in pairs], [leaves[k] for k in grad_names],
-                                 [p[1] for p in pairs], allow_unused=True)
+        pairs = [
+            (o, g.to(device=o.device, dtype=o.dtype))
+            for o, g in zip(outs, upstream)
+            if o.requires_grad
+        ]
+        gs = torch.autograd.grad(
+            [p[0] for p in pairs],
+            [leaves[k] for k in grad_names],
+            [p[1] for p in pairs],
+            allow_unused=True,
+        )
         grads = dict(zip(grad_names, gs))
     return tuple(o.detach() for o in outs), grads
 
 
-def cast_inputs(inputs: Dict[str, object], dtype: torch.dtype, device="cpu",
-                keep_scalar_temperature: bool = False):
+def cast_inputs(
+    inputs: Dict[str, object],
+    dtype: torch.dtype,
+    device="cpu",
+    keep_scalar_temperature: bool = False,
+):
     """Floating tensors rounded to `dtype` on `device`; everything else as is. With
     `keep_scalar_temperature`, a 0-d temperature stays a CPU float64 scalar, as the functional API
     passes Python floats."""
     out = {}
     for k, v in inputs.items():
-        if isinstance(v, Tensor) and v.is_floating_point() and not (
-                keep_scalar_temperature and k.endswith("temperature") and v.dim() == 0):
+        if (
+            isinstance(v, Tensor)
+            and v.is_floating_point()
+            and not (keep_scalar_temperature and k.endswith("temperature") and v.dim() == 0)
+        ):
             v = v.to(device=device, dtype=dtype)
         out[k] = v
     return out
 
 
 def upcast(inputs: Dict[str, object]):
-    return {k: (v.to(torch.float64) if isinstance(v, Tensor) and v.is_floating_point() else v)
-            for k, v in inputs.items()}
+    return {
+        k: (v.to(torch.float64) if isinstance(v, Tensor) and v.is_floating_point() else v)
+        for k, v in inputs.items()
+    }
 
 
 def random_upstream(outputs, seed: int = 1234):
     """Upstream gradients, one per output, from a fixed generator; exactly representable in each
     output's dtype (they are rounded there first)."""
     gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype).cpu().to(o.device)
-            for o in outputs]
+    return [
+        torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype).cpu().to(o.device)
+        for o in outputs
+    ]
 
 
-def compare_with_reference(kernel_fn: Callable, ref_fn: Callable, inputs: Dict[str, object],
-                           dtype: torch.dtype, grad_names: Sequence[str] = (), *,
-                           device: str = "cpu", names: Optional[Sequence[str]] = None,
-                           tol_factor: float = 1.0, grad_tol_factor: float = 1.0,
-                           grad_rule_2x: bool = False, tol: Optional[dict] = None,
-                           keep_scalar_temperature: bool = False):
+def compare_with_reference(
+    kernel_fn: Callable,
+    ref_fn: Callable,
+    inputs: Dict[str, object],
+    dtype: torch.dtype,
+    grad_names: Sequence[str] = (),
+    *,
+    device: str = "cpu",
+    names: Optional[Sequence[str]] = None,
+    tol_factor: float = 1.0,
+    grad_tol_factor: float = 1.0,
+    grad_rule_2x: bool = False,
+    tol: Optional[dict] = None,
+    keep_scalar_temperature: bool = False,
+):
     """Runs kernel_fn on `inputs` rounded to `dtype` and ref_fn on the same values in float64 (and,
     for fp16/bf16, in `dtype`), forward and backward, and checks every output and every gradient.
 
@@ -194,8 +244,15 @@ def compare_with_reference(kernel_fn: Callable, ref_fn: Callable, inputs: Dict[s
     for i, (k, e) in enumerate(zip(outs_k, outs_64)):
         assert k.dtype == dtype, f"{names[i]}: dtype {k.dtype}, expected {dtype}"
         assert k.device.type == torch.device(device).type
-        assert_matches_reference(k, e, outs_r[i] if outs_r else None, name=names[i],
-                                 dtype=dtype, tol_factor=tol_factor, tol=tol)
+        assert_matches_reference(
+            k,
+            e,
+            outs_r[i] if outs_r else None,
+            name=names[i],
+            dtype=dtype,
+            tol_factor=tol_factor,
+            tol=tol,
+        )
     for g in grad_names:
         k, e = grads_k[g], grads_64[g]
         assert (k is None) == (e is None), f"grad of {g}: kernel {k is None}, reference {e is None}"
@@ -203,15 +260,28 @@ def compare_with_reference(kernel_fn: Callable, ref_fn: Callable, inputs: Dict[s
             continue
         assert k.dtype == low[g].dtype, f"grad of {g} has dtype {k.dtype}"
         assert k.shape == low[g].shape, f"grad of {g} has shape {k.shape}"
-        assert_matches_reference(k, e, grads_r[g] if grads_r else None, name=f"grad of {g}",
-                                 dtype=dtype, tol_factor=grad_tol_factor,
-                                 rule_2x=grad_rule_2x and dtype == torch.float32, tol=tol)
+        assert_matches_reference(
+            k,
+            e,
+            grads_r[g] if grads_r else None,
+            name=f"grad of {g}",
+            dtype=dtype,
+            tol_factor=grad_tol_factor,
+            rule_2x=grad_rule_2x and dtype == torch.float32,
+            tol=tol,
+        )
     return outs_k, grads_k
 
 
 # ---- inputs ----------------------------------------------------------------------------------
-def make_logits(shape, seed: int = 0, scale: float = 1.5, dtype=torch.float64, device="cpu",
-                masked: bool = False) -> Tensor:
+def make_logits(
+    shape,
+    seed: int = 0,
+    scale: float = 1.5,
+    dtype=torch.float64,
+    device="cpu",
+    masked: bool = False,
+) -> Tensor:
     """N(0, scale^2) logits; with `masked`, about one in five set to -inf, never a whole row."""
     gen = torch.Generator().manual_seed(seed)
     a = scale * torch.randn(shape, generator=gen, dtype=torch.float64)
@@ -222,11 +292,13 @@ def make_logits(shape, seed: int = 0, scale: float = 1.5, dtype=torch.float64, d
     return a.to(device=device, dtype=dtype)
 
 
-def make_temperature(shape, seed: int = 1, low: float = 0.3, high: float = 2.0,
-                     dtype=torch.float64, device="cpu") -> Tensor:
+def make_temperature(
+    shape, seed: int = 1, low: float = 0.3, high: float = 2.0, dtype=torch.float64, device="cpu"
+) -> Tensor:
     gen = torch.Generator().manual_seed(seed)
     return (low + (high - low) * torch.rand(shape, generator=gen, dtype=torch.float64)).to(
-        device=device, dtype=dtype)
+        device=device, dtype=dtype
+    )
 
 
 def batch_shape(shape, dim: int):
@@ -238,15 +310,27 @@ def batch_shape(shape, dim: int):
 def temperature_variants(bshape, seed: int = 7):
     """The temperatures every op accepts: a Python float, a 0-d tensor, one value per row, and a
     tensor that broadcasts to the batch shape (leading dim kept, the rest 1)."""
-    out = {"float": 0.7, "scalar": torch.tensor(0.6, dtype=torch.float64),
-           "per_row": make_temperature(bshape, seed)}
+    out = {
+        "float": 0.7,
+        "scalar": torch.tensor(0.6, dtype=torch.float64),
+        "per_row": make_temperature(bshape, seed),
+    }
     if len(bshape) >= 2:
         out["broadcast"] = make_temperature([bshape[0]] + [1] * (len(bshape) - 1), seed + 1)
     return out
 
 
-def example_args(sig, *, dtype=torch.float64, dim: int = -1, shape=(3, 4, 6), seed: int = 0,
-                 offset: int = 0, device="cpu", masked: bool = True) -> tuple:
+def example_args(
+    sig,
+    *,
+    dtype=torch.float64,
+    dim: int = -1,
+    shape=(3, 4, 6),
+    seed: int = 0,
+    offset: int = 0,
+    device="cpu",
+    masked: bool = True,
+) -> tuple:
     """Valid arguments, in schema order, for the op of signature `sig` (``_ops.SIGNATURES``):
     logits with one masked category (`masked`), a per-row (row ops) or per-last-dim (elementwise
     ops) temperature, values that are samples of the op's family, the explicit (seed, offset); for
@@ -264,10 +348,20 @@ def example_args(sig, *, dtype=torch.float64, dim: int = -1, shape=(3, 4, 6), se
     elementwise = row.kind == "elementwise"
     tshape = list(shape[-1:]) if elementwise else batch_shape(shape, d)
     t = make_temperature(tshape, seed + 2, dtype=dtype, device=device)
-    base: Dict[str, object] = {"logits": a, "q_logits": a, "temperature": t, "q_temperature": t,
-                               "p_logits": (0.5 * a.double()).to(dtype), "dim": dim,
-                               "p_temperature": (0.7 * t.double()).to(dtype), "kind": "gumbel",
-                               "self": a, "seed": seed, "offset": offset, "generator": None}
+    base: Dict[str, object] = {
+        "logits": a,
+        "q_logits": a,
+        "temperature": t,
+        "q_temperature": t,
+        "p_logits": (0.5 * a.double()).to(dtype),
+        "dim": dim,
+        "p_temperature": (0.7 * t.double()).to(dtype),
+        "kind": "gumbel",
+        "self": a,
+        "seed": seed,
+        "offset": offset,
+        "generator": None,
+    }
     if "value" in row.args:  # a point of the op's support
         if row.name == "exp_concrete_log_prob":
             v = _ops.op("exp_concrete_sample")(a, t, dim, seed, 0, None)
@@ -298,8 +392,11 @@ def example_args(sig, *, dtype=torch.float64, dim: int = -1, shape=(3, 4, 6), se
             values.append(base[name])
         elif bind.startswith(("grad?", "grad")):
             o = outs[int(bind.lstrip("grad?"))]
-            values.append(torch.randn(o.shape, generator=gen, dtype=torch.float64).to(
-                device=device, dtype=o.dtype))
+            values.append(
+                torch.randn(o.shape, generator=gen, dtype=torch.float64).to(
+                    device=device, dtype=o.dtype
+                )
+            )
         elif bind.startswith("out"):
             values.append(outs[int(bind[3:])])
         elif bind.startswith("needs:"):
@@ -319,24 +416,42 @@ def _triton_args(sig, fwd_args: tuple) -> tuple:
 
 
 # ---- the Triton tests' variants: looser float tolerances (the interpreter's and Triton's math) ----
-TRITON_TOL = {torch.float64: dict(rtol=1e-10, atol=1e-11),
-              torch.float32: dict(rtol=2e-5, atol=4e-6)}
+TRITON_TOL = {
+    torch.float64: dict(rtol=1e-10, atol=1e-11),
+    torch.float32: dict(rtol=2e-5, atol=4e-6),
+}
 # Launch configuration that sends every row longer than 4 categories through the looped Triton
 # kernels (one row per program, chunks of 16), so that small test sizes cover the large-n path.
 LOOPED = dict(max_tile_n=4, chunk=16)
 ROW_NS = (1, 2, 3, 4, 7, 20, 33, 129)
 
 
-def compare(kernel: Callable, reference: Callable, inputs: Dict[str, object], dtype, device,
-            grad_names: Sequence[str] = (), factor: float = 1.0, grad_factor: float = 1.0):
+def compare(
+    kernel: Callable,
+    reference: Callable,
+    inputs: Dict[str, object],
+    dtype,
+    device,
+    grad_names: Sequence[str] = (),
+    factor: float = 1.0,
+    grad_factor: float = 1.0,
+):
     """compare_with_reference with the Triton tolerances, a 0-d temperature kept a CPU scalar."""
-    return compare_with_reference(kernel, reference, inputs, dtype, grad_names, device=device,
-                                  tol=TRITON_TOL.get(dtype), tol_factor=factor,
-                                  grad_tol_factor=grad_factor, keep_scalar_temperature=True)
+    return compare_with_reference(
+        kernel,
+        reference,
+        inputs,
+        dtype,
+        grad_names,
+        device=device,
+        tol=TRITON_TOL.get(dtype),
+        tol_factor=factor,
+        grad_tol_factor=grad_factor,
+        keep_scalar_temperature=True,
+    )
 
 
-def assert_low_precision(actual: Tensor, expected64: Tensor, ref_low: Tensor,
-                         name: str = "result"):
+def assert_low_precision(actual: Tensor, expected64: Tensor, ref_low: Tensor, name: str = "result"):
     """The fp16 / bf16 2x rule (module docstring) on its own."""
     assert_matches_reference(actual, expected64, ref_low, name=name)
 
@@ -362,9 +477,12 @@ def backend_params(op_name: str, python: bool = False):
 
     from . import _backend
 
-    pairs = [("cpu", "cpu", ()), ("cuda", "cuda", (pytest.mark.cuda,)),
-             ("cuda", "triton", (pytest.mark.cuda, pytest.mark.triton)),
-             ("cpu", "triton", (pytest.mark.triton,))]
+    pairs = [
+        ("cpu", "cpu", ()),
+        ("cuda", "cuda", (pytest.mark.cuda,)),
+        ("cuda", "triton", (pytest.mark.cuda, pytest.mark.triton)),
+        ("cpu", "triton", (pytest.mark.triton,)),
+    ]
     if python:
         pairs.append(("cpu", "python", ()))
     out = []

@@ -26,14 +26,22 @@ def _ops(a, t, dim=-1):
         "concrete_sample": ("temperature", lambda: ce.concrete_sample(a, t, dim, seed=1)),
         "gumbel_softmax": ("tau", lambda: ce.gumbel_softmax(a, t, dim=dim, seed=1)),
         "gumbel_softmax_hard": ("tau", lambda: ce.gumbel_softmax(a, t, True, dim=dim, seed=1)),
-        "exp_concrete_log_prob": ("temperature", lambda: ce.exp_concrete_log_prob(
-            torch.zeros(a.shape), a, t, dim)),
-        "concrete_log_prob": ("temperature", lambda: ce.concrete_log_prob(
-            torch.full(a.shape, 0.2), a, t, dim)),
-        "relaxed_kl_q": ("q_temperature", lambda: ce.relaxed_kl_sample(
-            a, t, torch.zeros(a.shape), 1.0, dim, seed=1)),
-        "relaxed_kl_p": ("p_temperature", lambda: ce.relaxed_kl_sample(
-            a, 1.0, torch.zeros(a.shape), t, dim, seed=1)),
+        "exp_concrete_log_prob": (
+            "temperature",
+            lambda: ce.exp_concrete_log_prob(torch.zeros(a.shape), a, t, dim),
+        ),
+        "concrete_log_prob": (
+            "temperature",
+            lambda: ce.concrete_log_prob(torch.full(a.shape, 0.2), a, t, dim),
+        ),
+        "relaxed_kl_q": (
+            "q_temperature",
+            lambda: ce.relaxed_kl_sample(a, t, torch.zeros(a.shape), 1.0, dim, seed=1),
+        ),
+        "relaxed_kl_p": (
+            "p_temperature",
+            lambda: ce.relaxed_kl_sample(a, 1.0, torch.zeros(a.shape), t, dim, seed=1),
+        ),
     }
 
 
@@ -42,9 +50,11 @@ def _binary_ops(a, t):
         "binary_concrete_sample": lambda: ce.binary_concrete_sample(a, t, seed=1),
         "logit_binary_concrete_sample": lambda: ce.logit_binary_concrete_sample(a, t, seed=1),
         "binary_concrete_log_prob": lambda: ce.binary_concrete_log_prob(
-            torch.full(a.shape, 0.3), a, t),
+            torch.full(a.shape, 0.3), a, t
+        ),
         "logit_binary_concrete_log_prob": lambda: ce.logit_binary_concrete_log_prob(
-            torch.zeros(a.shape), a, t),
+            torch.zeros(a.shape), a, t
+        ),
     }
 
 
@@ -77,8 +87,9 @@ def test_bad_temperature_tensor_binary(backend, op, bad):
         _binary_ops(L, t)[op]()
 
 
-@pytest.mark.parametrize("tau", [1e-46, 1e-40, 1e39, 10**400], ids=["1e-46", "1e-40", "1e39",
-                                                                      "int 10^400"])
+@pytest.mark.parametrize(
+    "tau", [1e-46, 1e-40, 1e39, 10**400], ids=["1e-46", "1e-40", "1e39", "int 10^400"]
+)
 def test_temperature_out_of_the_op_precision(tau):
     # positive and finite as a Python number, but 0 or inf in float32, where the samples of
     # fp32/fp16/bf16 ops are computed: NaN samples before this check
@@ -184,8 +195,11 @@ def test_distribution_bad_input(cls):
     with pytest.raises(ValueError, match="temperature"):
         cls(math.nan, logits=L, validate_args=True)
     with pytest.raises(ValueError, match="temperature"):
-        cls(torch.tensor([0.5, INF, 1.0, 1.0]).reshape(4, *[1] * (cls in BINARY_DISTS)),
-            logits=L, validate_args=True)
+        cls(
+            torch.tensor([0.5, INF, 1.0, 1.0]).reshape(4, *[1] * (cls in BINARY_DISTS)),
+            logits=L,
+            validate_args=True,
+        )
     with pytest.raises(TypeError, match="logits"):
         cls(0.5, logits=torch.zeros(4, 5, dtype=torch.int64))
     with pytest.raises(TypeError, match="probs"):
@@ -233,8 +247,12 @@ def test_all_masked_row(backend, dtype):
             "gumbel_max_sample": ce.gumbel_max_sample(a, seed=4),
             "exp_concrete_log_prob": ce.exp_concrete_log_prob(y, a, t),
             "concrete_log_prob": ce.concrete_log_prob(y.exp(), a, t),
-            **dict(zip(("kl_sample", "kl_log_q", "kl_log_p"),
-                       ce.relaxed_kl_sample(a, t, a.detach(), 2 * t, seed=4))),
+            **dict(
+                zip(
+                    ("kl_sample", "kl_log_q", "kl_log_p"),
+                    ce.relaxed_kl_sample(a, t, a.detach(), 2 * t, seed=4),
+                )
+            ),
         }
     for name, out in outs.items():
         assert out[0].isnan().all(), (name, out)
@@ -281,9 +299,14 @@ def test_expanded_stride_0_view_equals_the_materialised_tensor():
     # tensor it stands for (and materialises its (rows, n) copy: see docs/RELIABILITY.md).
     base = torch.randn(1, 7, generator=torch.Generator().manual_seed(0))
     view = base.expand(300, 7)
-    for fn in (ce.concrete_sample, ce.exp_concrete_sample,
-               lambda a, t, seed: ce.gumbel_max_sample(a, seed=seed)):
+    for fn in (
+        ce.concrete_sample,
+        ce.exp_concrete_sample,
+        lambda a, t, seed: ce.gumbel_max_sample(a, seed=seed),
+    ):
         assert torch.equal(fn(view, 0.5, seed=5), fn(view.contiguous(), 0.5, seed=5))
     t = torch.tensor(0.5).expand(300, 1)
-    assert torch.equal(ce.binary_concrete_sample(view, t, seed=2),
-                       ce.binary_concrete_sample(view.contiguous(), 0.5, seed=2))
+    assert torch.equal(
+        ce.binary_concrete_sample(view, t, seed=2),
+        ce.binary_concrete_sample(view.contiguous(), 0.5, seed=2),
+    )

@@ -38,9 +38,14 @@ def in_fresh_process(request) -> bool:
     if os.environ.get(FRESH):
         return False
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           request.node.nodeid], cwd=root, env={**os.environ, FRESH: "1"},
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", request.node.nodeid],
+        cwd=root,
+        env={**os.environ, FRESH: "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     return True
 
@@ -77,11 +82,14 @@ def _calls(device, backward=True):
         "relaxed_kl_sample": lambda a, t: back(ce.relaxed_kl_sample(a, t, lg, 0.5)),
         "binary_concrete_sample": lambda a, t: back(ce.binary_concrete_sample(a, t.unsqueeze(-1))),
         "logit_binary_concrete_sample": lambda a, t: back(
-            ce.logit_binary_concrete_sample(a, t.unsqueeze(-1))),
-        "binary_concrete_log_prob": lambda a, t: back(ce.binary_concrete_log_prob(
-            v, a, t.unsqueeze(-1))),
-        "logit_binary_concrete_log_prob": lambda a, t: back(ce.logit_binary_concrete_log_prob(
-            lg, a, t.unsqueeze(-1))),
+            ce.logit_binary_concrete_sample(a, t.unsqueeze(-1))
+        ),
+        "binary_concrete_log_prob": lambda a, t: back(
+            ce.binary_concrete_log_prob(v, a, t.unsqueeze(-1))
+        ),
+        "logit_binary_concrete_log_prob": lambda a, t: back(
+            ce.logit_binary_concrete_log_prob(lg, a, t.unsqueeze(-1))
+        ),
         "noise": lambda a, t: ce.noise("gumbel", (4, 5), device=device),
     }
 

@@ -48,8 +48,11 @@ def _in_bounds(v, kind, dtype):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_reference_transform_exhaustive_at_the_extremes(kind):
-    regions = [torch.arange(0, WINDOW), torch.arange(2**31 - WINDOW, 2**31 + WINDOW),
-               torch.arange(M32 - WINDOW, M32)]
+    regions = [
+        torch.arange(0, WINDOW),
+        torch.arange(2**31 - WINDOW, 2**31 + WINDOW),
+        torch.arange(M32 - WINDOW, M32),
+    ]
     for bits in regions:
         v = R.noise_from_bits(bits, kind)
         assert torch.isfinite(v).all() and _in_bounds(v, kind, torch.float64).all()
@@ -83,7 +86,10 @@ def test_kernel_noise_finite_in_range_and_exact_at_the_extremes(dtype):
             rd = rd.clamp(min=R._above_zero(dtype), max=R._below_one(dtype))
         ulp = (torch.nextafter(rd.abs(), torch.tensor(math.inf, dtype=dtype)) - rd.abs()).double()
         floor = 1.0 if kind in ("gumbel", "logistic") else 0.0
-        tol = ulp + (4 * eps32 * r.abs().clamp(min=floor) if dtype != torch.float64
-                     else 1e-13 * r.abs().clamp(min=1.0))
+        tol = ulp + (
+            4 * eps32 * r.abs().clamp(min=floor)
+            if dtype != torch.float64
+            else 1e-13 * r.abs().clamp(min=1.0)
+        )
         err = (got - r).abs()
         assert (err <= tol).all(), (kind, err.max().item(), bits[extreme][err.argmax()].item())

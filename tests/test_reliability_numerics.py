@@ -27,9 +27,12 @@ from concrete_ext.distributions import BinaryConcrete, Concrete, ExpConcrete, Lo
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 # RELIABILITY_EXAMPLES=600 RELIABILITY_RANDOM=1 hunts further (run once for this change: passed).
-SETTINGS = settings(max_examples=int(os.environ.get("RELIABILITY_EXAMPLES", 40)), deadline=None,
-                    derandomize=os.environ.get("RELIABILITY_RANDOM") != "1",
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=int(os.environ.get("RELIABILITY_EXAMPLES", 40)),
+    deadline=None,
+    derandomize=os.environ.get("RELIABILITY_RANDOM") != "1",
+    suppress_health_check=[HealthCheck.too_slow],
+)
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
@@ -61,25 +64,29 @@ def check_like_float64(got, truth, name):
     assert g.shape == e.shape, name
     assert not e.isnan().any(), f"{name}: the float64 reference itself gives NaN"
     spurious_nan = g.isnan() & ~e.isnan()
-    assert not spurious_nan.any(), (f"{name}: NaN where float64 gives "
-                                    f"{e[spurious_nan][:4].tolist()}")
+    assert not spurious_nan.any(), f"{name}: NaN where float64 gives {e[spurious_nan][:4].tolist()}"
     must_be_finite = e.isfinite() & (e.abs() <= _representable(got.dtype))
     bad = must_be_finite & ~g.isfinite()
-    assert not bad.any(), (f"{name}: {g[bad][:4].tolist()} where float64 gives "
-                           f"{e[bad][:4].tolist()}")
+    assert not bad.any(), f"{name}: {g[bad][:4].tolist()} where float64 gives {e[bad][:4].tolist()}"
 
 
 def _run(fn, inputs, grad_names, upstream=None):
-    leaves = {k: (v.detach().clone().requires_grad_(k in grad_names) if torch.is_tensor(v) else v)
-              for k, v in inputs.items()}
+    leaves = {
+        k: (v.detach().clone().requires_grad_(k in grad_names) if torch.is_tensor(v) else v)
+        for k, v in inputs.items()
+    }
     outs = fn(**leaves)
     outs = outs if isinstance(outs, tuple) else (outs,)
     if upstream is None:
         gen = torch.Generator().manual_seed(0)
         upstream = [torch.randn(o.shape, generator=gen, dtype=torch.float64) for o in outs]
     pairs = [(o, u.to(o.dtype)) for o, u in zip(outs, upstream) if o.requires_grad]
-    grads = torch.autograd.grad([p[0] for p in pairs], [leaves[k] for k in grad_names],
-                                [p[1] for p in pairs], allow_unused=True)
+    grads = torch.autograd.grad(
+        [p[0] for p in pairs],
+        [leaves[k] for k in grad_names],
+        [p[1] for p in pairs],
+        allow_unused=True,
+    )
     return [o.detach() for o in outs], dict(zip(grad_names, grads)), upstream
 
 
@@ -128,17 +135,32 @@ def test_categorical_samples(problem, backend):
     if backend == "reference":
         dtype = torch.float32  # the reference computes in its dtype: fp16/bf16 are not its job
     inputs = _inputs(a, tau, dtype)
-    (y,) = check_op(lambda a, t: ce.exp_concrete_sample(a, t, seed=seed),
-                    lambda a, t: R.exp_concrete_sample(a, t, seed=seed), inputs, ["a", "t"],
-                    "exp_concrete_sample", backend)
+    (y,) = check_op(
+        lambda a, t: ce.exp_concrete_sample(a, t, seed=seed),
+        lambda a, t: R.exp_concrete_sample(a, t, seed=seed),
+        inputs,
+        ["a", "t"],
+        "exp_concrete_sample",
+        backend,
+    )
     _check_log_simplex(y[y.isfinite().all(-1)], dtype)  # fp16: a coordinate below -65504 is -inf
-    (x,) = check_op(lambda a, t: ce.concrete_sample(a, t, seed=seed),
-                    lambda a, t: R.concrete_sample(a, t, seed=seed), inputs, ["a", "t"],
-                    "concrete_sample", backend)
+    (x,) = check_op(
+        lambda a, t: ce.concrete_sample(a, t, seed=seed),
+        lambda a, t: R.concrete_sample(a, t, seed=seed),
+        inputs,
+        ["a", "t"],
+        "concrete_sample",
+        backend,
+    )
     _check_simplex(x, dtype)
-    (h,) = check_op(lambda a, t: ce.gumbel_softmax(a, t, hard=True, seed=seed),
-                    lambda a, t: R.gumbel_softmax(a, t, True, seed=seed), inputs, ["a", "t"],
-                    "gumbel_softmax_hard", backend)
+    (h,) = check_op(
+        lambda a, t: ce.gumbel_softmax(a, t, hard=True, seed=seed),
+        lambda a, t: R.gumbel_softmax(a, t, True, seed=seed),
+        inputs,
+        ["a", "t"],
+        "gumbel_softmax_hard",
+        backend,
+    )
     assert (h.sum(-1) == 1).all() and ((h == 0) | (h == 1)).all()
     assert torch.equal(h.argmax(-1), x.double().argmax(-1)) or dtype != torch.float32
     with ce.backend(backend):
@@ -154,19 +176,30 @@ def test_log_densities_of_own_samples(problem):
     y = ce.exp_concrete_sample(inputs["a"], inputs["t"], seed=seed)
     keep = y.isfinite().all(-1)  # fp16: rows with a coordinate beyond -65504 hold -inf
     if keep.any():
-        check_op(lambda v, a, t: ce.exp_concrete_log_prob(v, a, t),
-                 lambda v, a, t: R.exp_concrete_log_prob(v, a, t),
-                 dict(v=y[keep], a=inputs["a"][keep], t=inputs["t"]), ["v", "a", "t"],
-                 "exp_concrete_log_prob")
+        check_op(
+            lambda v, a, t: ce.exp_concrete_log_prob(v, a, t),
+            lambda v, a, t: R.exp_concrete_log_prob(v, a, t),
+            dict(v=y[keep], a=inputs["a"][keep], t=inputs["t"]),
+            ["v", "a", "t"],
+            "exp_concrete_log_prob",
+        )
     rows = inputs["a"].shape[0]
-    q = dict(q=inputs["a"], tq=inputs["t"].expand(rows), p=inputs["a"].flip(-1),
-             tp=inputs["t"].expand(rows) * 2)
+    q = dict(
+        q=inputs["a"],
+        tq=inputs["t"].expand(rows),
+        p=inputs["a"].flip(-1),
+        tp=inputs["t"].expand(rows) * 2,
+    )
     # Rows whose fp16 sample holds -inf at an unmasked category are a known kernel limitation
     # (log_q, log_p and their gradients are NaN there: test_fp16_overflowed_sample_density below).
-    check_op(lambda q, tq, p, tp: ce.relaxed_kl_sample(q, tq, p, tp, seed=seed),
-             lambda q, tq, p, tp: R.relaxed_kl_sample(q, tq, p, tp, seed=seed),
-             q, ["q", "tq", "p", "tp"], "relaxed_kl_sample",
-             skip_rows=lambda outs: (outs[0] == -math.inf).any(-1))
+    check_op(
+        lambda q, tq, p, tp: ce.relaxed_kl_sample(q, tq, p, tp, seed=seed),
+        lambda q, tq, p, tp: R.relaxed_kl_sample(q, tq, p, tp, seed=seed),
+        q,
+        ["q", "tq", "p", "tp"],
+        "relaxed_kl_sample",
+        skip_rows=lambda outs: (outs[0] == -math.inf).any(-1),
+    )
 
 
 # ---- binary --------------------------------------------------------------------------------------
@@ -177,23 +210,41 @@ def test_binary(problem, backend):
     if backend == "reference":
         dtype = torch.float32
     inputs = _inputs(a, tau, dtype)
-    (x,) = check_op(lambda a, t: ce.binary_concrete_sample(a, t, seed=seed),
-                    lambda a, t: R.binary_concrete_sample(a, t, seed=seed), inputs, ["a", "t"],
-                    "binary_concrete_sample", backend)
+    (x,) = check_op(
+        lambda a, t: ce.binary_concrete_sample(a, t, seed=seed),
+        lambda a, t: R.binary_concrete_sample(a, t, seed=seed),
+        inputs,
+        ["a", "t"],
+        "binary_concrete_sample",
+        backend,
+    )
     assert ((x >= 0) & (x <= 1)).all()
-    (y,) = check_op(lambda a, t: ce.logit_binary_concrete_sample(a, t, seed=seed),
-                    lambda a, t: R.logit_binary_concrete_sample(a, t, seed=seed), inputs,
-                    ["a", "t"], "logit_binary_concrete_sample", backend)
+    (y,) = check_op(
+        lambda a, t: ce.logit_binary_concrete_sample(a, t, seed=seed),
+        lambda a, t: R.logit_binary_concrete_sample(a, t, seed=seed),
+        inputs,
+        ["a", "t"],
+        "logit_binary_concrete_sample",
+        backend,
+    )
     y = torch.where(y.isfinite(), y, 0.0)  # fp16: a sample beyond 65504 is +-inf
-    check_op(lambda v, a, t: ce.logit_binary_concrete_log_prob(v, a, t),
-             lambda v, a, t: R.logit_binary_concrete_log_prob(v, a, t),
-             dict(v=y, **inputs), ["v", "a", "t"], "logit_binary_concrete_log_prob", backend)
+    check_op(
+        lambda v, a, t: ce.logit_binary_concrete_log_prob(v, a, t),
+        lambda v, a, t: R.logit_binary_concrete_log_prob(v, a, t),
+        dict(v=y, **inputs),
+        ["v", "a", "t"],
+        "logit_binary_concrete_log_prob",
+        backend,
+    )
 
 
 # ---- the distributions' own samples --------------------------------------------------------------
 @SETTINGS
-@given(problems(), st.sampled_from([Concrete, ExpConcrete, BinaryConcrete, LogitBinaryConcrete]),
-       st.sampled_from([torch.float32, torch.float64]))
+@given(
+    problems(),
+    st.sampled_from([Concrete, ExpConcrete, BinaryConcrete, LogitBinaryConcrete]),
+    st.sampled_from([torch.float32, torch.float64]),
+)
 def test_distribution_log_prob_of_own_samples_is_finite(problem, cls, dtype):
     a, tau, seed, _ = problem
     logits = a.to(dtype).requires_grad_()
@@ -207,10 +258,13 @@ def test_distribution_log_prob_of_own_samples_is_finite(problem, cls, dtype):
     assert ga.isfinite().all() and gt.isfinite().all(), cls.__name__
 
 
-@pytest.mark.xfail(strict=True, reason="by design, in docs/RELIABILITY.md: an fp16 ExpConcrete "
-                   "coordinate below -65504 rounds to -inf and the densities of the rounded sample "
-                   "are NaN (the limit is -inf), with NaN gradients; density_dtype=torch.float32 "
-                   "is the opt-in (test below)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="by design, in docs/RELIABILITY.md: an fp16 ExpConcrete "
+    "coordinate below -65504 rounds to -inf and the densities of the rounded sample "
+    "are NaN (the limit is -inf), with NaN gradients; density_dtype=torch.float32 "
+    "is the opt-in (test below)",
+)
 def test_fp16_overflowed_sample_density():
     # logit gap 1e3 at temperature 0.01: y = -1e5 is not representable in fp16
     a = torch.tensor([[1000.0, 0.0, -500.0]], dtype=torch.float16, requires_grad=True)
@@ -242,8 +296,9 @@ def test_relaxed_kl_densities_in_float32(dtype):
     expect_p = ref.exp_concrete_log_prob(y32.double().detach(), p64, 0.02)
     for got, expect in ((log_q, expect_q), (log_p, expect_p)):
         assert got.isfinite().all()
-        torch.testing.assert_close(got.double(), expect, rtol=1e-5,
-                                   atol=1e-5 * expect.abs().max().item())
+        torch.testing.assert_close(
+            got.double(), expect, rtol=1e-5, atol=1e-5 * expect.abs().max().item()
+        )
     (g,) = torch.autograd.grad((log_q - log_p).sum(), a)
     assert g.dtype == dtype and g.isfinite().all()
     with pytest.raises(ValueError, match="density_dtype"):

@@ -132,8 +132,8 @@ def _log_density_on_segments(n, lam, seed):
     x0 = torch.distributions.Dirichlet(torch.ones(n, dtype=torch.float64)).sample((200,))
     x1 = torch.distributions.Dirichlet(torch.ones(n, dtype=torch.float64)).sample((200,))
     s = torch.linspace(0.02, 0.98, 97, dtype=torch.float64)[:, None, None]
-    x = (1 - s) * x0 + s * x1                                   # (97, 200, n)
-    lp = ce.concrete_log_prob(x, logits.expand_as(x), lam)      # (97, 200)
+    x = (1 - s) * x0 + s * x1  # (97, 200, n)
+    lp = ce.concrete_log_prob(x, logits.expand_as(x), lam)  # (97, 200)
     return lp, (s[1, 0, 0] - s[0, 0, 0]).item()
 
 
@@ -157,8 +157,11 @@ TEMPERATURES = [0.3, 0.5, 1.0, 2.0]
 @pytest.mark.parametrize("lam", TEMPERATURES)
 def test_binary_densities_integrate_to_one(lam):
     a = 0.7
-    logit_density = lambda y: math.exp(ce.logit_binary_concrete_log_prob(  # noqa: E731
-        torch.tensor([y], dtype=torch.float64), torch.tensor([a], dtype=torch.float64), lam)[0])
+    logit_density = lambda y: math.exp(
+        ce.logit_binary_concrete_log_prob(  # noqa: E731
+            torch.tensor([y], dtype=torch.float64), torch.tensor([a], dtype=torch.float64), lam
+        )[0]
+    )
     total, err = integrate.quad(logit_density, -np.inf, np.inf, epsabs=1e-12, epsrel=1e-12)
     assert abs(total - 1) < 1e-8
 
@@ -172,8 +175,9 @@ def test_binary_densities_integrate_to_one(lam):
         return math.exp(lp[0]) * (x * (1 - x)).item()
 
     # (|y| <= 700: beyond, min(x, 1 - x) underflows and the tail mass is below e^-200.)
-    total, _ = integrate.quad(x_density, -700, 700, epsabs=1e-12, epsrel=1e-12, limit=400,
-                              points=[0.0])
+    total, _ = integrate.quad(
+        x_density, -700, 700, epsabs=1e-12, epsrel=1e-12, limit=400, points=[0.0]
+    )
     assert abs(total - 1) < 1e-8
 
 
@@ -206,8 +210,7 @@ def test_categorical_densities_integrate_to_one_n2(lam):
 
     # (|z| <= 700: beyond, x_k = e^-|z| underflows and the tail mass is below e^-200.)
     for f in (kappa, p_times_jacobian):
-        total, _ = integrate.quad(f, -700, 700, epsabs=1e-12, epsrel=1e-12, limit=400,
-                                  points=[0.0])
+        total, _ = integrate.quad(f, -700, 700, epsabs=1e-12, epsrel=1e-12, limit=400, points=[0.0])
         assert abs(total - 1) < 1e-8, total
 
 
@@ -244,14 +247,23 @@ def test_binary_ecdf_matches_integrated_density(lam):
     x = ce.binary_concrete_sample(torch.full((n,), a, dtype=torch.float64), lam, seed=17)
     assert stats.kstest(x.numpy(), cdf_x).pvalue > LEVEL
     # The Concrete with n = 2 and logits (a, 0) has the same first coordinate (Prop. 2).
-    x2 = ce.concrete_sample(torch.tensor([a, 0.0], dtype=torch.float64).expand(n, 2), lam,
-                            seed=18)[:, 0]
+    x2 = ce.concrete_sample(torch.tensor([a, 0.0], dtype=torch.float64).expand(n, 2), lam, seed=18)[
+        :, 0
+    ]
     assert stats.kstest(x2.numpy(), cdf_x).pvalue > LEVEL
     # Power: the CDF of a slightly different location is rejected.
     wrong = torch.sigmoid(lam * y_grid - a - 0.1).numpy()
-    assert stats.kstest(x.numpy(), lambda t: np.interp(
-        np.log(np.clip(t, 1e-300, 1 - 1e-16)) - np.log1p(-np.clip(t, 1e-300, 1 - 1e-16)),
-        y_grid.numpy(), wrong)).pvalue < LEVEL
+    assert (
+        stats.kstest(
+            x.numpy(),
+            lambda t: np.interp(
+                np.log(np.clip(t, 1e-300, 1 - 1e-16)) - np.log1p(-np.clip(t, 1e-300, 1 - 1e-16)),
+                y_grid.numpy(),
+                wrong,
+            ),
+        ).pvalue
+        < LEVEL
+    )
 
 
 @pytest.mark.slow
@@ -261,7 +273,7 @@ def test_ecdf_matches_integrated_density_n3(lam):
     # density over the alr plane: X_1 <= t iff z_1 <= logit(t) + log(1 + e^{z_2}).
     logits = torch.tensor([0.5, -0.2, 0.1], dtype=torch.float64)
     z, h = _alr_grid(1601, 40.0 / lam)
-    zz = torch.stack(torch.meshgrid(z, z, indexing="ij"), -1)   # [i, j] = (z1_i, z2_j)
+    zz = torch.stack(torch.meshgrid(z, z, indexing="ij"), -1)  # [i, j] = (z1_i, z2_j)
     y = _log_simplex_from_alr(zz)
     dens = ce.exp_concrete_log_prob(y, logits.expand_as(y), lam).exp().numpy()
     inner = integrate.cumulative_trapezoid(dens, dx=h, axis=0, initial=0.0)  # over z1, per z2
@@ -281,8 +293,9 @@ def test_ecdf_matches_integrated_density_n3(lam):
     n = 20_000
     x1 = ce.concrete_sample(logits.expand(n, 3), lam, seed=23)[:, 0].numpy()
     assert stats.kstest(x1, cdf).pvalue > LEVEL
-    other = ce.concrete_sample(torch.tensor([0.6, -0.2, 0.1], dtype=torch.float64).expand(n, 3),
-                               lam, seed=23)[:, 0].numpy()
+    other = ce.concrete_sample(
+        torch.tensor([0.6, -0.2, 0.1], dtype=torch.float64).expand(n, 3), lam, seed=23
+    )[:, 0].numpy()
     assert stats.kstest(other, cdf).pvalue < LEVEL
 
 
@@ -297,11 +310,19 @@ def test_binary_concrete_is_the_two_category_concrete():
     aa = torch.stack([a, torch.zeros_like(a)], -1)
     ok = (x > 1e-12) & (x < 1 - 1e-12)
     assert ok.float().mean() > 0.95
-    assert torch.allclose(ce.binary_concrete_log_prob(x, a, lam)[ok],
-                          ce.concrete_log_prob(xx, aa, lam)[ok], rtol=1e-9, atol=1e-9)
+    assert torch.allclose(
+        ce.binary_concrete_log_prob(x, a, lam)[ok],
+        ce.concrete_log_prob(xx, aa, lam)[ok],
+        rtol=1e-9,
+        atol=1e-9,
+    )
     # The logistic form is the ExpConcrete log-ratio: y = log x - log(1 - x).
-    assert torch.allclose(ce.logit_binary_concrete_log_prob(torch.logit(x), a, lam)[ok],
-                          ce.exp_concrete_log_prob(xx.log(), aa, lam)[ok], rtol=1e-9, atol=1e-9)
+    assert torch.allclose(
+        ce.logit_binary_concrete_log_prob(torch.logit(x), a, lam)[ok],
+        ce.exp_concrete_log_prob(xx.log(), aa, lam)[ok],
+        rtol=1e-9,
+        atol=1e-9,
+    )
 
 
 @pytest.mark.parametrize("lam", [0.1, 1.0, 3.0])

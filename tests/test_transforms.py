@@ -25,8 +25,10 @@ import concrete_ext as ce
 from concrete_ext import reference as ref
 from concrete_ext.testing import CUDA, make_logits, make_temperature
 
-pytestmark = [pytest.mark.usefixtures("one_thread"),
-              pytest.mark.filterwarnings("ignore::RuntimeWarning")]
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.filterwarnings("ignore::RuntimeWarning"),
+]
 
 D = torch.float64
 BACKENDS = ["cpu", "python", "triton", "reference"] + (["cuda"] if CUDA else [])
@@ -51,12 +53,23 @@ def _inputs(device):
     a[0, 1] = -float("inf")  # a masked category
     t = make_temperature((3,), seed=1, dtype=D).to(device)
     # Points of the supports away from their edges (numerical differentiation must not cross them)
-    y = (0.5 * make_logits((3, 5), seed=11, dtype=D)).masked_fill(a.cpu() == -float("inf"),
-                                                                  -float("inf"))
+    y = (0.5 * make_logits((3, 5), seed=11, dtype=D)).masked_fill(
+        a.cpu() == -float("inf"), -float("inf")
+    )
     y = y.log_softmax(-1).to(device)
     z = make_logits((3, 5), seed=12, dtype=D).to(device)
-    return {"a": a, "t": t, "y": y, "x": y.exp(), "ab": a.clamp(min=-3), "tb": t[:, None],
-            "z": z, "b": torch.sigmoid(z), "p": (0.4 * a).clamp(min=-3), "tp": 1.3 * t}
+    return {
+        "a": a,
+        "t": t,
+        "y": y,
+        "x": y.exp(),
+        "ab": a.clamp(min=-3),
+        "tb": t[:, None],
+        "z": z,
+        "b": torch.sigmoid(z),
+        "p": (0.4 * a).clamp(min=-3),
+        "tp": 1.3 * t,
+    }
 
 
 # op -> (names of its differentiable inputs in _inputs, f(module, *inputs) -> output(s)); module
@@ -68,15 +81,26 @@ OPS = {
     "gumbel_softmax_hard": (("a", "t"), lambda m, a, t: m.gumbel_softmax(a, t, True, seed=3)),
     "exp_concrete_log_prob": (("y", "a", "t"), lambda m, y, a, t: m.exp_concrete_log_prob(y, a, t)),
     "concrete_log_prob": (("x", "a", "t"), lambda m, x, a, t: m.concrete_log_prob(x, a, t)),
-    "relaxed_kl_sample": (("a", "t", "p", "tp"),
-                          lambda m, a, t, p, tp: m.relaxed_kl_sample(a, t, p, tp, seed=5)),
-    "logit_binary_concrete_sample": (("ab", "tb"), lambda m, a, t:
-                                     m.logit_binary_concrete_sample(a, t, seed=4)),
-    "binary_concrete_sample": (("ab", "tb"), lambda m, a, t: m.binary_concrete_sample(a, t, seed=4)),
-    "logit_binary_concrete_log_prob": (("z", "ab", "tb"), lambda m, z, a, t:
-                                       m.logit_binary_concrete_log_prob(z, a, t)),
-    "binary_concrete_log_prob": (("b", "ab", "tb"), lambda m, b, a, t:
-                                 m.binary_concrete_log_prob(b, a, t)),
+    "relaxed_kl_sample": (
+        ("a", "t", "p", "tp"),
+        lambda m, a, t, p, tp: m.relaxed_kl_sample(a, t, p, tp, seed=5),
+    ),
+    "logit_binary_concrete_sample": (
+        ("ab", "tb"),
+        lambda m, a, t: m.logit_binary_concrete_sample(a, t, seed=4),
+    ),
+    "binary_concrete_sample": (
+        ("ab", "tb"),
+        lambda m, a, t: m.binary_concrete_sample(a, t, seed=4),
+    ),
+    "logit_binary_concrete_log_prob": (
+        ("z", "ab", "tb"),
+        lambda m, z, a, t: m.logit_binary_concrete_log_prob(z, a, t),
+    ),
+    "binary_concrete_log_prob": (
+        ("b", "ab", "tb"),
+        lambda m, b, a, t: m.binary_concrete_log_prob(b, a, t),
+    ),
 }
 STRAIGHT_THROUGH = {"gumbel_softmax_hard"}
 
@@ -84,9 +108,11 @@ STRAIGHT_THROUGH = {"gumbel_softmax_hard"}
 def _class_case(cls, value):
     """A distribution class: its rsample (a fixed generator) and log_prob at a fixed point; the
     reference is the same class on the reference backend."""
+
     def f(m, a, t):
         d = cls(t, logits=a)
         return d.rsample(generator=torch.Generator().manual_seed(6)), d.log_prob(value)
+
     return f
 
 
@@ -122,8 +148,10 @@ def _finite(out):
     """Outputs with their non-finite entries (masked categories: -inf, 0 gradient) set to 0, as one
     tuple: what the derivative checks differentiate."""
     outs = out if isinstance(out, tuple) else (out,)
-    return tuple(torch.where(torch.isfinite(o), o, torch.zeros((), dtype=o.dtype, device=o.device))
-                 for o in outs)
+    return tuple(
+        torch.where(torch.isfinite(o), o, torch.zeros((), dtype=o.dtype, device=o.device))
+        for o in outs
+    )
 
 
 def _loss(outs):
@@ -137,8 +165,10 @@ def _loss(outs):
 
 def _fns(op, backend):
     """(ours, reference) as functions of the op's differentiable inputs, outputs made finite."""
-    return (lambda *xs: _finite(_call(op, backend, *xs)),
-            lambda *xs: _finite(_call(op, "reference", *xs)))
+    return (
+        lambda *xs: _finite(_call(op, backend, *xs)),
+        lambda *xs: _finite(_call(op, "reference", *xs)),
+    )
 
 
 def _args(op, device="cpu"):
@@ -154,7 +184,9 @@ def _close(ours, theirs, what, atol=1e-9, rtol=1e-9):
         if isinstance(o, (tuple, list)):
             _close(o, t, what, atol, rtol)
             continue
-        torch.testing.assert_close(o, t, atol=atol, rtol=rtol, equal_nan=True, msg=lambda m: f"{what}: {m}")
+        torch.testing.assert_close(
+            o, t, atol=atol, rtol=rtol, equal_nan=True, msg=lambda m: f"{what}: {m}"
+        )
 
 
 def _device(backend):
@@ -179,7 +211,9 @@ def test_double_backward(op, backend):
     hv = []
     for fn in (ours, theirs):
         g = torch.autograd.grad(_loss(fn(*xs)), xs, create_graph=True)
-        v = [torch.linspace(-1, 1, x.numel(), dtype=D, device=x.device).reshape(x.shape) for x in xs]
+        v = [
+            torch.linspace(-1, 1, x.numel(), dtype=D, device=x.device).reshape(x.shape) for x in xs
+        ]
         hv.append(torch.autograd.grad(g, xs, v, allow_unused=True))
     _close(hv[0], hv[1], f"{op} Hessian-vector product")
 
@@ -190,8 +224,10 @@ def test_double_backward(op, backend):
 def test_jvp(op, backend):
     ours, theirs = _fns(op, backend)
     xs = _args(op, _device(backend))
-    vs = tuple(torch.randn(x.shape, dtype=D, generator=torch.Generator().manual_seed(i)).to(x.device)
-               for i, x in enumerate(xs))
+    vs = tuple(
+        torch.randn(x.shape, dtype=D, generator=torch.Generator().manual_seed(i)).to(x.device)
+        for i, x in enumerate(xs)
+    )
     out_o, tan_o = jvp(ours, xs, vs)
     out_t, tan_t = jvp(theirs, xs, vs)
     _close(out_o, out_t, f"{op} primal under jvp")
@@ -215,9 +251,11 @@ def test_grad_vjp_jacrev_jacfwd_hessian(op, backend):
     argnums = tuple(range(len(xs)))
     transforms = [("grad", lambda f: grad(lambda *x: _loss(f(*x)), argnums))]
     if op not in CLASS_OPS:  # jacrev / jacfwd vmap, where a generator's draw raises (as torch's)
-        transforms += [("jacrev", lambda f: jacrev(f, argnums)),
-                       ("jacfwd", lambda f: jacfwd(f, argnums)),
-                       ("hessian", lambda f: hessian(lambda *x: _loss(f(*x)), argnums))]
+        transforms += [
+            ("jacrev", lambda f: jacrev(f, argnums)),
+            ("jacfwd", lambda f: jacfwd(f, argnums)),
+            ("hessian", lambda f: hessian(lambda *x: _loss(f(*x)), argnums)),
+        ]
     for name, transform in transforms:
         _close(transform(ours)(*xs), transform(theirs)(*xs), f"{op} {name}")
     out, pullback = vjp(ours, *xs)
@@ -230,8 +268,10 @@ def test_grad_vjp_jacrev_jacfwd_hessian(op, backend):
 def _batched(op, device):
     """Two members: the inputs and a second set (logits scaled, temperatures shifted)."""
     xs = _args(op, device)
-    second = tuple((0.7 * x if n in ("a", "ab", "p") else x * 1.1 if n in ("t", "tb", "tp") else x)
-                   for n, x in zip(OPS[op][0], xs))
+    second = tuple(
+        (0.7 * x if n in ("a", "ab", "p") else x * 1.1 if n in ("t", "tb", "tp") else x)
+        for n, x in zip(OPS[op][0], xs)
+    )
     return tuple(torch.stack([x, y]) for x, y in zip(xs, second))
 
 
@@ -287,8 +327,9 @@ def test_vmap_randomness_modes(op, backend):
     """torch's randomness modes: "error" raises, "different" gives every member its own noise,
     "same" the same noise, whether the logits are batched or not."""
     device = _device(backend)
-    why = ce._backend.not_supported_reasons(backend, torch.device(device),
-                                            "noise_like" if op == "noise" else op)
+    why = ce._backend.not_supported_reasons(
+        backend, torch.device(device), "noise_like" if op == "noise" else op
+    )
     if why:
         pytest.skip("; ".join(why))
     fn = RANDOM[op]
@@ -299,8 +340,10 @@ def test_vmap_randomness_modes(op, backend):
         with pytest.raises(RuntimeError, match="randomness"):
             vmap(fn)(batch)
         members = torch.zeros(3, 1, 1, device=device)  # batches nothing the op reads
-        for name, f in (("batched logits", lambda m, x: fn(x)),
-                        ("shared logits", lambda m, x: fn(a) + m)):
+        for name, f in (
+            ("batched logits", lambda m, x: fn(x)),
+            ("shared logits", lambda m, x: fn(a) + m),
+        ):
             different = vmap(f, randomness="different")(members, batch)
             same = vmap(f, randomness="same")(members, batch)
             assert different.shape == same.shape == (3, 16, 6)
@@ -352,10 +395,21 @@ def test_export(backend):
         assert torch.equal(o, e), f"exported output {k} differs"
 
 
-@pytest.mark.parametrize("backend", [
-    backend_param(b) if b != "reference" else pytest.param(b, marks=pytest.mark.skip(
-        reason="the reference is plain PyTorch: inductor compiles its int64 Philox for minutes, "
-        "and what it checks is torch's own compiler")) for b in BACKENDS])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        backend_param(b)
+        if b != "reference"
+        else pytest.param(
+            b,
+            marks=pytest.mark.skip(
+                reason="the reference is plain PyTorch: inductor compiles its int64 Philox for minutes, "
+                "and what it checks is torch's own compiler"
+            ),
+        )
+        for b in BACKENDS
+    ],
+)
 def test_compile_fullgraph_forward_and_backward(backend):
     torch._dynamo.reset()
     device = _device(backend)
@@ -404,8 +458,9 @@ def test_direct_ops_are_differentiable_twice(op):
     a = make_logits((3, 5), seed=4, dtype=D).requires_grad_()
     t = make_temperature((3,), seed=2, dtype=D).requires_grad_()
     if op == "exp_concrete_sample":
-        f = functools.partial(torch.ops.concrete_ext.exp_concrete_sample, dim=-1, seed=2,
-                              offset=0, generator=None)
+        f = functools.partial(
+            torch.ops.concrete_ext.exp_concrete_sample, dim=-1, seed=2, offset=0, generator=None
+        )
         assert torch.autograd.gradgradcheck(lambda a, t: f(a, t), (a, t))
     else:
         y = ref.exp_concrete_sample(a.detach(), t.detach(), seed=4)

@@ -40,8 +40,17 @@ def _load(ptr, idx, mask, FP64: tl.constexpr):
 
 
 @triton.jit
-def _sample_kernel(a_ptr, out_ptr, tau_ptr, tau_stride, state_ptr, numel, LOGIT: tl.constexpr,
-                   FP64: tl.constexpr, BLOCK: tl.constexpr):
+def _sample_kernel(
+    a_ptr,
+    out_ptr,
+    tau_ptr,
+    tau_stride,
+    state_ptr,
+    numel,
+    LOGIT: tl.constexpr,
+    FP64: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """y = (a + L) / tau (LOGIT) or x = sigmoid(y), L the logistic noise of the element's index."""
     start, idx, mask = _block(numel, BLOCK)
     seed, lo, hi = cm.load_state(state_ptr)
@@ -54,9 +63,19 @@ def _sample_kernel(a_ptr, out_ptr, tau_ptr, tau_stride, state_ptr, numel, LOGIT:
 
 
 @triton.jit
-def _sample_backward_kernel(g_ptr, s_ptr, da_ptr, gt_ptr, tau_ptr, tau_stride, numel,
-                            LOGIT: tl.constexpr, WANT_T: tl.constexpr, FP64: tl.constexpr,
-                            BLOCK: tl.constexpr):
+def _sample_backward_kernel(
+    g_ptr,
+    s_ptr,
+    da_ptr,
+    gt_ptr,
+    tau_ptr,
+    tau_stride,
+    numel,
+    LOGIT: tl.constexpr,
+    WANT_T: tl.constexpr,
+    FP64: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """From the saved sample: logit form d a = dy / tau, d tau = -dy y / tau (0 where y = +-inf);
     on (0, 1) dy = dx x (1 - x) first, and saturated elements (x (1 - x) = 0) get 0."""
     start, idx, mask = _block(numel, BLOCK)
@@ -87,28 +106,52 @@ def _logit_grads(y, a, tau):
 
 
 @triton.jit
-def _log_prob_kernel(v_ptr, a_ptr, out_ptr, tau_ptr, tau_stride, numel, LOGIT: tl.constexpr,
-                     FP64: tl.constexpr, BLOCK: tl.constexpr):
+def _log_prob_kernel(
+    v_ptr,
+    a_ptr,
+    out_ptr,
+    tau_ptr,
+    tau_stride,
+    numel,
+    LOGIT: tl.constexpr,
+    FP64: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """log p(y) (LOGIT) or log p(x) = log p(log x - log1p(-x)) - log x - log1p(-x)."""
     start, idx, mask = _block(numel, BLOCK)
     v = _load(v_ptr, idx, mask, FP64)
     if LOGIT:
-        lp, dy, da, dt = _logit_grads(v, _load(a_ptr, idx, mask, FP64),
-                                      _load(tau_ptr, idx * tau_stride, mask, FP64))
+        lp, dy, da, dt = _logit_grads(
+            v, _load(a_ptr, idx, mask, FP64), _load(tau_ptr, idx * tau_stride, mask, FP64)
+        )
     else:
         lx = tl.log(v)
         l1x = cm.log1p(-v)
-        lp, dy, da, dt = _logit_grads(lx - l1x, _load(a_ptr, idx, mask, FP64),
-                                      _load(tau_ptr, idx * tau_stride, mask, FP64))
+        lp, dy, da, dt = _logit_grads(
+            lx - l1x, _load(a_ptr, idx, mask, FP64), _load(tau_ptr, idx * tau_stride, mask, FP64)
+        )
         lp = lp - lx - l1x
     tl.store(out_ptr + idx, lp.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _log_prob_backward_kernel(g_ptr, v_ptr, a_ptr, gv_ptr, ga_ptr, gt_ptr, tau_ptr, tau_stride,
-                              numel, LOGIT: tl.constexpr, WANT_V: tl.constexpr,
-                              WANT_A: tl.constexpr, WANT_T: tl.constexpr, FP64: tl.constexpr,
-                              BLOCK: tl.constexpr):
+def _log_prob_backward_kernel(
+    g_ptr,
+    v_ptr,
+    a_ptr,
+    gv_ptr,
+    ga_ptr,
+    gt_ptr,
+    tau_ptr,
+    tau_stride,
+    numel,
+    LOGIT: tl.constexpr,
+    WANT_V: tl.constexpr,
+    WANT_A: tl.constexpr,
+    WANT_T: tl.constexpr,
+    FP64: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """grad times (d value, d logit, d tau) of the log-density (module docstring)."""
     start, idx, mask = _block(numel, BLOCK)
     g = _load(g_ptr, idx, mask, FP64)
@@ -141,13 +184,24 @@ def _sample(logits: Tensor, temperature: Tensor, rng_state: Tensor, logit: bool)
     if a.numel() == 0:
         return out
     grid, block, warps = cm.elem_launch(a.numel())
-    cm.launch(_sample_kernel)[grid](a, out, tau, stride, rng_state, a.numel(), LOGIT=logit,
-                                      FP64=a.dtype == torch.float64, BLOCK=block, num_warps=warps)
+    cm.launch(_sample_kernel)[grid](
+        a,
+        out,
+        tau,
+        stride,
+        rng_state,
+        a.numel(),
+        LOGIT=logit,
+        FP64=a.dtype == torch.float64,
+        BLOCK=block,
+        num_warps=warps,
+    )
     return out
 
 
-def _sample_backward(grad: Tensor, sample: Tensor, temperature: Tensor, temperature_grad: bool,
-                     logit: bool) -> Tuple[Tensor, Tensor]:
+def _sample_backward(
+    grad: Tensor, sample: Tensor, temperature: Tensor, temperature_grad: bool, logit: bool
+) -> Tuple[Tensor, Tensor]:
     cm.check_same(grad, sample, "grad", "sample")
     acc = cm.acc_dtype(sample.dtype)
     tau, stride = _temperature(temperature, sample)
@@ -158,9 +212,19 @@ def _sample_backward(grad: Tensor, sample: Tensor, temperature: Tensor, temperat
         return grad_logits, grad_tau
     grid, block, warps = cm.elem_launch(s.numel())
     cm.launch(_sample_backward_kernel)[grid](
-        grad.contiguous(), s, grad_logits, grad_tau if temperature_grad else cm.dummy(s.device, acc),
-        tau, stride, s.numel(), LOGIT=logit, WANT_T=temperature_grad,
-        FP64=acc == torch.float64, BLOCK=block, num_warps=warps)
+        grad.contiguous(),
+        s,
+        grad_logits,
+        grad_tau if temperature_grad else cm.dummy(s.device, acc),
+        tau,
+        stride,
+        s.numel(),
+        LOGIT=logit,
+        WANT_T=temperature_grad,
+        FP64=acc == torch.float64,
+        BLOCK=block,
+        num_warps=warps,
+    )
     return grad_logits, grad_tau
 
 
@@ -173,18 +237,34 @@ def _log_prob(value: Tensor, logits: Tensor, temperature: Tensor, logit: bool) -
     if a.numel() == 0:
         return out
     grid, block, warps = cm.elem_launch(a.numel())
-    cm.launch(_log_prob_kernel)[grid](value.contiguous(), a, out, tau, stride, a.numel(),
-                                        LOGIT=logit, FP64=a.dtype == torch.float64, BLOCK=block,
-                                        num_warps=warps)
+    cm.launch(_log_prob_kernel)[grid](
+        value.contiguous(),
+        a,
+        out,
+        tau,
+        stride,
+        a.numel(),
+        LOGIT=logit,
+        FP64=a.dtype == torch.float64,
+        BLOCK=block,
+        num_warps=warps,
+    )
     return out
 
 
-def _log_prob_backward(grad: Tensor, value: Tensor, logits: Tensor, temperature: Tensor,
-                       output_mask: List[bool], logit: bool) -> Tuple[Tensor, Tensor, Tensor]:
+def _log_prob_backward(
+    grad: Tensor,
+    value: Tensor,
+    logits: Tensor,
+    temperature: Tensor,
+    output_mask: List[bool],
+    logit: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
     cm.check_same(value, logits, "value", "logits")
     if grad.shape != logits.shape:
-        raise ValueError(f"grad has shape {tuple(grad.shape)} but logits has shape "
-                         f"{tuple(logits.shape)}")
+        raise ValueError(
+            f"grad has shape {tuple(grad.shape)} but logits has shape {tuple(logits.shape)}"
+        )
     acc = cm.acc_dtype(logits.dtype)
     tau, stride = _temperature(temperature, logits)
     want_v, want_a, want_t = (bool(b) for b in output_mask)
@@ -197,16 +277,30 @@ def _log_prob_backward(grad: Tensor, value: Tensor, logits: Tensor, temperature:
     fill = cm.dummy(a.device, a.dtype)
     grid, block, warps = cm.elem_launch(a.numel())
     cm.launch(_log_prob_backward_kernel)[grid](
-        grad.to(acc).contiguous(), value.contiguous(), a, gv if want_v else fill,
-        ga if want_a else fill, gt if want_t else cm.dummy(a.device, acc), tau, stride, a.numel(),
-        LOGIT=logit, WANT_V=want_v, WANT_A=want_a, WANT_T=want_t, FP64=acc == torch.float64,
-        BLOCK=block, num_warps=warps)
+        grad.to(acc).contiguous(),
+        value.contiguous(),
+        a,
+        gv if want_v else fill,
+        ga if want_a else fill,
+        gt if want_t else cm.dummy(a.device, acc),
+        tau,
+        stride,
+        a.numel(),
+        LOGIT=logit,
+        WANT_V=want_v,
+        WANT_A=want_a,
+        WANT_T=want_t,
+        FP64=acc == torch.float64,
+        BLOCK=block,
+        num_warps=warps,
+    )
     return gv, ga, gt
 
 
 # ---- ops ------------------------------------------------------------------------------------------
-def logit_binary_concrete_sample_op(logits: Tensor, temperature: Tensor,
-                                    rng_state: Tensor) -> Tensor:
+def logit_binary_concrete_sample_op(
+    logits: Tensor, temperature: Tensor, rng_state: Tensor
+) -> Tensor:
     return _sample(logits, temperature, rng_state, True)
 
 
@@ -214,18 +308,19 @@ def binary_concrete_sample_op(logits: Tensor, temperature: Tensor, rng_state: Te
     return _sample(logits, temperature, rng_state, False)
 
 
-def logit_binary_concrete_sample_backward_op(grad: Tensor, sample: Tensor, temperature: Tensor,
-                                             temperature_grad: bool) -> Tuple[Tensor, Tensor]:
+def logit_binary_concrete_sample_backward_op(
+    grad: Tensor, sample: Tensor, temperature: Tensor, temperature_grad: bool
+) -> Tuple[Tensor, Tensor]:
     return _sample_backward(grad, sample, temperature, temperature_grad, True)
 
 
-def binary_concrete_sample_backward_op(grad: Tensor, sample: Tensor, temperature: Tensor,
-                                       temperature_grad: bool) -> Tuple[Tensor, Tensor]:
+def binary_concrete_sample_backward_op(
+    grad: Tensor, sample: Tensor, temperature: Tensor, temperature_grad: bool
+) -> Tuple[Tensor, Tensor]:
     return _sample_backward(grad, sample, temperature, temperature_grad, False)
 
 
-def logit_binary_concrete_log_prob_op(value: Tensor, logits: Tensor,
-                                      temperature: Tensor) -> Tensor:
+def logit_binary_concrete_log_prob_op(value: Tensor, logits: Tensor, temperature: Tensor) -> Tensor:
     return _log_prob(value, logits, temperature, True)
 
 
@@ -233,15 +328,15 @@ def binary_concrete_log_prob_op(value: Tensor, logits: Tensor, temperature: Tens
     return _log_prob(value, logits, temperature, False)
 
 
-def logit_binary_concrete_log_prob_backward_op(grad: Tensor, value: Tensor, logits: Tensor,
-                                               temperature: Tensor, output_mask: List[bool]
-                                               ) -> Tuple[Tensor, Tensor, Tensor]:
+def logit_binary_concrete_log_prob_backward_op(
+    grad: Tensor, value: Tensor, logits: Tensor, temperature: Tensor, output_mask: List[bool]
+) -> Tuple[Tensor, Tensor, Tensor]:
     return _log_prob_backward(grad, value, logits, temperature, output_mask, True)
 
 
-def binary_concrete_log_prob_backward_op(grad: Tensor, value: Tensor, logits: Tensor,
-                                         temperature: Tensor, output_mask: List[bool]
-                                         ) -> Tuple[Tensor, Tensor, Tensor]:
+def binary_concrete_log_prob_backward_op(
+    grad: Tensor, value: Tensor, logits: Tensor, temperature: Tensor, output_mask: List[bool]
+) -> Tuple[Tensor, Tensor, Tensor]:
     return _log_prob_backward(grad, value, logits, temperature, output_mask, False)
 
 

@@ -75,8 +75,9 @@ def draws_run(seed, off_lo, off_hi, first_group, N: tl.constexpr):
 
 
 @triton.jit
-def draws_tile(seed, off_lo, off_hi, idx, first, R: tl.constexpr, C: tl.constexpr,
-               RUN: tl.constexpr):
+def draws_tile(
+    seed, off_lo, off_hi, idx, first, R: tl.constexpr, C: tl.constexpr, RUN: tl.constexpr
+):
     """Draws of an [R, C] tile of element indices `idx`. RUN: the tile is the aligned run
     first, first + 1, ..., first + R C - 1 in row-major order (first % 4 == 0), so one Philox call
     serves four elements; otherwise each element computes its own group."""
@@ -294,8 +295,10 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def check_floating(t: Tensor, name: str) -> None:
     if not t.is_floating_point():
-        raise TypeError(f"{name} must have a floating dtype (float32, float64, float16 or "
-                        f"bfloat16), got {t.dtype}")
+        raise TypeError(
+            f"{name} must have a floating dtype (float32, float64, float16 or "
+            f"bfloat16), got {t.dtype}"
+        )
 
 
 def check_same(t: Tensor, ref: Tensor, name: str, ref_name: str, shape: bool = True) -> None:
@@ -304,8 +307,9 @@ def check_same(t: Tensor, ref: Tensor, name: str, ref_name: str, shape: bool = T
     if t.dtype != ref.dtype:
         raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}")
     if shape and t.shape != ref.shape:
-        raise ValueError(f"{name} has shape {tuple(t.shape)} but {ref_name} has shape "
-                         f"{tuple(ref.shape)}")
+        raise ValueError(
+            f"{name} has shape {tuple(t.shape)} but {ref_name} has shape {tuple(ref.shape)}"
+        )
 
 
 def category_dim(t: Tensor, dim: int, name: str) -> int:
@@ -334,8 +338,13 @@ def rows_of(out: Tensor, d: int) -> Tensor:
     return out.movedim(d, -1).view(-1, out.shape[d])
 
 
-def prepare_temperature(temperature: Tensor, shape: Sequence[int], device: torch.device,
-                        acc: torch.dtype, name: str = "temperature") -> Tuple[Tensor, int]:
+def prepare_temperature(
+    temperature: Tensor,
+    shape: Sequence[int],
+    device: torch.device,
+    acc: torch.dtype,
+    name: str = "temperature",
+) -> Tuple[Tensor, int]:
     """(values, stride): the temperature as the kernels read it, tau(i) = values[i * stride], in
     the op's math type on the op's device: one value (stride 0) or one per row / element (stride 1).
 
@@ -345,22 +354,27 @@ def prepare_temperature(temperature: Tensor, shape: Sequence[int], device: torch
     if temperature.numel() == 1 and temperature.device.type == "cpu" and device.type != "cpu":
         return torch.full((1,), temperature.item(), dtype=acc, device=device), 0
     if temperature.device != device:
-        raise ValueError(f"{name} is on {temperature.device} but the op's tensors are on {device} "
-                         "(a temperature on another device must be a single value on the CPU)")
+        raise ValueError(
+            f"{name} is on {temperature.device} but the op's tensors are on {device} "
+            "(a temperature on another device must be a single value on the CPU)"
+        )
     try:
         ok = torch.broadcast_shapes(temperature.shape, tuple(shape)) == torch.Size(shape)
     except RuntimeError:
         ok = False
     if not ok and temperature.numel() != 1:
-        raise ValueError(f"{name} of shape {tuple(temperature.shape)} does not broadcast to the "
-                         f"batch shape {tuple(shape)}")
+        raise ValueError(
+            f"{name} of shape {tuple(temperature.shape)} does not broadcast to the "
+            f"batch shape {tuple(shape)}"
+        )
     if temperature.numel() == 1:
         return temperature.to(acc).reshape(1), 0
     return temperature.to(acc).expand(tuple(shape)).contiguous().view(-1), 1
 
 
-def rng_state(seed: Optional[int], offset: int, generator: Optional[torch.Generator],
-              device: torch.device) -> Tensor:
+def rng_state(
+    seed: Optional[int], offset: int, generator: Optional[torch.Generator], device: torch.device
+) -> Tensor:
     """The int64 state [seed, offset] of a call, on `device`.
 
     With an explicit seed it holds (seed, offset). Otherwise the seed is drawn from `generator`
@@ -369,8 +383,9 @@ def rng_state(seed: Optional[int], offset: int, generator: Optional[torch.Genera
     (not a constant) under torch.compile."""
     if seed is None:
         gdev = generator.device if generator is not None else device
-        s = torch.randint(-(2**63), 2**63 - 1, (1,), generator=generator, dtype=torch.int64,
-                          device=gdev)
+        s = torch.randint(
+            -(2**63), 2**63 - 1, (1,), generator=generator, dtype=torch.int64, device=gdev
+        )
         if torch.device(gdev).type == "cpu":
             # As reference.resolve_seed: + 2**63 (mod 2**64, i.e. flip the top bit) gives the seed
             # the CPU kernels draw from the same generator state.

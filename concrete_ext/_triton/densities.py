@@ -48,9 +48,20 @@ def _log_kappa(count, tau, sum_w, lse, FP64: tl.constexpr):
 
 
 @triton.jit
-def _log_prob_kernel(v_ptr, a_ptr, out_ptr, tau_ptr, tau_stride, rows, n, LOG_SPACE: tl.constexpr,
-                     FP64: tl.constexpr, R: tl.constexpr, C: tl.constexpr,
-                     ONE_CHUNK: tl.constexpr):
+def _log_prob_kernel(
+    v_ptr,
+    a_ptr,
+    out_ptr,
+    tau_ptr,
+    tau_stride,
+    rows,
+    n,
+    LOG_SPACE: tl.constexpr,
+    FP64: tl.constexpr,
+    R: tl.constexpr,
+    C: tl.constexpr,
+    ONE_CHUNK: tl.constexpr,
+):
     """out[r] = log kappa(y_r) (LOG_SPACE) or log kappa(log x_r) - sum_k log x_rk, over the row's
     unmasked categories; a row with none gives NaN."""
     row0, r, row_ok = rw.program_rows(rows, R)
@@ -84,8 +95,9 @@ def _log_prob_kernel(v_ptr, a_ptr, out_ptr, tau_ptr, tau_stride, rows, n, LOG_SP
 
 
 @triton.jit
-def _log_prob_grads(gr, tau, w, v_ptr, idx, m, masked, count, lse, LOG_SPACE: tl.constexpr,
-                    FP64: tl.constexpr):
+def _log_prob_grads(
+    gr, tau, w, v_ptr, idx, m, masked, count, lse, LOG_SPACE: tl.constexpr, FP64: tl.constexpr
+):
     """(c = 1 - n s_k (0 where masked), d value, d logits) of one chunk, gr the upstream gradient."""
     c = tl.where(masked, 0.0, 1.0 - cm.to_acc(count, FP64)[:, None] * tl.exp(w - lse[:, None]))
     dy = -gr[:, None] * tau[:, None] * c
@@ -98,10 +110,26 @@ def _log_prob_grads(gr, tau, w, v_ptr, idx, m, masked, count, lse, LOG_SPACE: tl
 
 
 @triton.jit
-def _log_prob_backward_kernel(g_ptr, v_ptr, a_ptr, gv_ptr, ga_ptr, gt_ptr, tau_ptr, tau_stride,
-                              rows, n, LOG_SPACE: tl.constexpr, WANT_V: tl.constexpr,
-                              WANT_A: tl.constexpr, WANT_T: tl.constexpr, FP64: tl.constexpr,
-                              R: tl.constexpr, C: tl.constexpr, ONE_CHUNK: tl.constexpr):
+def _log_prob_backward_kernel(
+    g_ptr,
+    v_ptr,
+    a_ptr,
+    gv_ptr,
+    ga_ptr,
+    gt_ptr,
+    tau_ptr,
+    tau_stride,
+    rows,
+    n,
+    LOG_SPACE: tl.constexpr,
+    WANT_V: tl.constexpr,
+    WANT_A: tl.constexpr,
+    WANT_T: tl.constexpr,
+    FP64: tl.constexpr,
+    R: tl.constexpr,
+    C: tl.constexpr,
+    ONE_CHUNK: tl.constexpr,
+):
     """Gradients of the log-densities (module docstring), scaled by the upstream grad[r]."""
     row0, r, row_ok = rw.program_rows(rows, R)
     tau = rw.load_tau(tau_ptr, tau_stride, r, row_ok, FP64)
@@ -112,8 +140,7 @@ def _log_prob_backward_kernel(g_ptr, v_ptr, a_ptr, gv_ptr, ga_ptr, gt_ptr, tau_p
         mx = tl.max(w, axis=1)
         lse = mx + tl.log(tl.sum(tl.exp(w - mx[:, None]), axis=1))
         count = tl.sum(tl.where(masked, 0, 1), axis=1)
-        c, dv, da = _log_prob_grads(gr, tau, w, v_ptr, idx, m, masked, count, lse, LOG_SPACE,
-                                    FP64)
+        c, dv, da = _log_prob_grads(gr, tau, w, v_ptr, idx, m, masked, count, lse, LOG_SPACE, FP64)
         if WANT_V:
             tl.store(gv_ptr + idx, dv.to(gv_ptr.dtype.element_ty), mask=m)
         if WANT_A:
@@ -133,8 +160,9 @@ def _log_prob_backward_kernel(g_ptr, v_ptr, a_ptr, gv_ptr, ga_ptr, gt_ptr, tau_p
         for c0 in range(0, n, C):
             idx, m, k = rw.chunk(r, row_ok, n, c0, C)
             w, y, masked = _w_chunk(v_ptr, a_ptr, idx, m, tau, LOG_SPACE, FP64)
-            c, dv, da = _log_prob_grads(gr, tau, w, v_ptr, idx, m, masked, count, lse,
-                                        LOG_SPACE, FP64)
+            c, dv, da = _log_prob_grads(
+                gr, tau, w, v_ptr, idx, m, masked, count, lse, LOG_SPACE, FP64
+            )
             if WANT_V:
                 tl.store(gv_ptr + idx, dv.to(gv_ptr.dtype.element_ty), mask=m)
             if WANT_A:
@@ -147,12 +175,14 @@ def _log_prob_backward_kernel(g_ptr, v_ptr, a_ptr, gv_ptr, ga_ptr, gt_ptr, tau_p
 
 # ---- launchers ------------------------------------------------------------------------------------
 def _launch_kw(launch: cm.RowLaunch, fp64: bool) -> dict:
-    return dict(FP64=fp64, R=launch.R, C=launch.C, ONE_CHUNK=launch.one_chunk,
-                num_warps=launch.num_warps)
+    return dict(
+        FP64=fp64, R=launch.R, C=launch.C, ONE_CHUNK=launch.one_chunk, num_warps=launch.num_warps
+    )
 
 
-def _log_prob(value: Tensor, logits: Tensor, temperature: Tensor, dim: int,
-              log_space: bool) -> Tensor:
+def _log_prob(
+    value: Tensor, logits: Tensor, temperature: Tensor, dim: int, log_space: bool
+) -> Tensor:
     cm.check_floating(logits, "logits")
     cm.check_same(value, logits, "value", "logits")
     d = cm.category_dim(logits, dim, "logits")
@@ -166,20 +196,35 @@ def _log_prob(value: Tensor, logits: Tensor, temperature: Tensor, dim: int,
         return out
     launch = cm.row_launch(rows, n, acc == torch.float64)
     cm.launch(_log_prob_kernel)[launch.grid](
-        cm.to_rows(value, d), a, out.view(-1), tau, stride, rows, n, LOG_SPACE=log_space,
-        **_launch_kw(launch, acc == torch.float64))
+        cm.to_rows(value, d),
+        a,
+        out.view(-1),
+        tau,
+        stride,
+        rows,
+        n,
+        LOG_SPACE=log_space,
+        **_launch_kw(launch, acc == torch.float64),
+    )
     return out
 
 
-def _log_prob_backward(grad: Tensor, value: Tensor, logits: Tensor, temperature: Tensor,
-                       dim: int, output_mask: List[bool],
-                       log_space: bool) -> Tuple[Tensor, Tensor, Tensor]:
+def _log_prob_backward(
+    grad: Tensor,
+    value: Tensor,
+    logits: Tensor,
+    temperature: Tensor,
+    dim: int,
+    output_mask: List[bool],
+    log_space: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
     cm.check_same(value, logits, "value", "logits")
     d = cm.category_dim(logits, dim, "logits")
     bshape = cm.batch_shape(logits, d)
     if list(grad.shape) != bshape:
-        raise ValueError(f"grad has shape {tuple(grad.shape)} but the log-density has shape "
-                         f"{tuple(bshape)}")
+        raise ValueError(
+            f"grad has shape {tuple(grad.shape)} but the log-density has shape {tuple(bshape)}"
+        )
     acc = cm.acc_dtype(logits.dtype)
     tau, stride = cm.prepare_temperature(temperature, bshape, logits.device, acc)
     want_v, want_a, want_t = (bool(b) for b in output_mask)
@@ -193,17 +238,29 @@ def _log_prob_backward(grad: Tensor, value: Tensor, logits: Tensor, temperature:
     fill = cm.dummy(logits.device, logits.dtype)
     launch = cm.row_launch(rows, n, acc == torch.float64)
     cm.launch(_log_prob_backward_kernel)[launch.grid](
-        grad.to(acc).contiguous().view(-1), cm.to_rows(value, d), a,
-        cm.rows_of(gv, d) if want_v else fill, cm.rows_of(ga, d) if want_a else fill,
-        gt if want_t else cm.dummy(logits.device, acc), tau, stride, rows, n,
-        LOG_SPACE=log_space, WANT_V=want_v, WANT_A=want_a, WANT_T=want_t,
-        **_launch_kw(launch, acc == torch.float64))
+        grad.to(acc).contiguous().view(-1),
+        cm.to_rows(value, d),
+        a,
+        cm.rows_of(gv, d) if want_v else fill,
+        cm.rows_of(ga, d) if want_a else fill,
+        gt if want_t else cm.dummy(logits.device, acc),
+        tau,
+        stride,
+        rows,
+        n,
+        LOG_SPACE=log_space,
+        WANT_V=want_v,
+        WANT_A=want_a,
+        WANT_T=want_t,
+        **_launch_kw(launch, acc == torch.float64),
+    )
     return gv, ga, gt
 
 
 # ---- ops ------------------------------------------------------------------------------------------
-def exp_concrete_log_prob_op(value: Tensor, logits: Tensor, temperature: Tensor,
-                             dim: int) -> Tensor:
+def exp_concrete_log_prob_op(
+    value: Tensor, logits: Tensor, temperature: Tensor, dim: int
+) -> Tensor:
     return _log_prob(value, logits, temperature, dim, True)
 
 
@@ -211,15 +268,25 @@ def concrete_log_prob_op(value: Tensor, logits: Tensor, temperature: Tensor, dim
     return _log_prob(value, logits, temperature, dim, False)
 
 
-def exp_concrete_log_prob_backward_op(grad: Tensor, value: Tensor, logits: Tensor,
-                                      temperature: Tensor, dim: int, output_mask: List[bool]
-                                      ) -> Tuple[Tensor, Tensor, Tensor]:
+def exp_concrete_log_prob_backward_op(
+    grad: Tensor,
+    value: Tensor,
+    logits: Tensor,
+    temperature: Tensor,
+    dim: int,
+    output_mask: List[bool],
+) -> Tuple[Tensor, Tensor, Tensor]:
     return _log_prob_backward(grad, value, logits, temperature, dim, output_mask, True)
 
 
-def concrete_log_prob_backward_op(grad: Tensor, value: Tensor, logits: Tensor,
-                                  temperature: Tensor, dim: int, output_mask: List[bool]
-                                  ) -> Tuple[Tensor, Tensor, Tensor]:
+def concrete_log_prob_backward_op(
+    grad: Tensor,
+    value: Tensor,
+    logits: Tensor,
+    temperature: Tensor,
+    dim: int,
+    output_mask: List[bool],
+) -> Tuple[Tensor, Tensor, Tensor]:
     return _log_prob_backward(grad, value, logits, temperature, dim, output_mask, False)
 
 

@@ -27,9 +27,21 @@ INF = tl.constexpr(float("inf"))
 
 # ---- kernels --------------------------------------------------------------------------------------
 @triton.jit
-def _sample_kernel(a_ptr, out_ptr, tau_ptr, tau_stride, state_ptr, rows, n,
-                   LOG_SPACE: tl.constexpr, FP64: tl.constexpr, R: tl.constexpr, C: tl.constexpr,
-                   ONE_CHUNK: tl.constexpr, RUN: tl.constexpr):
+def _sample_kernel(
+    a_ptr,
+    out_ptr,
+    tau_ptr,
+    tau_stride,
+    state_ptr,
+    rows,
+    n,
+    LOG_SPACE: tl.constexpr,
+    FP64: tl.constexpr,
+    R: tl.constexpr,
+    C: tl.constexpr,
+    ONE_CHUNK: tl.constexpr,
+    RUN: tl.constexpr,
+):
     """Concrete / ExpConcrete sample of each row: z_k = (a_k + G_k) / tau,
     y_k = z_k - LSE(z) (LOG_SPACE) or x_k = softmax(z)_k = exp(z_k - max z) / sum_j exp(z_j - max z).
     Masked categories (a = -inf) give y = -inf, x = 0; a row of all -inf gives NaN."""
@@ -38,7 +50,9 @@ def _sample_kernel(a_ptr, out_ptr, tau_ptr, tau_stride, state_ptr, rows, n,
     seed, lo, hi = cm.load_state(state_ptr)
     out_ty = out_ptr.dtype.element_ty
     if ONE_CHUNK:
-        z, a, idx, m = rw.perturbed(a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, 0, R, C, RUN, FP64)
+        z, a, idx, m = rw.perturbed(
+            a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, 0, R, C, RUN, FP64
+        )
         zs = z - tl.max(z, axis=1)[:, None]
         e = tl.exp(zs)
         s = tl.sum(e, axis=1)
@@ -51,13 +65,15 @@ def _sample_kernel(a_ptr, out_ptr, tau_ptr, tau_stride, state_ptr, rows, n,
         mx = rw.full_rows(-INF, R, FP64)
         s = rw.full_rows(0.0, R, FP64)
         for c0 in range(0, n, C):
-            z, a, idx, m = rw.perturbed(a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C,
-                                        RUN, FP64)
+            z, a, idx, m = rw.perturbed(
+                a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C, RUN, FP64
+            )
             mx, s = cm.lse_update(mx, s, z)
         ls = tl.log(s)
         for c0 in range(0, n, C):
-            z, a, idx, m = rw.perturbed(a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C,
-                                        RUN, FP64)
+            z, a, idx, m = rw.perturbed(
+                a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C, RUN, FP64
+            )
             zs = z - mx[:, None]
             if LOG_SPACE:
                 y = zs - ls[:, None]
@@ -91,9 +107,22 @@ def _row_sum_term(g, v, LOG_SPACE: tl.constexpr):
 
 
 @triton.jit
-def _sample_backward_kernel(g_ptr, s_ptr, da_ptr, gt_ptr, tau_ptr, tau_stride, rows, n,
-                            LOG_SPACE: tl.constexpr, WANT_T: tl.constexpr, FP64: tl.constexpr,
-                            R: tl.constexpr, C: tl.constexpr, ONE_CHUNK: tl.constexpr):
+def _sample_backward_kernel(
+    g_ptr,
+    s_ptr,
+    da_ptr,
+    gt_ptr,
+    tau_ptr,
+    tau_stride,
+    rows,
+    n,
+    LOG_SPACE: tl.constexpr,
+    WANT_T: tl.constexpr,
+    FP64: tl.constexpr,
+    R: tl.constexpr,
+    C: tl.constexpr,
+    ONE_CHUNK: tl.constexpr,
+):
     """Backward of the samples from the saved sample only (sum_k dz_k = 0, so z may be replaced by
     y): d a_k = dz_k / tau and d tau = -(1/tau) sum_k dz_k y_k (dz from _dz_term)."""
     row0, r, row_ok = rw.program_rows(rows, R)
@@ -131,8 +160,21 @@ def _sample_backward_kernel(g_ptr, s_ptr, da_ptr, gt_ptr, tau_ptr, tau_stride, r
 
 
 @triton.jit
-def _argmax_chunk(a_ptr, seed, lo, hi, row0, r, row_ok, n, c0, R: tl.constexpr, C: tl.constexpr,
-                  RUN: tl.constexpr, FP64: tl.constexpr):
+def _argmax_chunk(
+    a_ptr,
+    seed,
+    lo,
+    hi,
+    row0,
+    r,
+    row_ok,
+    n,
+    c0,
+    R: tl.constexpr,
+    C: tl.constexpr,
+    RUN: tl.constexpr,
+    FP64: tl.constexpr,
+):
     """(max_k (a_k + G_k), its lowest index) over one chunk; NaN never wins (counted as -inf), and
     a chunk of all -inf gives (-inf, its first index)."""
     idx, m, k = rw.chunk(r, row_ok, n, c0, C)
@@ -145,8 +187,18 @@ def _argmax_chunk(a_ptr, seed, lo, hi, row0, r, row_ok, n, c0, R: tl.constexpr, 
 
 
 @triton.jit
-def _argmax_kernel(a_ptr, out_ptr, state_ptr, rows, n, FP64: tl.constexpr, R: tl.constexpr,
-                   C: tl.constexpr, ONE_CHUNK: tl.constexpr, RUN: tl.constexpr):
+def _argmax_kernel(
+    a_ptr,
+    out_ptr,
+    state_ptr,
+    rows,
+    n,
+    FP64: tl.constexpr,
+    R: tl.constexpr,
+    C: tl.constexpr,
+    ONE_CHUNK: tl.constexpr,
+    RUN: tl.constexpr,
+):
     """One-hot of argmax_k (a_k + G_k) per row (Gumbel-max, paper Prop. 1c), ties to the lowest
     index, NaN never wins; a row where no category beats -inf (all logits -inf) has no
     distribution and samples NaN, as the Concrete samples do (and the CPU and CUDA kernels)."""
@@ -172,9 +224,23 @@ def _argmax_kernel(a_ptr, out_ptr, state_ptr, rows, n, FP64: tl.constexpr, R: tl
 
 
 @triton.jit
-def _hard_backward_kernel(g_ptr, a_ptr, da_ptr, gt_ptr, tau_ptr, tau_stride, state_ptr, rows, n,
-                          WANT_T: tl.constexpr, FP64: tl.constexpr, R: tl.constexpr,
-                          C: tl.constexpr, ONE_CHUNK: tl.constexpr, RUN: tl.constexpr):
+def _hard_backward_kernel(
+    g_ptr,
+    a_ptr,
+    da_ptr,
+    gt_ptr,
+    tau_ptr,
+    tau_stride,
+    state_ptr,
+    rows,
+    n,
+    WANT_T: tl.constexpr,
+    FP64: tl.constexpr,
+    R: tl.constexpr,
+    C: tl.constexpr,
+    ONE_CHUNK: tl.constexpr,
+    RUN: tl.constexpr,
+):
     """Straight-through backward: the gradient of the soft sample x = softmax((a + G) / tau),
     recomputed from the saved (seed, offset): dz_k = x_k (g_k - sum_j x_j g_j), d a_k = dz_k / tau,
     d tau = -(1/tau) sum_k dz_k (z_k - max z) over x_k > 0."""
@@ -183,7 +249,9 @@ def _hard_backward_kernel(g_ptr, a_ptr, da_ptr, gt_ptr, tau_ptr, tau_stride, sta
     seed, lo, hi = cm.load_state(state_ptr)
     da_ty = da_ptr.dtype.element_ty
     if ONE_CHUNK:
-        z, a, idx, m = rw.perturbed(a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, 0, R, C, RUN, FP64)
+        z, a, idx, m = rw.perturbed(
+            a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, 0, R, C, RUN, FP64
+        )
         zs = z - tl.max(z, axis=1)[:, None]
         e = tl.exp(zs)
         x = e / tl.sum(e, axis=1)[:, None]
@@ -196,19 +264,22 @@ def _hard_backward_kernel(g_ptr, a_ptr, da_ptr, gt_ptr, tau_ptr, tau_stride, sta
         mx = rw.full_rows(-INF, R, FP64)
         s = rw.full_rows(0.0, R, FP64)
         for c0 in range(0, n, C):
-            z, a, idx, m = rw.perturbed(a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C,
-                                        RUN, FP64)
+            z, a, idx, m = rw.perturbed(
+                a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C, RUN, FP64
+            )
             mx, s = cm.lse_update(mx, s, z)
         sxg = rw.full_rows(0.0, R, FP64)
         for c0 in range(0, n, C):
-            z, a, idx, m = rw.perturbed(a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C,
-                                        RUN, FP64)
+            z, a, idx, m = rw.perturbed(
+                a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C, RUN, FP64
+            )
             x = tl.exp(z - mx[:, None]) / s[:, None]
             sxg += tl.sum(x * rw.load_acc(g_ptr, idx, m, 0.0, FP64), axis=1)
         acc = rw.full_rows(0.0, R, FP64)
         for c0 in range(0, n, C):
-            z, a, idx, m = rw.perturbed(a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C,
-                                        RUN, FP64)
+            z, a, idx, m = rw.perturbed(
+                a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C, RUN, FP64
+            )
             zs = z - mx[:, None]
             x = tl.exp(zs) / s[:, None]
             dz = x * (rw.load_acc(g_ptr, idx, m, 0.0, FP64) - sxg[:, None])
@@ -220,15 +291,17 @@ def _hard_backward_kernel(g_ptr, a_ptr, da_ptr, gt_ptr, tau_ptr, tau_stride, sta
 
 # ---- launchers ------------------------------------------------------------------------------------
 def _launch_kw(launch: cm.RowLaunch, fp64: bool, run: bool = True) -> dict:
-    kw = dict(FP64=fp64, R=launch.R, C=launch.C, ONE_CHUNK=launch.one_chunk,
-              num_warps=launch.num_warps)
+    kw = dict(
+        FP64=fp64, R=launch.R, C=launch.C, ONE_CHUNK=launch.one_chunk, num_warps=launch.num_warps
+    )
     if run:
         kw["RUN"] = launch.run
     return kw
 
 
-def _sample(logits: Tensor, temperature: Tensor, dim: int, rng_state: Tensor,
-            log_space: bool) -> Tensor:
+def _sample(
+    logits: Tensor, temperature: Tensor, dim: int, rng_state: Tensor, log_space: bool
+) -> Tensor:
     cm.check_floating(logits, "logits")
     d = cm.category_dim(logits, dim, "logits")
     acc = cm.acc_dtype(logits.dtype)
@@ -240,13 +313,27 @@ def _sample(logits: Tensor, temperature: Tensor, dim: int, rng_state: Tensor,
         return out
     launch = cm.row_launch(rows, n, acc == torch.float64)
     cm.launch(_sample_kernel)[launch.grid](
-        x, cm.rows_of(out, d), tau, stride, rng_state, rows, n, LOG_SPACE=log_space,
-        **_launch_kw(launch, acc == torch.float64))
+        x,
+        cm.rows_of(out, d),
+        tau,
+        stride,
+        rng_state,
+        rows,
+        n,
+        LOG_SPACE=log_space,
+        **_launch_kw(launch, acc == torch.float64),
+    )
     return out
 
 
-def _sample_backward(grad: Tensor, sample: Tensor, temperature: Tensor, dim: int,
-                     temperature_grad: bool, log_space: bool) -> Tuple[Tensor, Tensor]:
+def _sample_backward(
+    grad: Tensor,
+    sample: Tensor,
+    temperature: Tensor,
+    dim: int,
+    temperature_grad: bool,
+    log_space: bool,
+) -> Tuple[Tensor, Tensor]:
     d = cm.category_dim(sample, dim, "sample")
     cm.check_same(grad, sample, "grad", "sample")
     acc = cm.acc_dtype(sample.dtype)
@@ -260,10 +347,18 @@ def _sample_backward(grad: Tensor, sample: Tensor, temperature: Tensor, dim: int
         return grad_logits, grad_tau.zero_()
     launch = cm.row_launch(rows, n, acc == torch.float64)
     cm.launch(_sample_backward_kernel)[launch.grid](
-        cm.to_rows(grad, d), s, cm.rows_of(grad_logits, d),
-        grad_tau if temperature_grad else cm.dummy(sample.device, acc), tau, stride, rows, n,
-        LOG_SPACE=log_space, WANT_T=temperature_grad,
-        **_launch_kw(launch, acc == torch.float64, run=False))
+        cm.to_rows(grad, d),
+        s,
+        cm.rows_of(grad_logits, d),
+        grad_tau if temperature_grad else cm.dummy(sample.device, acc),
+        tau,
+        stride,
+        rows,
+        n,
+        LOG_SPACE=log_space,
+        WANT_T=temperature_grad,
+        **_launch_kw(launch, acc == torch.float64, run=False),
+    )
     return grad_logits, grad_tau
 
 
@@ -275,14 +370,16 @@ def _argmax(logits: Tensor, d: int, rng_state: Tensor) -> Tensor:
         return out
     fp64 = logits.dtype == torch.float64
     launch = cm.row_launch(rows, n, fp64)
-    cm.launch(_argmax_kernel)[launch.grid](x, cm.rows_of(out, d), rng_state, rows, n,
-                                             **_launch_kw(launch, fp64))
+    cm.launch(_argmax_kernel)[launch.grid](
+        x, cm.rows_of(out, d), rng_state, rows, n, **_launch_kw(launch, fp64)
+    )
     return out
 
 
 # ---- ops ------------------------------------------------------------------------------------------
-def exp_concrete_sample_op(logits: Tensor, temperature: Tensor, dim: int,
-                           rng_state: Tensor) -> Tensor:
+def exp_concrete_sample_op(
+    logits: Tensor, temperature: Tensor, dim: int, rng_state: Tensor
+) -> Tensor:
     return _sample(logits, temperature, dim, rng_state, True)
 
 
@@ -290,36 +387,48 @@ def concrete_sample_op(logits: Tensor, temperature: Tensor, dim: int, rng_state:
     return _sample(logits, temperature, dim, rng_state, False)
 
 
-def exp_concrete_sample_backward_op(grad: Tensor, sample: Tensor, temperature: Tensor, dim: int,
-                                    temperature_grad: bool) -> Tuple[Tensor, Tensor]:
+def exp_concrete_sample_backward_op(
+    grad: Tensor, sample: Tensor, temperature: Tensor, dim: int, temperature_grad: bool
+) -> Tuple[Tensor, Tensor]:
     return _sample_backward(grad, sample, temperature, dim, temperature_grad, True)
 
 
-def concrete_sample_backward_op(grad: Tensor, sample: Tensor, temperature: Tensor, dim: int,
-                                temperature_grad: bool) -> Tuple[Tensor, Tensor]:
+def concrete_sample_backward_op(
+    grad: Tensor, sample: Tensor, temperature: Tensor, dim: int, temperature_grad: bool
+) -> Tuple[Tensor, Tensor]:
     return _sample_backward(grad, sample, temperature, dim, temperature_grad, False)
 
 
-def gumbel_softmax_hard_op(logits: Tensor, temperature: Tensor, dim: int,
-                           rng_state: Tensor) -> Tuple[Tensor, Tensor]:
+def gumbel_softmax_hard_op(
+    logits: Tensor, temperature: Tensor, dim: int, rng_state: Tensor
+) -> Tuple[Tensor, Tensor]:
     """(one-hot of argmax_k (logits_k + G_k), a copy of rng_state: what the backward recomputes G
     from)."""
     cm.check_floating(logits, "logits")
     d = cm.category_dim(logits, dim, "logits")
     # Validated here although the forward value does not depend on it, so that a bad temperature
     # fails at the call, not in backward.
-    cm.prepare_temperature(temperature, cm.batch_shape(logits, d), logits.device,
-                           cm.acc_dtype(logits.dtype))
+    cm.prepare_temperature(
+        temperature, cm.batch_shape(logits, d), logits.device, cm.acc_dtype(logits.dtype)
+    )
     return _argmax(logits, d, rng_state), rng_state.clone()
 
 
-def gumbel_softmax_hard_backward_op(grad: Tensor, logits: Tensor, temperature: Tensor,
-                                    rng_state: Tensor, dim: int,
-                                    temperature_grad: bool) -> Tuple[Tensor, Tensor]:
+def gumbel_softmax_hard_backward_op(
+    grad: Tensor,
+    logits: Tensor,
+    temperature: Tensor,
+    rng_state: Tensor,
+    dim: int,
+    temperature_grad: bool,
+) -> Tuple[Tensor, Tensor]:
     d = cm.category_dim(logits, dim, "logits")
     cm.check_same(grad, logits, "grad", "logits")
-    if rng_state.numel() != 2 or rng_state.dtype != torch.int64 or \
-            rng_state.device != logits.device:
+    if (
+        rng_state.numel() != 2
+        or rng_state.dtype != torch.int64
+        or rng_state.device != logits.device
+    ):
         raise ValueError("rng_state must be the int64 [seed, offset] tensor the forward returned")
     acc = cm.acc_dtype(logits.dtype)
     bshape = cm.batch_shape(logits, d)
@@ -332,9 +441,18 @@ def gumbel_softmax_hard_backward_op(grad: Tensor, logits: Tensor, temperature: T
         return grad_logits, grad_tau.zero_()
     launch = cm.row_launch(rows, n, acc == torch.float64)
     cm.launch(_hard_backward_kernel)[launch.grid](
-        cm.to_rows(grad, d), x, cm.rows_of(grad_logits, d),
-        grad_tau if temperature_grad else cm.dummy(logits.device, acc), tau, stride, rng_state,
-        rows, n, WANT_T=temperature_grad, **_launch_kw(launch, acc == torch.float64))
+        cm.to_rows(grad, d),
+        x,
+        cm.rows_of(grad_logits, d),
+        grad_tau if temperature_grad else cm.dummy(logits.device, acc),
+        tau,
+        stride,
+        rng_state,
+        rows,
+        n,
+        WANT_T=temperature_grad,
+        **_launch_kw(launch, acc == torch.float64),
+    )
     return grad_logits, grad_tau
 
 

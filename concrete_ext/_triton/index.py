@@ -23,8 +23,23 @@ INF = tl.constexpr(float("inf"))
 
 
 @triton.jit
-def _scores(a_ptr, tau, seed, lo, hi, row0, r, row_ok, n, c0, R: tl.constexpr,
-            C: tl.constexpr, RUN: tl.constexpr, FP64: tl.constexpr, SCALE: tl.constexpr):
+def _scores(
+    a_ptr,
+    tau,
+    seed,
+    lo,
+    hi,
+    row0,
+    r,
+    row_ok,
+    n,
+    c0,
+    R: tl.constexpr,
+    C: tl.constexpr,
+    RUN: tl.constexpr,
+    FP64: tl.constexpr,
+    SCALE: tl.constexpr,
+):
     """(scores [R, C], category indices [C]) of one chunk; -inf outside the rows and categories."""
     idx, m, k = rw.chunk(r, row_ok, n, c0, C)
     a = tl.load(a_ptr + idx, mask=m, other=-INF)
@@ -51,9 +66,23 @@ def _best(v, k, n, taken_ptr, r, row_ok, j, K: tl.constexpr, EXCLUDE: tl.constex
 
 
 @triton.jit
-def _select_kernel(a_ptr, out_ptr, tau_ptr, tau_stride, state_ptr, rows, n, K: tl.constexpr,
-                   FP64: tl.constexpr, SCALE: tl.constexpr, TOPK: tl.constexpr, R: tl.constexpr,
-                   C: tl.constexpr, ONE_CHUNK: tl.constexpr, RUN: tl.constexpr):
+def _select_kernel(
+    a_ptr,
+    out_ptr,
+    tau_ptr,
+    tau_stride,
+    state_ptr,
+    rows,
+    n,
+    K: tl.constexpr,
+    FP64: tl.constexpr,
+    SCALE: tl.constexpr,
+    TOPK: tl.constexpr,
+    R: tl.constexpr,
+    C: tl.constexpr,
+    ONE_CHUNK: tl.constexpr,
+    RUN: tl.constexpr,
+):
     """For each row: the index of the largest score (categorical_sample: -1 when every score is
     -inf), or the indices of the K largest in decreasing order (TOPK)."""
     row0, r, row_ok = rw.program_rows(rows, R)
@@ -61,15 +90,15 @@ def _select_kernel(a_ptr, out_ptr, tau_ptr, tau_stride, state_ptr, rows, n, K: t
     tau = rw.load_tau(tau_ptr, tau_stride, r, row_ok, FP64)
     for j in range(0, K):
         if ONE_CHUNK:
-            v, k = _scores(a_ptr, tau, seed, lo, hi, row0, r, row_ok, n, 0, R, C, RUN, FP64,
-                           SCALE)
+            v, k = _scores(a_ptr, tau, seed, lo, hi, row0, r, row_ok, n, 0, R, C, RUN, FP64, SCALE)
             best, pick = _best(v, k, n, out_ptr, r, row_ok, j, K, TOPK)
         else:
             best = rw.full_rows(-INF, R, FP64)
             pick = tl.full([R], n, tl.int32)
             for c0 in range(0, n, C):
-                v, k = _scores(a_ptr, tau, seed, lo, hi, row0, r, row_ok, n, c0, R, C, RUN, FP64,
-                               SCALE)
+                v, k = _scores(
+                    a_ptr, tau, seed, lo, hi, row0, r, row_ok, n, c0, R, C, RUN, FP64, SCALE
+                )
                 cb, ci = _best(v, k, n, out_ptr, r, row_ok, j, K, TOPK)
                 better = (cb > best) | ((cb == best) & (ci < pick))
                 best = tl.where(better, cb, best)
@@ -79,8 +108,7 @@ def _select_kernel(a_ptr, out_ptr, tau_ptr, tau_stride, state_ptr, rows, n, K: t
         tl.store(out_ptr + r * K + j, pick.to(tl.int64), mask=row_ok)
 
 
-def _select(logits: Tensor, temperature, k: int, dim: int, rng_state: Tensor,
-            topk: bool) -> Tensor:
+def _select(logits: Tensor, temperature, k: int, dim: int, rng_state: Tensor, topk: bool) -> Tensor:
     cm.check_floating(logits, "logits")
     d = cm.category_dim(logits, dim, "logits")
     bshape = cm.batch_shape(logits, d)
@@ -98,14 +126,29 @@ def _select(logits: Tensor, temperature, k: int, dim: int, rng_state: Tensor,
         return out
     launch = cm.row_launch(rows, n, fp64)
     cm.launch(_select_kernel)[launch.grid](
-        x, out, tau, stride, rng_state, rows, n, K=k if topk else 1, FP64=fp64, SCALE=scale,
-        TOPK=topk, R=launch.R, C=launch.C, ONE_CHUNK=launch.one_chunk, RUN=launch.run,
-        num_warps=launch.num_warps)
+        x,
+        out,
+        tau,
+        stride,
+        rng_state,
+        rows,
+        n,
+        K=k if topk else 1,
+        FP64=fp64,
+        SCALE=scale,
+        TOPK=topk,
+        R=launch.R,
+        C=launch.C,
+        ONE_CHUNK=launch.one_chunk,
+        RUN=launch.run,
+        num_warps=launch.num_warps,
+    )
     return out
 
 
-def categorical_sample_op(logits: Tensor, temperature: Tensor, dim: int,
-                          rng_state: Tensor) -> Tensor:
+def categorical_sample_op(
+    logits: Tensor, temperature: Tensor, dim: int, rng_state: Tensor
+) -> Tensor:
     return _select(logits, temperature, 1, dim, rng_state, False)
 
 

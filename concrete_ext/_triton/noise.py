@@ -17,8 +17,16 @@ _GAP = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
 
 
 @triton.jit
-def _noise_kernel(out_ptr, state_ptr, numel, below_one, KIND: tl.constexpr, FP64: tl.constexpr,
-                  CLAMP: tl.constexpr, BLOCK: tl.constexpr):
+def _noise_kernel(
+    out_ptr,
+    state_ptr,
+    numel,
+    below_one,
+    KIND: tl.constexpr,
+    FP64: tl.constexpr,
+    CLAMP: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """out[i] = f(r_i) for the flat index i, r_i the 32-bit Philox draw of element i:
     KIND 0: r_i (as int64); 1: U; 2: E = -log U; 3: G = -log E; 4: L = log U - log(1 - U)
     (transforms of common.py in fp32, or fp64 for fp64 outputs). CLAMP: fp16/bf16 uniform outputs
@@ -49,8 +57,10 @@ def _noise_kernel(out_ptr, state_ptr, numel, below_one, KIND: tl.constexpr, FP64
 
 def _kind(kind: str) -> int:
     if kind not in KINDS:
-        raise ValueError(f"noise kind must be one of 'bits', 'uniform', 'exponential', 'gumbel', "
-                         f"'logistic', got '{kind}'")
+        raise ValueError(
+            f"noise kind must be one of 'bits', 'uniform', 'exponential', 'gumbel', "
+            f"'logistic', got '{kind}'"
+        )
     return KINDS[kind]
 
 
@@ -67,8 +77,16 @@ def noise_like_op(self: Tensor, kind: str, rng_state: Tensor) -> Tensor:
     grid, block, warps = cm.elem_launch(numel)
     clamp = k == 1 and self.dtype in _GAP
     cm.launch(_noise_kernel)[grid](
-        out, rng_state, numel, 1.0 - _GAP.get(self.dtype, 0.0), KIND=k,
-        FP64=self.dtype == torch.float64, CLAMP=clamp, BLOCK=block, num_warps=warps)
+        out,
+        rng_state,
+        numel,
+        1.0 - _GAP.get(self.dtype, 0.0),
+        KIND=k,
+        FP64=self.dtype == torch.float64,
+        CLAMP=clamp,
+        BLOCK=block,
+        num_warps=warps,
+    )
     return out
 
 

@@ -24,9 +24,25 @@ INF = tl.constexpr(float("inf"))
 
 # ---- kernels --------------------------------------------------------------------------------------
 @triton.jit
-def _relaxed_kl_kernel(aq_ptr, ap_ptr, y_ptr, lq_ptr, lp_ptr, tq_ptr, tq_stride, tp_ptr, tp_stride,
-                       state_ptr, rows, n, FP64: tl.constexpr, R: tl.constexpr, C: tl.constexpr,
-                       ONE_CHUNK: tl.constexpr, RUN: tl.constexpr):
+def _relaxed_kl_kernel(
+    aq_ptr,
+    ap_ptr,
+    y_ptr,
+    lq_ptr,
+    lp_ptr,
+    tq_ptr,
+    tq_stride,
+    tp_ptr,
+    tp_stride,
+    state_ptr,
+    rows,
+    n,
+    FP64: tl.constexpr,
+    R: tl.constexpr,
+    C: tl.constexpr,
+    ONE_CHUNK: tl.constexpr,
+    RUN: tl.constexpr,
+):
     """y ~ ExpConcrete(a_q, tau_q): y_k = z_k - LSE(z), z_k = (a_q,k + G_k) / tau_q; then
     log kappa_q(y) and log kappa_p(y) at y rounded to the output dtype, both over the categories
     q does not mask (w^p_k = a_p,k - tau_p y_k there)."""
@@ -37,15 +53,17 @@ def _relaxed_kl_kernel(aq_ptr, ap_ptr, y_ptr, lq_ptr, lp_ptr, tq_ptr, tq_stride,
     seed, lo, hi = cm.load_state(state_ptr)
     y_ty = y_ptr.dtype.element_ty
     if ONE_CHUNK:
-        z, a, idx, m = rw.perturbed(aq_ptr, seed, lo, hi, row0, r, row_ok, inv, n, 0, R, C, RUN,
-                                    FP64)
+        z, a, idx, m = rw.perturbed(
+            aq_ptr, seed, lo, hi, row0, r, row_ok, inv, n, 0, R, C, RUN, FP64
+        )
         zs = z - tl.max(z, axis=1)[:, None]
         yo = (zs - tl.log(tl.sum(tl.exp(zs), axis=1))[:, None]).to(y_ty)
         tl.store(y_ptr + idx, yo, mask=m)
         masked = a == -INF
         wq = tl.where(masked, -INF, a - tq[:, None] * cm.to_acc(yo, FP64))
-        wp = tl.where(masked, -INF, rw.load_acc(ap_ptr, idx, m, 0.0, FP64)
-                      - tp[:, None] * cm.to_acc(yo, FP64))
+        wp = tl.where(
+            masked, -INF, rw.load_acc(ap_ptr, idx, m, 0.0, FP64) - tp[:, None] * cm.to_acc(yo, FP64)
+        )
         mq = tl.max(wq, axis=1)
         lse_q = mq + tl.log(tl.sum(tl.exp(wq - mq[:, None]), axis=1))
         mp = tl.max(wp, axis=1)
@@ -57,8 +75,9 @@ def _relaxed_kl_kernel(aq_ptr, ap_ptr, y_ptr, lq_ptr, lp_ptr, tq_ptr, tq_stride,
         mx = rw.full_rows(-INF, R, FP64)
         s = rw.full_rows(0.0, R, FP64)
         for c0 in range(0, n, C):
-            z, a, idx, m = rw.perturbed(aq_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C,
-                                        RUN, FP64)
+            z, a, idx, m = rw.perturbed(
+                aq_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C, RUN, FP64
+            )
             mx, s = cm.lse_update(mx, s, z)
         ls = tl.log(s)
         mq = rw.full_rows(-INF, R, FP64)
@@ -69,14 +88,18 @@ def _relaxed_kl_kernel(aq_ptr, ap_ptr, y_ptr, lq_ptr, lp_ptr, tq_ptr, tq_stride,
         sum_p = rw.full_rows(0.0, R, FP64)
         count = tl.zeros([R], tl.int32)
         for c0 in range(0, n, C):
-            z, a, idx, m = rw.perturbed(aq_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C,
-                                        RUN, FP64)
+            z, a, idx, m = rw.perturbed(
+                aq_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C, RUN, FP64
+            )
             yo = (z - mx[:, None] - ls[:, None]).to(y_ty)
             tl.store(y_ptr + idx, yo, mask=m)
             masked = a == -INF
             wq = tl.where(masked, -INF, a - tq[:, None] * cm.to_acc(yo, FP64))
-            wp = tl.where(masked, -INF, rw.load_acc(ap_ptr, idx, m, 0.0, FP64)
-                          - tp[:, None] * cm.to_acc(yo, FP64))
+            wp = tl.where(
+                masked,
+                -INF,
+                rw.load_acc(ap_ptr, idx, m, 0.0, FP64) - tp[:, None] * cm.to_acc(yo, FP64),
+            )
             mq, sq = cm.lse_update(mq, sq, wq)
             mp, sp = cm.lse_update(mp, sp, wp)
             count += tl.sum(tl.where(masked, 0, 1), axis=1)
@@ -102,8 +125,23 @@ def _kl_chunk(y_ptr, aq_ptr, ap_ptr, idx, m, tq, tp, FP64: tl.constexpr):
 
 
 @triton.jit
-def _kl_dy(gy_ptr, idx, m, masked, wq, wp, lse_q, lse_p, count, gq, gp, tq, tp,
-           HAS_GY: tl.constexpr, FP64: tl.constexpr):
+def _kl_dy(
+    gy_ptr,
+    idx,
+    m,
+    masked,
+    wq,
+    wp,
+    lse_q,
+    lse_p,
+    count,
+    gq,
+    gp,
+    tq,
+    tp,
+    HAS_GY: tl.constexpr,
+    FP64: tl.constexpr,
+):
     """(c^q, c^p, dY) of one chunk: c = 1 - n softmax(w) (0 where masked) and the total gradient
     on y, dY_k = gy_k - g_q tau_q c^q_k - g_p tau_p c^p_k (0 where masked)."""
     nf = cm.to_acc(count, FP64)[:, None]
@@ -116,17 +154,40 @@ def _kl_dy(gy_ptr, idx, m, masked, wq, wp, lse_q, lse_p, count, gq, gp, tq, tp,
 
 
 @triton.jit
-def _relaxed_kl_backward_kernel(gy_ptr, glq_ptr, glp_ptr, y_ptr, aq_ptr, ap_ptr, gaq_ptr, gtq_ptr,
-                                gap_ptr, gtp_ptr, tq_ptr, tq_stride, tp_ptr, tp_stride, rows, n,
-                                HAS_GY: tl.constexpr, HAS_GQ: tl.constexpr, HAS_GP: tl.constexpr,
-                                WANT_AQ: tl.constexpr, WANT_TQ: tl.constexpr,
-                                WANT_AP: tl.constexpr, WANT_TP: tl.constexpr,
-                                WANT_LOGITS: tl.constexpr, FP64: tl.constexpr,
-                                R: tl.constexpr, C: tl.constexpr, ONE_CHUNK: tl.constexpr):
+def _relaxed_kl_backward_kernel(
+    gy_ptr,
+    glq_ptr,
+    glp_ptr,
+    y_ptr,
+    aq_ptr,
+    ap_ptr,
+    gaq_ptr,
+    gtq_ptr,
+    gap_ptr,
+    gtp_ptr,
+    tq_ptr,
+    tq_stride,
+    tp_ptr,
+    tp_stride,
+    rows,
+    n,
+    HAS_GY: tl.constexpr,
+    HAS_GQ: tl.constexpr,
+    HAS_GP: tl.constexpr,
+    WANT_AQ: tl.constexpr,
+    WANT_TQ: tl.constexpr,
+    WANT_AP: tl.constexpr,
+    WANT_TP: tl.constexpr,
+    WANT_LOGITS: tl.constexpr,
+    FP64: tl.constexpr,
+    R: tl.constexpr,
+    C: tl.constexpr,
+    ONE_CHUNK: tl.constexpr,
+):
     """Backward of the relaxed-KL pass with upstream (gy, g_q, g_p), dY from _kl_dy, x = exp(y):
-      dz_k = dY_k - x_k sum_j dY_j,  d a_q,k = dz_k / tau_q + g_q c^q_k,  d a_p,k = g_p c^p_k,
-      d tau_q = -(1/tau_q) (sum dY y - (sum x y)(sum dY)) + g_q ((n-1)/tau_q - sum_k y_k c^q_k),
-      d tau_p = g_p ((n-1)/tau_p - sum_k y_k c^p_k)."""
+    dz_k = dY_k - x_k sum_j dY_j,  d a_q,k = dz_k / tau_q + g_q c^q_k,  d a_p,k = g_p c^p_k,
+    d tau_q = -(1/tau_q) (sum dY y - (sum x y)(sum dY)) + g_q ((n-1)/tau_q - sum_k y_k c^q_k),
+    d tau_p = g_p ((n-1)/tau_p - sum_k y_k c^p_k)."""
     row0, r, row_ok = rw.program_rows(rows, R)
     tq = rw.load_tau(tq_ptr, tq_stride, r, row_ok, FP64)
     tp = rw.load_tau(tp_ptr, tp_stride, r, row_ok, FP64)
@@ -162,8 +223,9 @@ def _relaxed_kl_backward_kernel(gy_ptr, glq_ptr, glp_ptr, y_ptr, aq_ptr, ap_ptr,
         lse_p = mp + tl.log(sp)
     # Pass 2: the row sums.
     if ONE_CHUNK:
-        cq, cp, d = _kl_dy(gy_ptr, idx, m, masked, wq, wp, lse_q, lse_p, count, gq, gp, tq, tp,
-                           HAS_GY, FP64)
+        cq, cp, d = _kl_dy(
+            gy_ptr, idx, m, masked, wq, wp, lse_q, lse_p, count, gq, gp, tq, tp, HAS_GY, FP64
+        )
         sdy = tl.sum(d, axis=1)
         sdyy = tl.sum(d * ys, axis=1)
         sxy = tl.sum(tl.exp(y) * ys, axis=1)
@@ -178,8 +240,9 @@ def _relaxed_kl_backward_kernel(gy_ptr, glq_ptr, glp_ptr, y_ptr, aq_ptr, ap_ptr,
         for c0 in range(0, n, C):
             idx, m, k = rw.chunk(r, row_ok, n, c0, C)
             y, ys, masked, wq, wp = _kl_chunk(y_ptr, aq_ptr, ap_ptr, idx, m, tq, tp, FP64)
-            cq, cp, d = _kl_dy(gy_ptr, idx, m, masked, wq, wp, lse_q, lse_p, count, gq, gp, tq,
-                               tp, HAS_GY, FP64)
+            cq, cp, d = _kl_dy(
+                gy_ptr, idx, m, masked, wq, wp, lse_q, lse_p, count, gq, gp, tq, tp, HAS_GY, FP64
+            )
             sdy += tl.sum(d, axis=1)
             sdyy += tl.sum(d * ys, axis=1)
             sxy += tl.sum(tl.exp(y) * ys, axis=1)
@@ -199,15 +262,29 @@ def _relaxed_kl_backward_kernel(gy_ptr, glq_ptr, glp_ptr, y_ptr, aq_ptr, ap_ptr,
             for c0 in range(0, n, C):
                 idx, m, k = rw.chunk(r, row_ok, n, c0, C)
                 y, ys, masked, wq, wp = _kl_chunk(y_ptr, aq_ptr, ap_ptr, idx, m, tq, tp, FP64)
-                cq, cp, d = _kl_dy(gy_ptr, idx, m, masked, wq, wp, lse_q, lse_p, count, gq, gp,
-                                   tq, tp, HAS_GY, FP64)
+                cq, cp, d = _kl_dy(
+                    gy_ptr,
+                    idx,
+                    m,
+                    masked,
+                    wq,
+                    wp,
+                    lse_q,
+                    lse_p,
+                    count,
+                    gq,
+                    gp,
+                    tq,
+                    tp,
+                    HAS_GY,
+                    FP64,
+                )
                 dz = tl.where(y > -INF, d - tl.exp(y) * sdy[:, None], 0.0)
                 if WANT_AQ:
                     gaq = dz * inv[:, None] + gq[:, None] * cq
                     tl.store(gaq_ptr + idx, gaq.to(gaq_ptr.dtype.element_ty), mask=m)
                 if WANT_AP:
-                    tl.store(gap_ptr + idx, (gp[:, None] * cp).to(gap_ptr.dtype.element_ty),
-                             mask=m)
+                    tl.store(gap_ptr + idx, (gp[:, None] * cp).to(gap_ptr.dtype.element_ty), mask=m)
     nf = cm.to_acc(count, FP64)
     if WANT_TQ:
         gtq = -inv * (sdyy - sxy * sdy) + gq * ((nf - 1.0) / tq - syq)
@@ -218,13 +295,19 @@ def _relaxed_kl_backward_kernel(gy_ptr, glq_ptr, glp_ptr, y_ptr, aq_ptr, ap_ptr,
 
 # ---- launchers and ops ----------------------------------------------------------------------------
 def _launch_kw(launch: cm.RowLaunch, fp64: bool) -> dict:
-    return dict(FP64=fp64, R=launch.R, C=launch.C, ONE_CHUNK=launch.one_chunk,
-                num_warps=launch.num_warps)
+    return dict(
+        FP64=fp64, R=launch.R, C=launch.C, ONE_CHUNK=launch.one_chunk, num_warps=launch.num_warps
+    )
 
 
-def relaxed_kl_sample_op(q_logits: Tensor, q_temperature: Tensor, p_logits: Tensor,
-                         p_temperature: Tensor, dim: int,
-                         rng_state: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+def relaxed_kl_sample_op(
+    q_logits: Tensor,
+    q_temperature: Tensor,
+    p_logits: Tensor,
+    p_temperature: Tensor,
+    dim: int,
+    rng_state: Tensor,
+) -> Tuple[Tensor, Tensor, Tensor]:
     cm.check_floating(q_logits, "q_logits")
     cm.check_same(p_logits, q_logits, "p_logits", "q_logits")
     d = cm.category_dim(q_logits, dim, "q_logits")
@@ -242,16 +325,36 @@ def relaxed_kl_sample_op(q_logits: Tensor, q_temperature: Tensor, p_logits: Tens
         return y, log_q, log_p
     launch = cm.row_launch(rows, n, acc == torch.float64)
     cm.launch(_relaxed_kl_kernel)[launch.grid](
-        aq, cm.to_rows(p_logits, d), cm.rows_of(y, d), log_q.view(-1), log_p.view(-1), tq, sq, tp,
-        sp, rng_state, rows, n, RUN=launch.run, **_launch_kw(launch, acc == torch.float64))
+        aq,
+        cm.to_rows(p_logits, d),
+        cm.rows_of(y, d),
+        log_q.view(-1),
+        log_p.view(-1),
+        tq,
+        sq,
+        tp,
+        sp,
+        rng_state,
+        rows,
+        n,
+        RUN=launch.run,
+        **_launch_kw(launch, acc == torch.float64),
+    )
     return y, log_q, log_p
 
 
-def relaxed_kl_sample_backward_op(grad_sample: Optional[Tensor], grad_log_q: Optional[Tensor],
-                                  grad_log_p: Optional[Tensor], sample: Tensor, q_logits: Tensor,
-                                  q_temperature: Tensor, p_logits: Tensor, p_temperature: Tensor,
-                                  dim: int, output_mask: List[bool]
-                                  ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def relaxed_kl_sample_backward_op(
+    grad_sample: Optional[Tensor],
+    grad_log_q: Optional[Tensor],
+    grad_log_p: Optional[Tensor],
+    sample: Tensor,
+    q_logits: Tensor,
+    q_temperature: Tensor,
+    p_logits: Tensor,
+    p_temperature: Tensor,
+    dim: int,
+    output_mask: List[bool],
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     cm.check_same(sample, q_logits, "sample", "q_logits")
     cm.check_same(p_logits, q_logits, "p_logits", "q_logits")
     d = cm.category_dim(q_logits, dim, "q_logits")
@@ -274,8 +377,9 @@ def relaxed_kl_sample_backward_op(grad_sample: Optional[Tensor], grad_log_q: Opt
         if g is None:
             return None
         if list(g.shape) != bshape:
-            raise ValueError(f"{name} has shape {tuple(g.shape)} but the log-density has shape "
-                             f"{tuple(bshape)}")
+            raise ValueError(
+                f"{name} has shape {tuple(g.shape)} but the log-density has shape {tuple(bshape)}"
+            )
         return g.to(acc).contiguous().view(-1)
 
     gy = None
@@ -286,13 +390,32 @@ def relaxed_kl_sample_backward_op(grad_sample: Optional[Tensor], grad_log_q: Opt
     fill, fill_acc = cm.dummy(dev, q_logits.dtype), cm.dummy(dev, acc)
     launch = cm.row_launch(rows, n, acc == torch.float64)
     cm.launch(_relaxed_kl_backward_kernel)[launch.grid](
-        gy if gy is not None else fill, glq if glq is not None else fill_acc,
-        glp if glp is not None else fill_acc, y, cm.to_rows(q_logits, d), cm.to_rows(p_logits, d),
-        cm.rows_of(gaq, d) if want[0] else fill, gtq if want[1] else fill_acc,
-        cm.rows_of(gap, d) if want[2] else fill, gtp if want[3] else fill_acc,
-        tq, sq, tp, sp, rows, n, HAS_GY=gy is not None, HAS_GQ=glq is not None,
-        HAS_GP=glp is not None, WANT_AQ=want[0], WANT_TQ=want[1], WANT_AP=want[2],
-        WANT_TP=want[3], WANT_LOGITS=want[0] or want[2], **_launch_kw(launch, acc == torch.float64))
+        gy if gy is not None else fill,
+        glq if glq is not None else fill_acc,
+        glp if glp is not None else fill_acc,
+        y,
+        cm.to_rows(q_logits, d),
+        cm.to_rows(p_logits, d),
+        cm.rows_of(gaq, d) if want[0] else fill,
+        gtq if want[1] else fill_acc,
+        cm.rows_of(gap, d) if want[2] else fill,
+        gtp if want[3] else fill_acc,
+        tq,
+        sq,
+        tp,
+        sp,
+        rows,
+        n,
+        HAS_GY=gy is not None,
+        HAS_GQ=glq is not None,
+        HAS_GP=glp is not None,
+        WANT_AQ=want[0],
+        WANT_TQ=want[1],
+        WANT_AP=want[2],
+        WANT_TP=want[3],
+        WANT_LOGITS=want[0] or want[2],
+        **_launch_kw(launch, acc == torch.float64),
+    )
     return gaq, gtq, gap, gtp
 
 

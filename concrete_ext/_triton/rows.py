@@ -43,8 +43,19 @@ def load_acc(ptr, idx, mask, other, FP64: tl.constexpr):
 
 
 @triton.jit
-def gumbel_chunk(seed, off_lo, off_hi, idx, row0, n, c0, R: tl.constexpr, C: tl.constexpr,
-                 RUN: tl.constexpr, FP64: tl.constexpr):
+def gumbel_chunk(
+    seed,
+    off_lo,
+    off_hi,
+    idx,
+    row0,
+    n,
+    c0,
+    R: tl.constexpr,
+    C: tl.constexpr,
+    RUN: tl.constexpr,
+    FP64: tl.constexpr,
+):
     """Gumbel noise G_i of the chunk's elements. RUN: the chunk's indices are one aligned run
     starting at row0 n + c0 (single-chunk tiles with C == n, n % 4 == 0; or one row per program
     with n % 4 == 0), so four elements share a Philox call."""
@@ -53,8 +64,22 @@ def gumbel_chunk(seed, off_lo, off_hi, idx, row0, n, c0, R: tl.constexpr, C: tl.
 
 
 @triton.jit
-def perturbed(a_ptr, seed, off_lo, off_hi, row0, r, row_ok, inv_tau, n, c0, R: tl.constexpr,
-              C: tl.constexpr, RUN: tl.constexpr, FP64: tl.constexpr):
+def perturbed(
+    a_ptr,
+    seed,
+    off_lo,
+    off_hi,
+    row0,
+    r,
+    row_ok,
+    inv_tau,
+    n,
+    c0,
+    R: tl.constexpr,
+    C: tl.constexpr,
+    RUN: tl.constexpr,
+    FP64: tl.constexpr,
+):
     """z = (a + G) / tau of one chunk (-inf where a = -inf and outside the rows), its logits a,
     element indices and mask."""
     idx, m, k = chunk(r, row_ok, n, c0, C)

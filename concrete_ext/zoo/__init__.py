@@ -29,6 +29,19 @@ from .evaluate import estimate_bound
 from .model import SBN, ConditionalSBN, make_model
 from .train import TrainConfig, Trainer, load_model
 
-__all__ = ["Arch", "parse_arch", "load_dataset", "SBN", "ConditionalSBN", "make_model",
-           "Concrete", "VIMCO", "NVIL",
-           "make_estimator", "estimate_bound", "TrainConfig", "Trainer", "load_model"]
+__all__ = [
+    "Arch",
+    "parse_arch",
+    "load_dataset",
+    "SBN",
+    "ConditionalSBN",
+    "make_model",
+    "Concrete",
+    "VIMCO",
+    "NVIL",
+    "make_estimator",
+    "estimate_bound",
+    "TrainConfig",
+    "Trainer",
+    "load_model",
+]

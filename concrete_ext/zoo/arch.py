@@ -63,14 +63,21 @@ class Arch:
     @property
     def is_density_model(self) -> bool:
         """Latent layers first, one observed layer last (Section 5.2)."""
-        return (len(self.layers) >= 2 and self.layers[-1].observed
-                and not any(layer.observed for layer in self.layers[:-1]))
+        return (
+            len(self.layers) >= 2
+            and self.layers[-1].observed
+            and not any(layer.observed for layer in self.layers[:-1])
+        )
 
     @property
     def is_conditional_model(self) -> bool:
         """Observed context first, latent layers, observed target last (Section 5.3)."""
-        return (len(self.layers) >= 3 and self.layers[0].observed and self.layers[-1].observed
-                and not any(layer.observed for layer in self.layers[1:-1]))
+        return (
+            len(self.layers) >= 3
+            and self.layers[0].observed
+            and self.layers[-1].observed
+            and not any(layer.observed for layer in self.layers[1:-1])
+        )
 
     @property
     def is_linear(self) -> bool:
@@ -88,8 +95,9 @@ class Arch:
             return self.layers[i].size
         if reading == "input":
             return self.layers[i + 1].size
-        raise ValueError(f"inference width reading must be one of {INFERENCE_WIDTHS}, got "
-                         f"{reading!r}")
+        raise ValueError(
+            f"inference width reading must be one of {INFERENCE_WIDTHS}, got {reading!r}"
+        )
 
 
 def parse_arch(text) -> Arch:
@@ -103,8 +111,9 @@ def parse_arch(text) -> Arch:
     while True:
         m = _TOKEN.match(s, pos)
         if m is None:
-            raise ValueError(f"cannot read a layer (like '200H' or '784V') at position {pos} of "
-                             f"{text!r}")
+            raise ValueError(
+                f"cannot read a layer (like '200H' or '784V') at position {pos} of {text!r}"
+            )
         size = int(m.group(1))
         if size <= 0:
             raise ValueError(f"layer sizes must be positive, got {size} in {text!r}")
@@ -114,8 +123,9 @@ def parse_arch(text) -> Arch:
             break
         link = _LINKS.get(s[pos])
         if link is None:
-            raise ValueError(f"expected a link '-' or '~' at position {pos} of {text!r}, "
-                             f"got {s[pos]!r}")
+            raise ValueError(
+                f"expected a link '-' or '~' at position {pos} of {text!r}, got {s[pos]!r}"
+            )
         links.append(link)
         pos += 1
     if len(layers) < 2:

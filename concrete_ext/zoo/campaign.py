@@ -65,16 +65,37 @@ class Plan:
 
 PLAN = Plan(
     pairs={"a": "392V-240H-240H-392V", "b": "200H-784V", "c": "200H~200H~784V"},
-    common=dict(dataset="mnist", arity=2, m=1, seed=0, batch_size=64, eval_every=10_000,
-                eval_m=100, eval_n=1000, log_every=1000, checkpoint_every=10_000, compile=True),
+    common=dict(
+        dataset="mnist",
+        arity=2,
+        m=1,
+        seed=0,
+        batch_size=64,
+        eval_every=10_000,
+        eval_m=100,
+        eval_n=1000,
+        log_every=1000,
+        checkpoint_every=10_000,
+        compile=True,
+    ),
     sweep=dict(steps=20_000, eval_every=5000, log_every=500, checkpoint_every=5000),
     rates=(1e-4, 3e-4, 1e-3),
-    evals={("sp", "interim"): [("test", 100, None, 0), ("train", 100, None, 0)],
-           ("sp", "final"): [("test", 100, None, 0), ("train", 100, None, 0)],
-           ("density", "interim"): [("test", 5000, 2000, 0), ("test", 50000, 200, 1),
-                                    ("test", 5000, 200, 1)],
-           ("density", "final"): [("test", 5000, 2000, 0), ("test", 50000, 200, 1),
-                                  ("test", 5000, 200, 1), ("train", 5000, 2000, 0)]})
+    evals={
+        ("sp", "interim"): [("test", 100, None, 0), ("train", 100, None, 0)],
+        ("sp", "final"): [("test", 100, None, 0), ("train", 100, None, 0)],
+        ("density", "interim"): [
+            ("test", 5000, 2000, 0),
+            ("test", 50000, 200, 1),
+            ("test", 5000, 200, 1),
+        ],
+        ("density", "final"): [
+            ("test", 5000, 2000, 0),
+            ("test", 50000, 200, 1),
+            ("test", 5000, 200, 1),
+            ("train", 5000, 2000, 0),
+        ],
+    },
+)
 
 
 def run_name(pair: str, estimator: str) -> str:
@@ -100,8 +121,9 @@ def _config(plan: Plan, root: str, pair: str, estimator: str, steps: int):
         lr = chosen_rate(_sweep_dir(root, pair))
         if lr is None:
             raise RuntimeError(f"pair {pair}: the learning-rate sweep has not finished")
-    return TrainConfig(arch=plan.pairs[pair], estimator=estimator, steps=steps, lr=lr,
-                       **plan.common)
+    return TrainConfig(
+        arch=plan.pairs[pair], estimator=estimator, steps=steps, lr=lr, **plan.common
+    )
 
 
 def _step(run_dir: str) -> int:
@@ -120,8 +142,12 @@ def _train(plan: Plan, root: str, pair: str, estimator: str, target: int, progre
     config = _config(plan, root, pair, estimator, target)
     resume = os.path.isfile(os.path.join(run_dir, runs.CHECKPOINT))
     trainer = Trainer(config, run_dir, resume=resume, progress=progress)
-    print(f"[campaign] {run_name(pair, estimator)}: training from step {trainer.step} to "
-          f"{target} (lr {trainer.config.lr:g})", file=sys.stderr, flush=True)
+    print(
+        f"[campaign] {run_name(pair, estimator)}: training from step {trainer.step} to "
+        f"{target} (lr {trainer.config.lr:g})",
+        file=sys.stderr,
+        flush=True,
+    )
     summary = trainer.run()
     if summary["status"] == "interrupted":
         raise _Stop()
@@ -131,8 +157,7 @@ def _eval_key(split: str, m: int, n: Optional[int], seed: int) -> str:
     return f"{split}@{m}" + (f"/n{n}s{seed}" if n else "")
 
 
-def _evaluate(plan: Plan, root: str, pair: str, estimator: str, phase: str,
-              progress: bool) -> None:
+def _evaluate(plan: Plan, root: str, pair: str, estimator: str, phase: str, progress: bool) -> None:
     from . import cli
 
     run_dir = os.path.join(root, run_name(pair, estimator))
@@ -147,8 +172,12 @@ def _evaluate(plan: Plan, root: str, pair: str, estimator: str, phase: str,
             args += ["--n", str(n)]
         if not progress:
             args.append("--quiet")
-        print(f"[campaign] {run_name(pair, estimator)}: {phase} evaluation {key} of best.pt "
-              f"(step {best})", file=sys.stderr, flush=True)
+        print(
+            f"[campaign] {run_name(pair, estimator)}: {phase} evaluation {key} of best.pt "
+            f"(step {best})",
+            file=sys.stderr,
+            flush=True,
+        )
         if cli.main(args) != 0:
             raise RuntimeError(f"evaluation {key} of {run_dir} failed")
     if phase == "interim":  # keep what the first stage measured
@@ -167,9 +196,11 @@ def _interim_done(plan: Plan, root: str, pair: str, estimator: str) -> bool:
     if not os.path.isdir(folder):
         return False
     keys = {_eval_key(*e) for e in plan.evals[(_task(plan, pair), "interim")]}
-    return any(os.path.isfile(os.path.join(folder, d, "done.json"))
-               and keys <= set(runs.read_json(os.path.join(folder, d, runs.EVAL), {}))
-               for d in os.listdir(folder))
+    return any(
+        os.path.isfile(os.path.join(folder, d, "done.json"))
+        and keys <= set(runs.read_json(os.path.join(folder, d, runs.EVAL), {}))
+        for d in os.listdir(folder)
+    )
 
 
 def _final_done(plan: Plan, root: str, pair: str, estimator: str) -> bool:
@@ -179,8 +210,10 @@ def _final_done(plan: Plan, root: str, pair: str, estimator: str) -> bool:
         return False
     step = runs.load_checkpoint(best)["step"]
     evals = runs.read_json(os.path.join(run_dir, runs.EVAL), {})
-    return all(evals.get(_eval_key(*e), {}).get("step") == step
-               for e in plan.evals[(_task(plan, pair), "final")])
+    return all(
+        evals.get(_eval_key(*e), {}).get("step") == step
+        for e in plan.evals[(_task(plan, pair), "final")]
+    )
 
 
 def run_campaign(root: str, plan: Plan = PLAN, progress: bool = False) -> str:
@@ -193,10 +226,14 @@ def run_campaign(root: str, plan: Plan = PLAN, progress: bool = False) -> str:
         for pair in plan.pairs:  # 1. NVIL's learning rate
             folder = _sweep_dir(root, pair)
             if not os.path.isfile(os.path.join(folder, "sweep.json")):
-                base = TrainConfig(arch=plan.pairs[pair], estimator="nvil",
-                                   **{**plan.common, **plan.sweep})
-                print(f"[campaign] pair {pair}: NVIL learning-rate sweep in {folder}",
-                      file=sys.stderr, flush=True)
+                base = TrainConfig(
+                    arch=plan.pairs[pair], estimator="nvil", **{**plan.common, **plan.sweep}
+                )
+                print(
+                    f"[campaign] pair {pair}: NVIL learning-rate sweep in {folder}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 lr_sweep(folder, base, plan.rates, progress=progress)  # KeyboardInterrupt: stop
         target = plan.stage  # 2. training, round-robin by stages; 3. evaluations
         while True:
@@ -227,19 +264,26 @@ def status(root: str, plan: Plan = PLAN) -> List[Dict]:
         train = [r for r in metrics if r.get("kind") == "train"]
         valid = [r for r in metrics if r.get("kind") == "valid"]
         sweep = runs.read_json(os.path.join(_sweep_dir(root, pair), "sweep.json"))
-        out.append({"run": run_name(pair, est), "arch": plan.pairs[pair], "estimator": est,
-                    "step": _step(run_dir),
-                    "steps_per_s": train[-1]["steps_per_s"] if train else None,
-                    "elapsed_h": train[-1]["elapsed_s"] / 3600 if train else None,
-                    "best_valid": valid[-1]["best"] if valid else None,
-                    "lr": (sweep or {}).get("chosen_lr") if est != "concrete" else "D.5",
-                    "interim_eval": _interim_done(plan, root, pair, est),
-                    "final_eval": _final_done(plan, root, pair, est)})
+        out.append(
+            {
+                "run": run_name(pair, est),
+                "arch": plan.pairs[pair],
+                "estimator": est,
+                "step": _step(run_dir),
+                "steps_per_s": train[-1]["steps_per_s"] if train else None,
+                "elapsed_h": train[-1]["elapsed_s"] / 3600 if train else None,
+                "best_valid": valid[-1]["best"] if valid else None,
+                "lr": (sweep or {}).get("chosen_lr") if est != "concrete" else "D.5",
+                "interim_eval": _interim_done(plan, root, pair, est),
+                "final_eval": _final_done(plan, root, pair, est),
+            }
+        )
     return out
 
 
-def export(root: str, dest: str, plan: Plan = PLAN,
-           per_image_splits: Tuple[str, ...] = ("test",)) -> List[str]:
+def export(
+    root: str, dest: str, plan: Plan = PLAN, per_image_splits: Tuple[str, ...] = ("test",)
+) -> List[str]:
     """Copy the small files the tables and plots are made from to ``dest``: the sweeps (sweep.json,
     each rate's config and metrics), each run's config, metrics and evaluations (also those kept
     in milestones/), and the per-image values of the evaluations of ``per_image_splits``; no
@@ -279,8 +323,10 @@ def format_status(rows: List[Dict], total: int = PLAN.total) -> str:
         left = (total - r["step"]) / rate / 3600 if rate else float("nan")
         best = "-" if r["best_valid"] is None else f"{r['best_valid']:.2f}"
         lr = r["lr"] if isinstance(r["lr"], str) else ("?" if r["lr"] is None else f"{r['lr']:g}")
-        lines.append(f"{r['run']:12s} {r['arch']:20s} step {r['step']:>9,d} / {total:,}  "
-                     f"{(rate or 0):6.1f} steps/s  ~{left:5.1f} h left  best valid {best}  "
-                     f"lr {lr}  interim eval {'yes' if r['interim_eval'] else 'no'}  "
-                     f"final eval {'yes' if r['final_eval'] else 'no'}")
+        lines.append(
+            f"{r['run']:12s} {r['arch']:20s} step {r['step']:>9,d} / {total:,}  "
+            f"{(rate or 0):6.1f} steps/s  ~{left:5.1f} h left  best valid {best}  "
+            f"lr {lr}  interim eval {'yes' if r['interim_eval'] else 'no'}  "
+            f"final eval {'yes' if r['final_eval'] else 'no'}"
+        )
     return "\n".join(lines)

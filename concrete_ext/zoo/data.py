@@ -39,11 +39,29 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 __all__ = [
-    "ChecksumError", "DataNotFoundError", "Dataset", "Remote", "FILES", "DATASETS", "verify",
-    "parse_amat", "parse_idx", "describe_files",
-    "load_dataset", "fetch", "data_roots", "cache_dir", "file_digest", "read_content",
-    "load_binarized_mnist", "load_mnist_dynamic", "load_omniglot", "load_mnist_sample",
-    "build_mnist_sample", "SAMPLE_PATH", "random_subset",
+    "ChecksumError",
+    "DataNotFoundError",
+    "Dataset",
+    "Remote",
+    "FILES",
+    "DATASETS",
+    "verify",
+    "parse_amat",
+    "parse_idx",
+    "describe_files",
+    "load_dataset",
+    "fetch",
+    "data_roots",
+    "cache_dir",
+    "file_digest",
+    "read_content",
+    "load_binarized_mnist",
+    "load_mnist_dynamic",
+    "load_omniglot",
+    "load_mnist_sample",
+    "build_mnist_sample",
+    "SAMPLE_PATH",
+    "random_subset",
 ]
 
 ENV_DATA = "CONCRETE_EXT_DATA"
@@ -102,30 +120,51 @@ FILES: Dict[str, Remote] = {
     # sha256 of the decompressed .amat: equal to the checksums TensorFlow Datasets publishes for
     # Larochelle's files (see shared/data/SOURCES.md of this project).
     "binarized_mnist_train": Remote(
-        "binarized_mnist_train.amat", "binarized_mnist", (_LAROCHELLE + "binarized_mnist_train.amat",),
-        "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d"),
+        "binarized_mnist_train.amat",
+        "binarized_mnist",
+        (_LAROCHELLE + "binarized_mnist_train.amat",),
+        "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d",
+    ),
     "binarized_mnist_valid": Remote(
-        "binarized_mnist_valid.amat", "binarized_mnist", (_LAROCHELLE + "binarized_mnist_valid.amat",),
-        "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2"),
+        "binarized_mnist_valid.amat",
+        "binarized_mnist",
+        (_LAROCHELLE + "binarized_mnist_valid.amat",),
+        "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2",
+    ),
     "binarized_mnist_test": Remote(
-        "binarized_mnist_test.amat", "binarized_mnist", (_LAROCHELLE + "binarized_mnist_test.amat",),
-        "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c"),
+        "binarized_mnist_test.amat",
+        "binarized_mnist",
+        (_LAROCHELLE + "binarized_mnist_test.amat",),
+        "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c",
+    ),
     # sha256 of the decompressed IDX content (the .gz bytes differ between mirrors).
     "mnist_train_images": _mnist_idx(
-        "train-images-idx3-ubyte.gz", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+        "train-images-idx3-ubyte.gz",
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ),
     "mnist_train_labels": _mnist_idx(
-        "train-labels-idx1-ubyte.gz", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+        "train-labels-idx1-ubyte.gz",
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ),
     "mnist_test_images": _mnist_idx(
-        "t10k-images-idx3-ubyte.gz", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+        "t10k-images-idx3-ubyte.gz",
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ),
     "mnist_test_labels": _mnist_idx(
-        "t10k-labels-idx1-ubyte.gz", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+        "t10k-labels-idx1-ubyte.gz",
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    ),
     # Only an md5 of chardata.mat is published (by public loaders of the IWAE file); no sha256 of it
     # could be computed here, because no copy of the file was available.
     "omniglot": Remote(
-        "chardata.mat", "omniglot", (_IWAE + "chardata.mat",),
-        "21ecaf34373511aa7691cf2e0802aa3d", algorithm="md5",
+        "chardata.mat",
+        "omniglot",
+        (_IWAE + "chardata.mat",),
+        "21ecaf34373511aa7691cf2e0802aa3d",
+        algorithm="md5",
         note="the md5 published by public loaders of the IWAE file; the loader was tested only on "
-             "a synthetic file of the same layout"),
+        "a synthetic file of the same layout",
+    ),
 }
 
 
@@ -183,15 +222,18 @@ def verify(path: str, remote: Remote) -> None:
             f"{path} does not have the content of {remote.name}: its {remote.algorithm} is {got}, "
             f"expected {remote.digest}. The file is corrupt, truncated or a different version. "
             f"Delete it and put the original there (from {remote.urls[0]}), or let it be downloaded "
-            "again.")
+            "again."
+        )
 
 
 def _where_to_put(remote: Remote, roots: Sequence[str]) -> str:
     folders = [os.path.join(r, remote.subdir) for r in roots]
-    return (f"Download {remote.name} from {' or '.join(remote.urls)} ({remote.algorithm} of the "
-            f"content {remote.digest}) and put it (plain or gzipped) in one of: "
-            + ", ".join(folders)
-            + f"; or set {ENV_DATA} to a folder holding {remote.subdir}/{remote.name}.")
+    return (
+        f"Download {remote.name} from {' or '.join(remote.urls)} ({remote.algorithm} of the "
+        f"content {remote.digest}) and put it (plain or gzipped) in one of: "
+        + ", ".join(folders)
+        + f"; or set {ENV_DATA} to a folder holding {remote.subdir}/{remote.name}."
+    )
 
 
 def _download(remote: Remote, dest_dir: str, timeout: float) -> str:
@@ -217,8 +259,9 @@ def _download(remote: Remote, dest_dir: str, timeout: float) -> str:
     raise DataNotFoundError("; ".join(errors))
 
 
-def fetch(key: str, root: Optional[str] = None, download: bool = True,
-          timeout: float = 60.0) -> str:
+def fetch(
+    key: str, root: Optional[str] = None, download: bool = True, timeout: float = 60.0
+) -> str:
     """Path of the checked data file ``FILES[key]``: found on disk, else downloaded into the cache.
 
     Raises ChecksumError when a file is found with the wrong content, DataNotFoundError (saying
@@ -239,7 +282,9 @@ def fetch(key: str, root: Optional[str] = None, download: bool = True,
             return _download(remote, os.path.join(cache_dir(), remote.subdir), timeout)
         except DataNotFoundError as e:
             why = f"the download failed ({e})"
-    raise DataNotFoundError(f"{remote.name} was not found and {why}. " + _where_to_put(remote, roots))
+    raise DataNotFoundError(
+        f"{remote.name} was not found and {why}. " + _where_to_put(remote, roots)
+    )
 
 
 # ---- parsing ---------------------------------------------------------------------------------------
@@ -263,7 +308,7 @@ def parse_idx(content: bytes) -> np.ndarray:
     if len(content) < 4 or content[0] != 0 or content[1] != 0 or content[2] != 0x08:
         raise ValueError("not an IDX file of unsigned bytes")
     ndim = content[3]
-    shape = tuple(int.from_bytes(content[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(content, np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
         raise ValueError(f"IDX file truncated: header says {shape}, {data.size} bytes follow")
@@ -319,10 +364,17 @@ class Dataset:
 
 def load_binarized_mnist(root: Optional[str] = None, download: bool = True) -> Dataset:
     """The paper's MNIST: Salakhutdinov & Murray's fixed binarization, 50k / 10k / 10k."""
-    splits = {s: parse_amat(read_content(fetch("binarized_mnist_" + s, root, download)))
-              for s in ("train", "valid", "test")}
-    return Dataset("mnist", splits["train"], splits["valid"], splits["test"],
-                   info={"binarization": "fixed, Salakhutdinov & Murray (2008)"})
+    splits = {
+        s: parse_amat(read_content(fetch("binarized_mnist_" + s, root, download)))
+        for s in ("train", "valid", "test")
+    }
+    return Dataset(
+        "mnist",
+        splits["train"],
+        splits["valid"],
+        splits["test"],
+        info={"binarization": "fixed, Salakhutdinov & Murray (2008)"},
+    )
 
 
 def load_mnist_dynamic(root: Optional[str] = None, download: bool = True) -> Dataset:
@@ -331,41 +383,63 @@ def load_mnist_dynamic(root: Optional[str] = None, download: bool = True) -> Dat
     test = parse_idx(read_content(fetch("mnist_test_images", root, download)))
     grey = train.reshape(len(train), IMAGE_PIXELS).astype(np.float32) / 255.0
     test = test.reshape(len(test), IMAGE_PIXELS).astype(np.float32) / 255.0
-    return Dataset("mnist-dynamic", grey[:50000], _binarize_fixed(grey[50000:], DYNAMIC_EVAL_SEED),
-                   _binarize_fixed(test, DYNAMIC_EVAL_SEED + 1), dynamic=True,
-                   info={"binarization": f"dynamic for train; valid/test fixed with seeds "
-                                         f"{DYNAMIC_EVAL_SEED}/{DYNAMIC_EVAL_SEED + 1}"})
+    return Dataset(
+        "mnist-dynamic",
+        grey[:50000],
+        _binarize_fixed(grey[50000:], DYNAMIC_EVAL_SEED),
+        _binarize_fixed(test, DYNAMIC_EVAL_SEED + 1),
+        dynamic=True,
+        info={
+            "binarization": f"dynamic for train; valid/test fixed with seeds "
+            f"{DYNAMIC_EVAL_SEED}/{DYNAMIC_EVAL_SEED + 1}"
+        },
+    )
 
 
-def load_omniglot(root: Optional[str] = None, download: bool = True,
-                  path: Optional[str] = None) -> Dataset:
+def load_omniglot(
+    root: Optional[str] = None, download: bool = True, path: Optional[str] = None
+) -> Dataset:
     """Omniglot 28x28 of Burda et al.: ``chardata.mat`` keys ``data`` / ``testdata`` (784 x N grey
     levels), binarized once with seed OMNIGLOT_BINARIZATION_SEED. ``path`` reads a given file
     without the checksum (for files of the same layout, e.g. in tests)."""
     import scipy.io
 
     path = path or fetch("omniglot", root, download)
-    mat = scipy.io.loadmat(path) if not _is_gzip(path) else scipy.io.loadmat(io.BytesIO(read_content(path)))
+    mat = (
+        scipy.io.loadmat(path)
+        if not _is_gzip(path)
+        else scipy.io.loadmat(io.BytesIO(read_content(path)))
+    )
     for key in ("data", "testdata"):
         if key not in mat:
-            raise ValueError(f"{path} has no {key!r} array (keys: {sorted(k for k in mat if not k.startswith('__'))})")
+            raise ValueError(
+                f"{path} has no {key!r} array (keys: {sorted(k for k in mat if not k.startswith('__'))})"
+            )
         if mat[key].ndim != 2 or mat[key].shape[0] != IMAGE_PIXELS:
             raise ValueError(f"{path}: {key!r} should be 784 x N, got {mat[key].shape}")
     train = np.ascontiguousarray(mat["data"].T.astype(np.float64))
     test = np.ascontiguousarray(mat["testdata"].T.astype(np.float64))
     if train.min() < 0 or train.max() > 1:
-        raise ValueError(f"{path}: grey levels should lie in [0, 1], got [{train.min()}, {train.max()}]")
+        raise ValueError(
+            f"{path}: grey levels should lie in [0, 1], got [{train.min()}, {train.max()}]"
+        )
     binary = _binarize_fixed(train, OMNIGLOT_BINARIZATION_SEED)  # the whole file, as before
     held = random_subset(len(binary), min(OMNIGLOT_VALID, len(binary) // 10), OMNIGLOT_VALID_SEED)
     keep = np.ones(len(binary), dtype=bool)
     keep[held] = False
-    return Dataset("omniglot", binary[keep], binary[held],
-                   _binarize_fixed(test, OMNIGLOT_BINARIZATION_SEED + 1),
-                   info={"binarization": f"fixed, seeds {OMNIGLOT_BINARIZATION_SEED} (train) / "
-                                         f"{OMNIGLOT_BINARIZATION_SEED + 1} (test)",
-                         "validation": f"{len(held)} of the {len(binary)} training images "
-                                       f"held out (seed {OMNIGLOT_VALID_SEED})",
-                         "pixel_order": "column-major 28x28 (reshape with order='F' to view)"})
+    return Dataset(
+        "omniglot",
+        binary[keep],
+        binary[held],
+        _binarize_fixed(test, OMNIGLOT_BINARIZATION_SEED + 1),
+        info={
+            "binarization": f"fixed, seeds {OMNIGLOT_BINARIZATION_SEED} (train) / "
+            f"{OMNIGLOT_BINARIZATION_SEED + 1} (test)",
+            "validation": f"{len(held)} of the {len(binary)} training images "
+            f"held out (seed {OMNIGLOT_VALID_SEED})",
+            "pixel_order": "column-major 28x28 (reshape with order='F' to view)",
+        },
+    )
 
 
 # ---- the sample shipped with the package ---------------------------------------------------------
@@ -406,22 +480,34 @@ def build_mnist_sample(out_path: str = SAMPLE_PATH, root: Optional[str] = None) 
 def load_mnist_sample(path: str = SAMPLE_PATH) -> Dataset:
     """The binarized-MNIST sample shipped with the package (no download needed)."""
     if not os.path.isfile(path):
-        raise DataNotFoundError(f"the package's data sample {path} is missing; reinstall "
-                                "concrete_ext (it ships in concrete_ext/zoo/data/).")
+        raise DataNotFoundError(
+            f"the package's data sample {path} is missing; reinstall "
+            "concrete_ext (it ships in concrete_ext/zoo/data/)."
+        )
     try:
         with np.load(path) as z:
             arrays = {s: np.unpackbits(z[s], axis=1)[:, :IMAGE_PIXELS] for s in SAMPLE_SIZES}
     except Exception as e:  # noqa: BLE001 - a damaged .npz raises zip, pickle or key errors
-        raise ChecksumError(f"{path} is damaged and cannot be read ({type(e).__name__}: {e}); "
-                            "reinstall concrete_ext.") from e
+        raise ChecksumError(
+            f"{path} is damaged and cannot be read ({type(e).__name__}: {e}); "
+            "reinstall concrete_ext."
+        ) from e
     got = _sample_digest(arrays)
     if got != SAMPLE_DIGEST:
-        raise ChecksumError(f"{path} is not the shipped sample (sha256 {got}, expected "
-                            f"{SAMPLE_DIGEST}); reinstall concrete_ext.")
-    return Dataset("mnist-sample", arrays["train"], arrays["valid"], arrays["test"],
-                   info={"binarization": "fixed, Salakhutdinov & Murray (2008)",
-                         "sample": f"3000/500/1000 random images (seed {SAMPLE_SEED}) of "
-                                   "train/valid/test"})
+        raise ChecksumError(
+            f"{path} is not the shipped sample (sha256 {got}, expected "
+            f"{SAMPLE_DIGEST}); reinstall concrete_ext."
+        )
+    return Dataset(
+        "mnist-sample",
+        arrays["train"],
+        arrays["valid"],
+        arrays["test"],
+        info={
+            "binarization": "fixed, Salakhutdinov & Murray (2008)",
+            "sample": f"3000/500/1000 random images (seed {SAMPLE_SEED}) of train/valid/test",
+        },
+    )
 
 
 DATASETS = {
@@ -441,6 +527,9 @@ def load_dataset(name: str, root: Optional[str] = None, download: bool = True) -
 
 def describe_files(keys: Iterable[str] = tuple(FILES)) -> str:
     """A table of the files: name, folder, address, digest (for the docs and the CLI)."""
-    rows = [f"{FILES[k].subdir}/{FILES[k].name}  {FILES[k].urls[0]}  "
-            f"{FILES[k].algorithm}:{FILES[k].digest}" for k in keys]
+    rows = [
+        f"{FILES[k].subdir}/{FILES[k].name}  {FILES[k].urls[0]}  "
+        f"{FILES[k].algorithm}:{FILES[k].digest}"
+        for k in keys
+    ]
     return "\n".join(rows)

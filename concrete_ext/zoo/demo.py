@@ -23,9 +23,22 @@ __all__ = ["run_demo", "demo_config"]
 
 
 def demo_config(arch: str = "200H~784V", minutes: float = 1.5, seed: int = 0) -> TrainConfig:
-    return TrainConfig(dataset="mnist-sample", arch=arch, arity=2, estimator="concrete", m=1,
-                       steps=10 ** 7, minutes=minutes, lr=1e-3, seed=seed, log_every=50,
-                       eval_every=500, eval_m=100, eval_n=500, checkpoint_every=500)
+    return TrainConfig(
+        dataset="mnist-sample",
+        arch=arch,
+        arity=2,
+        estimator="concrete",
+        m=1,
+        steps=10**7,
+        minutes=minutes,
+        lr=1e-3,
+        seed=seed,
+        log_every=50,
+        eval_every=500,
+        eval_m=100,
+        eval_n=500,
+        checkpoint_every=500,
+    )
 
 
 def _fresh(folder: str) -> str:
@@ -56,27 +69,46 @@ def _samples_png(model, path: str, count: int = 32) -> None:
     os.replace(tmp, path)
 
 
-def run_demo(out: str = "zoo-demo", minutes: float = 1.5, arch: str = "200H~784V", seed: int = 0,
-             eval_m: int = 1000, progress: bool = True) -> Dict:
+def run_demo(
+    out: str = "zoo-demo",
+    minutes: float = 1.5,
+    arch: str = "200H~784V",
+    seed: int = 0,
+    eval_m: int = 1000,
+    progress: bool = True,
+) -> Dict:
     """Train, evaluate, plot; returns the test estimate's summary."""
     out = _fresh(out)
     data = load_mnist_sample()
     config = demo_config(arch, minutes, seed)
-    print(f"demo: training {arch} (binary, Concrete relaxation, L_1) for {minutes:g} min on "
-          f"{len(data.train)} images of binarized MNIST shipped with the package -> {out}",
-          file=sys.stderr)
+    print(
+        f"demo: training {arch} (binary, Concrete relaxation, L_1) for {minutes:g} min on "
+        f"{len(data.train)} images of binarized MNIST shipped with the package -> {out}",
+        file=sys.stderr,
+    )
     summary = Trainer(config, out, progress=progress, dataset=data).run()
     model, _, step = load_model(runs.latest(out, "best"))
-    est = estimate_bound(model, data.test, eval_m, seed=0, progress=progress,
-                         desc=f"test L_{eval_m}")
-    result = {**est.summary(), "split": "test", "step": step, "checkpoint": "best.pt",
-              "dataset": "mnist-sample"}
+    est = estimate_bound(
+        model, data.test, eval_m, seed=0, progress=progress, desc=f"test L_{eval_m}"
+    )
+    result = {
+        **est.summary(),
+        "split": "test",
+        "step": step,
+        "checkpoint": "best.pt",
+        "dataset": "mnist-sample",
+    }
     runs.write_json(os.path.join(out, runs.EVAL), {f"test@{eval_m}": result})
-    curves = plot_curves([out], os.path.join(out, "curves.png"),
-                         title=f"demo: {arch}, Concrete, {summary['step']} steps")
+    curves = plot_curves(
+        [out],
+        os.path.join(out, "curves.png"),
+        title=f"demo: {arch}, Concrete, {summary['step']} steps",
+    )
     _samples_png(model, os.path.join(out, "samples.png"))
-    print(f"trained {summary['step']} steps in {summary['elapsed_s'] / 60:.1f} min; "
-          f"test L_{eval_m} = {est.mean:.2f} nats (NLL {est.nll:.2f} +- {est.sem:.2f}) on "
-          f"{est.n} test images of the sample")
+    print(
+        f"trained {summary['step']} steps in {summary['elapsed_s'] / 60:.1f} min; "
+        f"test L_{eval_m} = {est.mean:.2f} nats (NLL {est.nll:.2f} +- {est.sem:.2f}) on "
+        f"{est.n} test images of the sample"
+    )
     print(f"plots: {curves}, {os.path.join(out, 'samples.png')}")
     return result

@@ -54,16 +54,31 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-__all__ = ["World", "from_env", "batch_moments", "failure_message", "DEFAULT_TIMEOUT_S",
-           "FAULT_ENV"]
+__all__ = [
+    "World",
+    "from_env",
+    "batch_moments",
+    "failure_message",
+    "DEFAULT_TIMEOUT_S",
+    "FAULT_ENV",
+]
 
 DEFAULT_TIMEOUT_S = 300.0
 #: test hook: "RANK:STEP" makes that rank exit with status 3 when training reaches STEP;
 #: "RANK:STEP:hang" makes it stop answering instead (sleep)
 FAULT_ENV = "CONCRETE_EXT_ZOO_FAIL_RANK_AT_STEP"
 #: errors of rank 0 raised again, with their type, on the other ranks (``World.from_main``)
-_ERRORS = {c.__name__: c for c in (ValueError, FileNotFoundError, FileExistsError, KeyError,
-                                   RuntimeError, FloatingPointError)}
+_ERRORS = {
+    c.__name__: c
+    for c in (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        KeyError,
+        RuntimeError,
+        FloatingPointError,
+    )
+}
 
 
 def _active() -> bool:
@@ -105,7 +120,9 @@ class World:
         return self.size > 1
 
     def __str__(self) -> str:
-        return f"rank {self.rank} of {self.size} ({self.backend or 'single process'}, {self.device})"
+        return (
+            f"rank {self.rank} of {self.size} ({self.backend or 'single process'}, {self.device})"
+        )
 
     # ---- data -----------------------------------------------------------------------------------
     def rows(self, n: int) -> Tuple[int, int]:
@@ -144,7 +161,7 @@ class World:
         start = 0
         for p in params:
             n = p.numel()
-            p.grad.copy_(flat[start:start + n].view_as(p.grad))
+            p.grad.copy_(flat[start : start + n].view_as(p.grad))
             start += n
 
     def sync_buffers(self, module: nn.Module, share: float) -> None:
@@ -171,8 +188,7 @@ class World:
         if not self.distributed:
             return dict(values)
         keys = sorted(values)
-        t = torch.tensor([values[k] * share for k in keys], dtype=torch.float64,
-                         device=self.device)
+        t = torch.tensor([values[k] * share for k in keys], dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return dict(zip(keys, t.tolist()))
 
@@ -199,8 +215,12 @@ class World:
         spec = os.environ.get(FAULT_ENV, "").split(":")
         if spec[:2] == [str(self.rank), str(step)]:
             hang = spec[2:] == ["hang"]
-            print(f"rank {self.rank}: {FAULT_ENV} set, {'hanging' if hang else 'exiting'} at "
-                  f"step {step} (time {time.time():.3f})", file=sys.stderr, flush=True)
+            print(
+                f"rank {self.rank}: {FAULT_ENV} set, {'hanging' if hang else 'exiting'} at "
+                f"step {step} (time {time.time():.3f})",
+                file=sys.stderr,
+                flush=True,
+            )
             if hang:
                 time.sleep(3600)
             os._exit(3)
@@ -294,9 +314,15 @@ def failure_message(error: BaseException, run_dir: Optional[str] = None) -> Opti
     if not _active():
         return None
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    where = f"; the last checkpoint in {run_dir} is intact: continue with --resume, on any " \
-            "number of ranks" if run_dir else ""
-    return (f"error: rank {dist.get_rank()} of {dist.get_world_size()}: communication with the "
-            f"other ranks failed ({first[:200]}). Another rank probably stopped (crashed, was "
-            f"killed, ran out of memory) or hangs (given up after --dist-timeout): see its "
-            f"output{where}.")
+    where = (
+        f"; the last checkpoint in {run_dir} is intact: continue with --resume, on any "
+        "number of ranks"
+        if run_dir
+        else ""
+    )
+    return (
+        f"error: rank {dist.get_rank()} of {dist.get_world_size()}: communication with the "
+        f"other ranks failed ({first[:200]}). Another rank probably stopped (crashed, was "
+        f"killed, ran out of memory) or hangs (given up after --dist-timeout): see its "
+        f"output{where}."
+    )

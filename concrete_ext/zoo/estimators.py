@@ -32,8 +32,15 @@ from .distributed import batch_moments
 from .model import SBN, bound
 from .noise import NoiseSource
 
-__all__ = ["Step", "Concrete", "VIMCO", "NVIL", "make_estimator", "vimco_learning_signals",
-           "ESTIMATORS"]
+__all__ = [
+    "Step",
+    "Concrete",
+    "VIMCO",
+    "NVIL",
+    "make_estimator",
+    "vimco_learning_signals",
+    "ESTIMATORS",
+]
 
 
 class Step(NamedTuple):
@@ -84,8 +91,7 @@ class VIMCO(nn.Module):
         signals = vimco_learning_signals(log_w.detach())
         objective = bound(log_w)
         surrogate = objective + (signals * w.log_q).sum(-1)
-        return Step(-surrogate.mean(), objective.detach(),
-                    {"signal_abs": signals.abs().mean()})
+        return Step(-surrogate.mean(), objective.detach(), {"signal_abs": signals.abs().mean()})
 
 
 class NVIL(nn.Module):
@@ -98,7 +104,9 @@ class NVIL(nn.Module):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
         self.decay = decay
-        self.baseline = nn.Sequential(nn.Linear(input_size, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        self.baseline = nn.Sequential(
+            nn.Linear(input_size, hidden), nn.Tanh(), nn.Linear(hidden, 1)
+        )
         for mod in self.baseline:
             if isinstance(mod, nn.Linear):
                 nn.init.xavier_uniform_(mod.weight)
@@ -126,10 +134,12 @@ class NVIL(nn.Module):
             with torch.no_grad():  # (tensor ops, no Python branch on a value: traceable whole)
                 mean, var = batch_moments(residual)  # over all ranks' shards (distributed.py)
                 d = self.decay
-                self.signal_mean.copy_(torch.where(self.started, self.signal_mean * d
-                                                   + (1 - d) * mean, mean))
-                self.signal_var.copy_(torch.where(self.started, self.signal_var * d
-                                                  + (1 - d) * var, var))
+                self.signal_mean.copy_(
+                    torch.where(self.started, self.signal_mean * d + (1 - d) * mean, mean)
+                )
+                self.signal_var.copy_(
+                    torch.where(self.started, self.signal_var * d + (1 - d) * var, var)
+                )
                 self.started.fill_(True)
         centred = residual - self.signal_mean
         scale = self._scale()
@@ -141,8 +151,9 @@ class NVIL(nn.Module):
         surrogate = learning_signal * log_q + pathwise
         baseline_loss = (signal - self.signal_mean - b).pow(2)
         loss = -surrogate.mean() + baseline_loss.mean()
-        return Step(loss, signal, {"baseline_mse": baseline_loss.mean().detach(),
-                                   "signal_scale": scale})
+        return Step(
+            loss, signal, {"baseline_mse": baseline_loss.mean().detach(), "signal_scale": scale}
+        )
 
 
 ESTIMATORS = ("concrete", "vimco", "nvil", "score")

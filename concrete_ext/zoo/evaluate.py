@@ -31,8 +31,15 @@ from .progress import Progress
 if TYPE_CHECKING:
     from .distributed import World
 
-__all__ = ["BoundEstimate", "plan", "unit_log_sums", "combine_units", "partial_log_sums",
-           "estimate_bound", "DEFAULT_ROWS"]
+__all__ = [
+    "BoundEstimate",
+    "plan",
+    "unit_log_sums",
+    "combine_units",
+    "partial_log_sums",
+    "estimate_bound",
+    "DEFAULT_ROWS",
+]
 
 DEFAULT_ROWS = 4096
 
@@ -70,9 +77,17 @@ def plan(m: int, rows: int = DEFAULT_ROWS) -> Tuple[int, int]:
 
 
 @torch.no_grad()
-def unit_log_sums(model: SBN, data, m: int, *, seed: int = 0, rows: int = DEFAULT_ROWS,
-                  shard: Tuple[int, int] = (0, 1), progress: bool = True,
-                  desc: str = "eval") -> torch.Tensor:
+def unit_log_sums(
+    model: SBN,
+    data,
+    m: int,
+    *,
+    seed: int = 0,
+    rows: int = DEFAULT_ROWS,
+    shard: Tuple[int, int] = (0, 1),
+    progress: bool = True,
+    desc: str = "eval",
+) -> torch.Tensor:
     """The (examples, chunks) table of log sum_i w_i over each chunk of samples, float64, for the
     units of this shard (-inf in the entries of other shards' units).
 
@@ -121,9 +136,17 @@ def partial_log_sums(model: SBN, data, m: int, **kw) -> torch.Tensor:
     return combine_units(unit_log_sums(model, data, m, **kw))
 
 
-def estimate_bound(model: SBN, data, m: int, *, seed: int = 0, rows: int = DEFAULT_ROWS,
-                   progress: bool = True, desc: str = "eval",
-                   world: Optional["World"] = None) -> BoundEstimate:
+def estimate_bound(
+    model: SBN,
+    data,
+    m: int,
+    *,
+    seed: int = 0,
+    rows: int = DEFAULT_ROWS,
+    progress: bool = True,
+    desc: str = "eval",
+    world: Optional["World"] = None,
+) -> BoundEstimate:
     """L_m of the discrete model averaged over ``data`` (streamed; see the module docstring).
 
     ``world`` (distributed.World): the units are shared between its ranks and the table is
@@ -131,12 +154,21 @@ def estimate_bound(model: SBN, data, m: int, *, seed: int = 0, rows: int = DEFAU
     """
     start = time.time()
     shard = world.shard_spec if world is not None else (0, 1)
-    table = unit_log_sums(model, data, m, seed=seed, rows=rows, shard=shard, progress=progress,
-                          desc=desc)
+    table = unit_log_sums(
+        model, data, m, seed=seed, rows=rows, shard=shard, progress=progress, desc=desc
+    )
     if world is not None:
         table = world.combine_units(table)
     per = (combine_units(table) - math.log(m)).cpu().numpy()
     n = len(per)
     sem = float(per.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-    return BoundEstimate(m=m, n=n, mean=float(per.mean()), sem=sem, seed=seed, rows=rows,
-                         seconds=time.time() - start, per_example=per)
+    return BoundEstimate(
+        m=m,
+        n=n,
+        mean=float(per.mean()),
+        sem=sem,
+        seed=seed,
+        rows=rows,
+        seconds=time.time() - start,
+        per_example=per,
+    )

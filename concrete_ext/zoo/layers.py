@@ -39,8 +39,9 @@ def corners(n: int) -> Tensor:
     return (2 * bits - 1).to(torch.float32)
 
 
-def relaxed_kl_sample(q_logits: Tensor, q_temperature, p_logits: Tensor, p_temperature,
-                      **noise) -> Tuple[Tensor, Tensor, Tensor]:
+def relaxed_kl_sample(
+    q_logits: Tensor, q_temperature, p_logits: Tensor, p_temperature, **noise
+) -> Tuple[Tensor, Tensor, Tensor]:
     """(y ~ ExpConcrete(q), log kappa_q(y), log kappa_p(y)) along the last dim (Eq. 28)."""
     return ce.relaxed_kl_sample(q_logits, q_temperature, p_logits, p_temperature, -1, **noise)
 
@@ -48,8 +49,9 @@ def relaxed_kl_sample(q_logits: Tensor, q_temperature, p_logits: Tensor, p_tempe
 def _rows(t: Tensor, start: int, total: int) -> Tensor:
     """t (its rows start .. of a batch of total rows, dim 0) padded with zeros to the batch."""
     n = t.shape[0]
-    return torch.cat([t.new_zeros((start,) + t.shape[1:]), t,
-                      t.new_zeros((total - start - n,) + t.shape[1:])])
+    return torch.cat(
+        [t.new_zeros((start,) + t.shape[1:]), t, t.new_zeros((total - start - n,) + t.shape[1:])]
+    )
 
 
 def random_op(op, noise: Dict, *inputs: Tensor, **kwargs):
@@ -65,8 +67,8 @@ def random_op(op, noise: Dict, *inputs: Tensor, **kwargs):
     n = inputs[0].shape[0]
     out = op(*[_rows(t, start, total) for t in inputs], **kwargs, **noise)
     if isinstance(out, tuple):
-        return tuple(o[start:start + n] for o in out)
-    return out[start:start + n]
+        return tuple(o[start : start + n] for o in out)
+    return out[start : start + n]
 
 
 def _noise(like: Tensor, *, kind: str, **noise) -> Tensor:
@@ -92,8 +94,10 @@ class StochasticLayer:
             raise ValueError(f"arity must be one of {ARITIES}, got {arity}")
         bits = int(round(math.log2(arity)))
         if units % bits:
-            raise ValueError(f"a layer of {units} units cannot be split into {arity}-ary nodes "
-                             f"of {bits} units each")
+            raise ValueError(
+                f"a layer of {units} units cannot be split into {arity}-ary nodes "
+                f"of {bits} units each"
+            )
         self.units, self.arity, self.bits = units, arity, bits
         self.nodes = units // bits
         self.params = units if arity == 2 else self.nodes * arity
@@ -135,28 +139,34 @@ class StochasticLayer:
     def draw_relaxed(self, logits: Tensor, temperature, noise: Dict) -> Tensor:
         """A reparameterised relaxed draw y at ``temperature`` (no density computed)."""
         if self.arity == 2:
-            return random_op(ce.logit_binary_concrete_sample, noise, logits, temperature=temperature)
-        return random_op(ce.exp_concrete_sample, noise, self._shape(logits), temperature=temperature,
-                         dim=-1)
+            return random_op(
+                ce.logit_binary_concrete_sample, noise, logits, temperature=temperature
+            )
+        return random_op(
+            ce.exp_concrete_sample, noise, self._shape(logits), temperature=temperature, dim=-1
+        )
 
     def sample_relaxed(self, logits: Tensor, temperature, noise: Dict) -> Tuple[Tensor, Tensor]:
         """(y, log density of y summed over the layer) for y drawn at ``temperature``."""
         y = self.draw_relaxed(logits, temperature, noise)
         return y, self.log_prob_relaxed(y, logits, temperature)
 
-    def sample_relaxed_pair(self, q_logits: Tensor, q_temperature, p_logits: Tensor,
-                            p_temperature, noise: Dict) -> Tuple[Tensor, Tensor, Tensor]:
+    def sample_relaxed_pair(
+        self, q_logits: Tensor, q_temperature, p_logits: Tensor, p_temperature, noise: Dict
+    ) -> Tuple[Tensor, Tensor, Tensor]:
         """(y ~ q, log q(y), log p(y)), each log density summed over the layer; the n-ary case is
         one fused relaxed-KL pass (Eq. 28) when the build's op is correct."""
         if self.arity == 2:
-            y = random_op(ce.logit_binary_concrete_sample, noise, q_logits,
-                          temperature=q_temperature)
+            y = random_op(
+                ce.logit_binary_concrete_sample, noise, q_logits, temperature=q_temperature
+            )
             lq = ce.logit_binary_concrete_log_prob(y, q_logits, q_temperature)
             lp = ce.logit_binary_concrete_log_prob(y, p_logits, p_temperature)
             return y, lq.sum(-1), lp.sum(-1)
         q, p = self._shape(q_logits), self._shape(p_logits)
-        y, lq, lp = random_op(_kl_sample, noise, q, p, q_temperature=q_temperature,
-                              p_temperature=p_temperature)
+        y, lq, lp = random_op(
+            _kl_sample, noise, q, p, q_temperature=q_temperature, p_temperature=p_temperature
+        )
         return y, lq.sum(-1), lp.sum(-1)
 
     def log_prob_relaxed(self, y: Tensor, logits: Tensor, temperature) -> Tensor:

@@ -35,8 +35,10 @@ __all__ = ["RATES", "lr_sweep", "chosen_rate", "SWEEP_FILE"]
 
 RATES = (1e-4, 3e-4, 1e-3)
 SWEEP_FILE = "sweep.json"
-RULE = ("the rate with the best validation L_{m} (mean over the run's {n} validation images) after "
-        "{steps} steps; the same seed, data order, images and noise for every rate")
+RULE = (
+    "the rate with the best validation L_{m} (mean over the run's {n} validation images) after "
+    "{steps} steps; the same seed, data order, images and noise for every rate"
+)
 
 
 def _run_name(lr: float) -> str:
@@ -48,8 +50,14 @@ def _finished(run_dir: str, steps: int) -> bool:
     return os.path.isfile(ckpt) and runs.load_checkpoint(ckpt)["step"] >= steps
 
 
-def lr_sweep(out_dir: str, base: TrainConfig, rates: Sequence[float] = RATES, *,
-             progress: bool = True, dataset: Optional[Dataset] = None) -> Dict:
+def lr_sweep(
+    out_dir: str,
+    base: TrainConfig,
+    rates: Sequence[float] = RATES,
+    *,
+    progress: bool = True,
+    dataset: Optional[Dataset] = None,
+) -> Dict:
     """Train ``base`` at each rate for ``base.steps`` steps in ``out_dir/lr<rate>`` (resumable),
     score each final model by L_{eval_m} on its validation images, write and return the sweep
     (``sweep.json``)."""
@@ -65,8 +73,9 @@ def lr_sweep(out_dir: str, base: TrainConfig, rates: Sequence[float] = RATES, *,
         start = time.time()
         if not _finished(run_dir, config.steps):
             resume = os.path.isfile(os.path.join(run_dir, runs.CHECKPOINT))
-            summary = Trainer(None if resume else config, run_dir, resume=resume,
-                              progress=progress, dataset=data).run()
+            summary = Trainer(
+                None if resume else config, run_dir, resume=resume, progress=progress, dataset=data
+            ).run()
             if summary["status"] == "interrupted":  # Ctrl-C / SIGTERM: stop the sweep too
                 raise KeyboardInterrupt(f"sweep stopped in {run_dir} at step {summary['step']}")
         # the model after exactly `steps` steps (not best.pt: the rule is a fixed budget)
@@ -76,11 +85,19 @@ def lr_sweep(out_dir: str, base: TrainConfig, rates: Sequence[float] = RATES, *,
         per_image[lr] = est.per_example
         metrics = runs.read_jsonl(os.path.join(run_dir, runs.METRICS))
         ends = [r for r in metrics if r.get("kind") == "end"]
-        records.append({"lr": float(lr), "run": _run_name(lr), "step": step,
-                        "valid_bound": est.mean, "valid_sem": est.sem, "valid_m": saved.eval_m,
-                        "valid_n": est.n, "train_minutes": (ends[-1]["elapsed_s"] / 60
-                                                            if ends else None),
-                        "wall_s": round(time.time() - start, 1)})
+        records.append(
+            {
+                "lr": float(lr),
+                "run": _run_name(lr),
+                "step": step,
+                "valid_bound": est.mean,
+                "valid_sem": est.sem,
+                "valid_m": saved.eval_m,
+                "valid_n": est.n,
+                "train_minutes": (ends[-1]["elapsed_s"] / 60 if ends else None),
+                "wall_s": round(time.time() - start, 1),
+            }
+        )
     ok = [r for r in records if math.isfinite(r["valid_bound"])]
     if not ok:
         raise FloatingPointError(f"no rate of {list(rates)} gave a finite validation bound")
@@ -89,13 +106,20 @@ def lr_sweep(out_dir: str, base: TrainConfig, rates: Sequence[float] = RATES, *,
     margin = None
     if others:
         d = per_image[best["lr"]] - per_image[others[0]["lr"]]
-        margin = {"runner_up_lr": others[0]["lr"], "difference": float(d.mean()),
-                  "paired_sem": float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else None}
-    result = {"settings": {k: v for k, v in base.to_dict().items() if k != "lr"},
-              "rates": [float(r) for r in rates], "records": records,
-              "chosen_lr": best["lr"], "margin_over_runner_up": margin,
-              "rule": RULE.format(m=base.eval_m, n=best["valid_n"], steps=base.steps),
-              "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        margin = {
+            "runner_up_lr": others[0]["lr"],
+            "difference": float(d.mean()),
+            "paired_sem": float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else None,
+        }
+    result = {
+        "settings": {k: v for k, v in base.to_dict().items() if k != "lr"},
+        "rates": [float(r) for r in rates],
+        "records": records,
+        "chosen_lr": best["lr"],
+        "margin_over_runner_up": margin,
+        "rule": RULE.format(m=base.eval_m, n=best["valid_n"], steps=base.steps),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     runs.write_json(os.path.join(out_dir, SWEEP_FILE), result)
     return result
 

@@ -37,8 +37,16 @@ from .arch import Arch, parse_arch
 from .layers import StochasticLayer
 from .noise import NoiseSource
 
-__all__ = ["SBN", "ConditionalSBN", "make_model", "Weights", "DEFAULT_TEMPERATURES", "conditioning",
-           "bernoulli_log_prob", "bound"]
+__all__ = [
+    "SBN",
+    "ConditionalSBN",
+    "make_model",
+    "Weights",
+    "DEFAULT_TEMPERATURES",
+    "conditioning",
+    "bernoulli_log_prob",
+    "bound",
+]
 
 #: (posterior lambda_1, prior lambda_2) by arity, Appendix D.5.
 DEFAULT_TEMPERATURES = {2: (2 / 3, 1 / 2), 4: (1.0, 2 / 3), 8: (2 / 3, 2 / 5)}
@@ -65,9 +73,13 @@ def conditioning(in_features: int, out_features: int, link: str, hidden: int) ->
     if link == "-":
         return nn.Sequential(nn.Linear(in_features, out_features))
     if link == "~":
-        return nn.Sequential(nn.Linear(in_features, hidden), nn.Tanh(),
-                             nn.Linear(hidden, hidden), nn.Tanh(),
-                             nn.Linear(hidden, out_features))
+        return nn.Sequential(
+            nn.Linear(in_features, hidden),
+            nn.Tanh(),
+            nn.Linear(hidden, hidden),
+            nn.Tanh(),
+            nn.Linear(hidden, out_features),
+        )
     raise ValueError(f"unknown link {link!r}")
 
 
@@ -84,8 +96,9 @@ def set_logit_bias(linear: nn.Linear, pixel_mean) -> None:
     always 0 in the training set would otherwise get an infinite bias)."""
     mean = torch.as_tensor(np.asarray(pixel_mean, dtype=np.float64))
     if mean.shape != linear.bias.shape:
-        raise ValueError(f"pixel_mean must have shape {tuple(linear.bias.shape)}, got "
-                         f"{tuple(mean.shape)}")
+        raise ValueError(
+            f"pixel_mean must have shape {tuple(linear.bias.shape)}, got {tuple(mean.shape)}"
+        )
     mean = mean.clamp(PIXEL_MEAN_CLIP, 1 - PIXEL_MEAN_CLIP)
     with torch.no_grad():
         linear.bias.copy_(torch.log(mean) - torch.log1p(-mean))
@@ -99,16 +112,26 @@ def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
 class SBN(nn.Module):
     """A density model in the paper's notation, e.g. ``SBN("200H~200H~784V", arity=2)``."""
 
-    def __init__(self, arch, arity: int = 2, *, posterior_temperature: Optional[float] = None,
-                 prior_temperature: Optional[float] = None, centering_decay: float = 0.9,
-                 pixel_mean: Optional[np.ndarray] = None, inference_width: str = "mirror"):
+    def __init__(
+        self,
+        arch,
+        arity: int = 2,
+        *,
+        posterior_temperature: Optional[float] = None,
+        prior_temperature: Optional[float] = None,
+        centering_decay: float = 0.9,
+        pixel_mean: Optional[np.ndarray] = None,
+        inference_width: str = "mirror",
+    ):
         super().__init__()
         self.arch: Arch = parse_arch(arch)
         self.inference_width = inference_width
         if not self.arch.is_density_model:
-            raise ValueError(f"{self.arch} is not a density model (latent layers, then one "
-                             "observed layer); conditional models like 392V-240H-240H-392V are "
-                             "structured prediction (Section 5.3)")
+            raise ValueError(
+                f"{self.arch} is not a density model (latent layers, then one "
+                "observed layer); conditional models like 392V-240H-240H-392V are "
+                "structured prediction (Section 5.3)"
+            )
         if arity not in DEFAULT_TEMPERATURES:
             raise ValueError(f"arity must be one of {sorted(DEFAULT_TEMPERATURES)}, got {arity}")
         t1, t2 = DEFAULT_TEMPERATURES[arity]
@@ -125,11 +148,17 @@ class SBN(nn.Module):
         self.prior_logits = nn.Parameter(torch.zeros(self.latent[0].params))
         self.gen = nn.ModuleList(
             conditioning(sizes[i], out_params[i], self.arch.links[i], self.arch.hidden_width(i))
-            for i in range(n))
+            for i in range(n)
+        )
         self.inf = nn.ModuleList(
-            conditioning(sizes[i + 1], self.latent[i].params, self.arch.links[i],
-                         self.arch.inference_width(i, inference_width))
-            for i in range(n))
+            conditioning(
+                sizes[i + 1],
+                self.latent[i].params,
+                self.arch.links[i],
+                self.arch.inference_width(i, inference_width),
+            )
+            for i in range(n)
+        )
         for i in range(1, n):
             self.register_buffer(f"center_{i}", torch.zeros(sizes[i]))
         self.reset_parameters(pixel_mean)
@@ -152,9 +181,11 @@ class SBN(nn.Module):
         return self.arch.sizes[-1]
 
     def extra_repr(self) -> str:
-        return (f"arch={self.arch}, arity={self.arity}, temperatures=(posterior "
-                f"{self.posterior_temperature:.4g}, prior {self.prior_temperature:.4g}), "
-                f"inference width {self.inference_width}")
+        return (
+            f"arch={self.arch}, arity={self.arity}, temperatures=(posterior "
+            f"{self.posterior_temperature:.4g}, prior {self.prior_temperature:.4g}), "
+            f"inference width {self.inference_width}"
+        )
 
     # ---- helpers ------------------------------------------------------------------------------
     def _centred(self, i: int, activity: Tensor) -> Tensor:
@@ -194,7 +225,9 @@ class SBN(nn.Module):
             log_q = log_q + self.latent[i].log_prob_discrete(states[i], logits)
         log_p = self.latent[0].log_prob_discrete(states[0], self.prior_logits)
         for i in range(n - 1):
-            log_p = log_p + self.latent[i + 1].log_prob_discrete(states[i + 1], self.gen[i](acts[i]))
+            log_p = log_p + self.latent[i + 1].log_prob_discrete(
+                states[i + 1], self.gen[i](acts[i])
+            )
         log_p = log_p + bernoulli_log_prob(x.unsqueeze(1), self.gen[-1](acts[-1]))
         return Weights(log_p, log_q)
 
@@ -259,14 +292,24 @@ class ConditionalSBN(nn.Module):
     logit of the training means of the bottom-half pixels.
     """
 
-    def __init__(self, arch, arity: int = 2, *, posterior_temperature: Optional[float] = None,
-                 prior_temperature: Optional[float] = None, centering_decay: float = 0.9,
-                 pixel_mean: Optional[np.ndarray] = None, inference_width: str = "mirror"):
+    def __init__(
+        self,
+        arch,
+        arity: int = 2,
+        *,
+        posterior_temperature: Optional[float] = None,
+        prior_temperature: Optional[float] = None,
+        centering_decay: float = 0.9,
+        pixel_mean: Optional[np.ndarray] = None,
+        inference_width: str = "mirror",
+    ):
         super().__init__()
         self.arch: Arch = parse_arch(arch)
         if not self.arch.is_conditional_model:
-            raise ValueError(f"{self.arch} is not a conditional model (an observed layer, latent "
-                             "layers, an observed layer), e.g. 392V-240H-240H-392V")
+            raise ValueError(
+                f"{self.arch} is not a conditional model (an observed layer, latent "
+                "layers, an observed layer), e.g. 392V-240H-240H-392V"
+            )
         if arity not in DEFAULT_TEMPERATURES:
             raise ValueError(f"arity must be one of {sorted(DEFAULT_TEMPERATURES)}, got {arity}")
         self.arity = arity
@@ -280,7 +323,8 @@ class ConditionalSBN(nn.Module):
         out_params = [layer.params for layer in self.latent] + [sizes[-1]]
         self.gen = nn.ModuleList(
             conditioning(sizes[i], out_params[i], self.arch.links[i], self.arch.hidden_width(i))
-            for i in range(len(out_params)))
+            for i in range(len(out_params))
+        )
         self.reset_parameters(pixel_mean)
 
     @property
@@ -302,7 +346,7 @@ class ConditionalSBN(nn.Module):
         half's means or every pixel's (the bottom half is then its last ``target_size``)."""
         mean = np.asarray(pixel_mean, dtype=np.float64)
         if mean.shape == (self.input_size,):
-            mean = mean[-self.target_size:]
+            mean = mean[-self.target_size :]
         set_logit_bias(self.gen[-1][-1], mean)
 
     def extra_repr(self) -> str:
@@ -311,9 +355,11 @@ class ConditionalSBN(nn.Module):
     def split(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """(top half, bottom half) of images ``x`` (..., input_size)."""
         if x.shape[-1] != self.input_size:
-            raise ValueError(f"{self.arch} needs examples of {self.context_size} + "
-                             f"{self.target_size} = {self.input_size} pixels, got {x.shape[-1]}")
-        return x[..., :self.context_size], x[..., self.context_size:]
+            raise ValueError(
+                f"{self.arch} needs examples of {self.context_size} + "
+                f"{self.target_size} = {self.input_size} pixels, got {x.shape[-1]}"
+            )
+        return x[..., : self.context_size], x[..., self.context_size :]
 
     def _context_logits(self, top: Tensor, m: int) -> Tensor:
         logits = self.gen[0](top)
@@ -381,4 +427,3 @@ def make_model(arch, arity: int = 2, **kwargs) -> nn.Module:
 def bound(log_w: Tensor) -> Tensor:
     """L_m of each example: log (1/m) sum_i w_i over the last dim (Eq. 8), in log space."""
     return torch.logsumexp(log_w, -1) - math.log(log_w.shape[-1])
-

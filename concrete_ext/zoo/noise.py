@@ -43,7 +43,7 @@ def mix64(*values: int) -> int:
 
 def draw_seed(generator: torch.Generator) -> int:
     """One 64-bit seed from a CPU generator: the draw an op makes from it (host.h, random64)."""
-    return int(torch.empty((), dtype=torch.int64).random_(-2 ** 63, None, generator=generator))
+    return int(torch.empty((), dtype=torch.int64).random_(-(2**63), None, generator=generator))
 
 
 class NoiseSource:
@@ -56,8 +56,12 @@ class NoiseSource:
     and the noise is drawn as for the whole batch (``layers.random_op``).
     """
 
-    def __init__(self, generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
-                 rows: Optional[Tuple[int, int]] = None):
+    def __init__(
+        self,
+        generator: Optional[torch.Generator] = None,
+        seed: Optional[int] = None,
+        rows: Optional[Tuple[int, int]] = None,
+    ):
         if (generator is None) == (seed is None):
             raise ValueError("give exactly one of generator and seed")
         self.generator = generator

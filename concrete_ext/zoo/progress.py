@@ -30,9 +30,17 @@ class Progress:
     ``budget_s``: the run ends when ``elapsed`` (given to ``update``) reaches it, whatever the
     count; ``total`` then only caps the count and is not shown."""
 
-    def __init__(self, total: int, desc: str = "", initial: int = 0, unit: str = "it",
-                 disable: bool = False, interval: float = 5.0, budget_s: Optional[float] = None,
-                 elapsed_s: float = 0.0):
+    def __init__(
+        self,
+        total: int,
+        desc: str = "",
+        initial: int = 0,
+        unit: str = "it",
+        disable: bool = False,
+        interval: float = 5.0,
+        budget_s: Optional[float] = None,
+        elapsed_s: float = 0.0,
+    ):
         self.total, self.desc, self.n, self.unit = total, desc, initial, unit
         self.disable = disable
         self.interval = interval
@@ -48,14 +56,25 @@ class Progress:
                 from tqdm.auto import tqdm
 
                 if self.budget is None:
-                    self._bar = tqdm(total=total, desc=desc, initial=initial, unit=unit,
-                                     dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
+                    self._bar = tqdm(
+                        total=total,
+                        desc=desc,
+                        initial=initial,
+                        unit=unit,
+                        dynamic_ncols=True,
+                        file=sys.stderr,
+                        mininterval=0.5,
+                    )
                 else:  # the bar is time: spent / budget
-                    self._bar = tqdm(total=round(self.budget), desc=desc,
-                                     initial=min(round(elapsed_s), round(self.budget)),
-                                     dynamic_ncols=True, file=sys.stderr, mininterval=0.5,
-                                     bar_format="{desc} {n_fmt}/{total_fmt} s |{bar}| "
-                                                "{postfix}")
+                    self._bar = tqdm(
+                        total=round(self.budget),
+                        desc=desc,
+                        initial=min(round(elapsed_s), round(self.budget)),
+                        dynamic_ncols=True,
+                        file=sys.stderr,
+                        mininterval=0.5,
+                        bar_format="{desc} {n_fmt}/{total_fmt} s |{bar}| {postfix}",
+                    )
             except ImportError:
                 self._bar = None
 
@@ -70,8 +89,9 @@ class Progress:
             self._bar.total = total
 
     def set(self, **values) -> None:
-        self.postfix = {k: (f"{v:.2f}" if isinstance(v, float) else str(v))
-                        for k, v in values.items()}
+        self.postfix = {
+            k: (f"{v:.2f}" if isinstance(v, float) else str(v)) for k, v in values.items()
+        }
         if self._bar is not None:
             shown = dict(self.postfix)
             if self.budget is not None:
@@ -83,11 +103,15 @@ class Progress:
         rate = self.rate()
         extra = " ".join(f"{k} {v}" for k, v in self.postfix.items())
         if self.budget is not None:
-            return (f"{self.desc} {self.unit} {self.n} time {_fmt_time(self.elapsed)}/"
-                    f"{_fmt_time(self.budget)} {extra} {rate:.2f} {self.unit}/s").replace("  ", " ")
+            return (
+                f"{self.desc} {self.unit} {self.n} time {_fmt_time(self.elapsed)}/"
+                f"{_fmt_time(self.budget)} {extra} {rate:.2f} {self.unit}/s"
+            ).replace("  ", " ")
         eta = (self.total - self.n) / rate if rate and rate > 0 else float("nan")
-        return (f"{self.desc} {self.n}/{self.total} {extra} {rate:.2f} {self.unit}/s "
-                f"ETA {_fmt_time(eta)}").replace("  ", " ")
+        return (
+            f"{self.desc} {self.n}/{self.total} {extra} {rate:.2f} {self.unit}/s "
+            f"ETA {_fmt_time(eta)}"
+        ).replace("  ", " ")
 
     def update(self, n: int = 1, elapsed: Optional[float] = None) -> None:
         """Count ``n`` more; ``elapsed``: the time spent so far against the budget."""

@@ -13,8 +13,17 @@ from . import runs
 from .arch import parse_arch
 from .paper import paper_nll
 
-__all__ = ["collect", "format_table", "paired_differences", "format_paired", "compare_runs",
-           "plot_curves", "plot_log_curves", "extrapolate", "save_figure"]
+__all__ = [
+    "collect",
+    "format_table",
+    "paired_differences",
+    "format_paired",
+    "compare_runs",
+    "plot_curves",
+    "plot_log_curves",
+    "extrapolate",
+    "save_figure",
+]
 
 
 _NAMES = {"concrete": "Concrete", "vimco": "VIMCO", "nvil": "NVIL"}
@@ -48,15 +57,27 @@ def collect(paths: Sequence[str]) -> List[Dict]:
         metrics = runs.read_jsonl(os.path.join(run_dir, runs.METRICS))
         ends = [r for r in metrics if r.get("kind") == "end"]
         evals = runs.read_json(os.path.join(run_dir, runs.EVAL), {})
-        row = {"run": run_dir, "arch": config["arch"], "arity": config["arity"],
-               "m": config["m"], "estimator": config["estimator"], "dataset": config["dataset"],
-               "steps": ends[-1]["step"] if ends else None,
-               "minutes": ends[-1]["elapsed_s"] / 60 if ends else None}
+        row = {
+            "run": run_dir,
+            "arch": config["arch"],
+            "arity": config["arity"],
+            "m": config["m"],
+            "estimator": config["estimator"],
+            "dataset": config["dataset"],
+            "steps": ends[-1]["step"] if ends else None,
+            "minutes": ends[-1]["elapsed_s"] / 60 if ends else None,
+        }
         for split in ("test", "train"):
             e = _best_eval(evals, split)
             row[split] = e
-            row["paper_" + split] = paper_nll(config["arch"], config["arity"], config["m"],
-                                              config["estimator"], config["dataset"], split)
+            row["paper_" + split] = paper_nll(
+                config["arch"],
+                config["arity"],
+                config["m"],
+                config["estimator"],
+                config["dataset"],
+                split,
+            )
         rows.append(row)
     rows.sort(key=lambda r: (r["dataset"], r["arity"], r["arch"], r["m"], r["estimator"]))
     return rows
@@ -64,25 +85,50 @@ def collect(paths: Sequence[str]) -> List[Dict]:
 
 def format_table(rows: List[Dict], markdown: bool = False) -> str:
     """Our NLL (-L_m of the discrete model, with its m and number of images) beside the paper's."""
-    head = ["dataset", "model", "n", "m", "estimator", "steps", "min", "test NLL ± s.e.", "paper",
-            "train NLL ± s.e.", "paper", "eval"]
+    head = [
+        "dataset",
+        "model",
+        "n",
+        "m",
+        "estimator",
+        "steps",
+        "min",
+        "test NLL ± s.e.",
+        "paper",
+        "train NLL ± s.e.",
+        "paper",
+        "eval",
+    ]
     lines = []
     for r in rows:
         test, train = r["test"], r["train"]
         bound_name = "L^SP_" if parse_arch(r["arch"]).is_conditional_model else "L_"
-        evals = "; ".join(f"{e['split']} {bound_name}{e['m']} on {e['n']}" for e in (test, train)
-                          if e)
-        lines.append([
-            r["dataset"], r["arch"], str(r["arity"]), str(r["m"]),
-            _NAMES.get(r["estimator"], r["estimator"]),
-            str(r["steps"]) if r["steps"] is not None else "-", _fmt(r["minutes"]),
-            _nll(test), _fmt(r["paper_test"]), _nll(train), _fmt(r["paper_train"]), evals or "-"])
+        evals = "; ".join(
+            f"{e['split']} {bound_name}{e['m']} on {e['n']}" for e in (test, train) if e
+        )
+        lines.append(
+            [
+                r["dataset"],
+                r["arch"],
+                str(r["arity"]),
+                str(r["m"]),
+                _NAMES.get(r["estimator"], r["estimator"]),
+                str(r["steps"]) if r["steps"] is not None else "-",
+                _fmt(r["minutes"]),
+                _nll(test),
+                _fmt(r["paper_test"]),
+                _nll(train),
+                _fmt(r["paper_train"]),
+                evals or "-",
+            ]
+        )
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(cells) + " |" for cells in lines]
         return "\n".join(out)
-    widths = [max(len(h), *(len(c[i]) for c in lines)) if lines else len(h)
-              for i, h in enumerate(head)]
+    widths = [
+        max(len(h), *(len(c[i]) for c in lines)) if lines else len(h) for i, h in enumerate(head)
+    ]
     out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
     out += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in lines]
     return "\n".join(out)
@@ -99,10 +145,15 @@ def _paired(run_a: str, rec_a: Dict, run_b: str, rec_b: Dict) -> Optional[Dict]:
     d = b[0] - a[0]  # per-image NLL_a - NLL_b (NLL = -L)
     n = len(d)
     sem = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-    unpaired = (math.sqrt(float(a[0].var(ddof=1) + b[0].var(ddof=1)) / n) if n > 1
-                else float("nan"))
-    return {"n": n, "a_nll": float(-a[0].mean()), "b_nll": float(-b[0].mean()),
-            "diff": float(d.mean()), "sem": sem, "unpaired_sem": unpaired}
+    unpaired = math.sqrt(float(a[0].var(ddof=1) + b[0].var(ddof=1)) / n) if n > 1 else float("nan")
+    return {
+        "n": n,
+        "a_nll": float(-a[0].mean()),
+        "b_nll": float(-b[0].mean()),
+        "diff": float(d.mean()),
+        "sem": sem,
+        "unpaired_sem": unpaired,
+    }
 
 
 def paired_differences(paths: Sequence[str]) -> List[Dict]:
@@ -120,11 +171,22 @@ def paired_differences(paths: Sequence[str]) -> List[Dict]:
         evals = runs.read_json(os.path.join(run_dir, runs.EVAL), {})
         found.append((run_dir, config, evals))
     out: List[Dict] = []
-    same = ("dataset", "arch", "arity", "m", "posterior_temperature", "prior_temperature",
-            "batch_size", "inference_width")
+    same = (
+        "dataset",
+        "arch",
+        "arity",
+        "m",
+        "posterior_temperature",
+        "prior_temperature",
+        "batch_size",
+        "inference_width",
+    )
     for (ra, ca, ea), (rb, cb, eb) in itertools.combinations(found, 2):
-        if any(ca.get(k, "mirror" if k == "inference_width" else None)
-               != cb.get(k, "mirror" if k == "inference_width" else None) for k in same):
+        if any(
+            ca.get(k, "mirror" if k == "inference_width" else None)
+            != cb.get(k, "mirror" if k == "inference_width" else None)
+            for k in same
+        ):
             continue
         if (ca["estimator"] == "concrete") == (cb["estimator"] == "concrete"):
             continue
@@ -133,13 +195,23 @@ def paired_differences(paths: Sequence[str]) -> List[Dict]:
         for key in sorted(set(ea) & set(eb)):
             p = _paired(ra, ea[key], rb, eb[key])
             if p is not None:
-                out.append({"kind": "estimators", "arch": ca["arch"], "arity": ca["arity"],
-                            "m": ca["m"], "split": ea[key]["split"], "eval_m": ea[key]["m"],
-                            "a": f"Concrete (lr {ca['lr']:g})",
-                            "b": f"{_NAMES.get(cb['estimator'], cb['estimator'])} "
-                                 f"(lr {cb['lr']:g})",
-                            "run_a": ra, "run_b": rb, "steps_a": _steps(ra), "steps_b": _steps(rb),
-                            **p})
+                out.append(
+                    {
+                        "kind": "estimators",
+                        "arch": ca["arch"],
+                        "arity": ca["arity"],
+                        "m": ca["m"],
+                        "split": ea[key]["split"],
+                        "eval_m": ea[key]["m"],
+                        "a": f"Concrete (lr {ca['lr']:g})",
+                        "b": f"{_NAMES.get(cb['estimator'], cb['estimator'])} (lr {cb['lr']:g})",
+                        "run_a": ra,
+                        "run_b": rb,
+                        "steps_a": _steps(ra),
+                        "steps_b": _steps(rb),
+                        **p,
+                    }
+                )
     for run_dir, config, evals in found:
         for ka, kb in itertools.combinations(sorted(evals), 2):
             a, b = evals[ka], evals[kb]
@@ -149,12 +221,23 @@ def paired_differences(paths: Sequence[str]) -> List[Dict]:
                 a, b = b, a
             p = _paired(run_dir, a, run_dir, b)
             if p is not None:
-                out.append({"kind": "bias", "arch": config["arch"], "arity": config["arity"],
-                            "m": config["m"], "split": a["split"], "eval_m": f"{a['m']}/{b['m']}",
-                            "a": f"{_NAMES.get(config['estimator'], config['estimator'])} "
-                                 f"L_{a['m']}",
-                            "b": f"L_{b['m']}", "run_a": run_dir, "run_b": run_dir,
-                            "steps_a": _steps(run_dir), "steps_b": _steps(run_dir), **p})
+                out.append(
+                    {
+                        "kind": "bias",
+                        "arch": config["arch"],
+                        "arity": config["arity"],
+                        "m": config["m"],
+                        "split": a["split"],
+                        "eval_m": f"{a['m']}/{b['m']}",
+                        "a": f"{_NAMES.get(config['estimator'], config['estimator'])} L_{a['m']}",
+                        "b": f"L_{b['m']}",
+                        "run_a": run_dir,
+                        "run_b": run_dir,
+                        "steps_a": _steps(run_dir),
+                        "steps_b": _steps(run_dir),
+                        **p,
+                    }
+                )
     return out
 
 
@@ -167,24 +250,59 @@ def compare_runs(run_a: str, run_b: str) -> List[Dict]:
     for key in sorted(set(ea) & set(eb)):
         p = _paired(run_a, ea[key], run_b, eb[key])
         if p is not None:
-            out.append({"key": key, "split": ea[key]["split"], "eval_m": ea[key]["m"],
-                        "step_a": ea[key].get("step"), "step_b": eb[key].get("step"), **p})
+            out.append(
+                {
+                    "key": key,
+                    "split": ea[key]["split"],
+                    "eval_m": ea[key]["m"],
+                    "step_a": ea[key].get("step"),
+                    "step_b": eb[key].get("step"),
+                    **p,
+                }
+            )
     return out
 
 
 def _steps(run_dir: str) -> Optional[int]:
-    ends = [r for r in runs.read_jsonl(os.path.join(run_dir, runs.METRICS))
-            if r.get("kind") == "end"]
+    ends = [
+        r for r in runs.read_jsonl(os.path.join(run_dir, runs.METRICS)) if r.get("kind") == "end"
+    ]
     return ends[-1]["step"] if ends else None
 
 
 def format_paired(rows: List[Dict], markdown: bool = False) -> str:
     """One line per paired difference: NLL of a, of b, and a - b ± s.e. (paired; unpaired)."""
-    head = ["model", "n", "m", "split", "eval m", "images", "a", "b", "NLL a", "NLL b",
-            "a - b ± s.e. (paired)", "unpaired s.e."]
-    lines = [[r["arch"], str(r["arity"]), str(r["m"]), r["split"], str(r["eval_m"]), str(r["n"]),
-              r["a"], r["b"], f"{r['a_nll']:.2f}", f"{r['b_nll']:.2f}",
-              f"{r['diff']:+.2f} ± {r['sem']:.2f}", f"{r['unpaired_sem']:.2f}"] for r in rows]
+    head = [
+        "model",
+        "n",
+        "m",
+        "split",
+        "eval m",
+        "images",
+        "a",
+        "b",
+        "NLL a",
+        "NLL b",
+        "a - b ± s.e. (paired)",
+        "unpaired s.e.",
+    ]
+    lines = [
+        [
+            r["arch"],
+            str(r["arity"]),
+            str(r["m"]),
+            r["split"],
+            str(r["eval_m"]),
+            str(r["n"]),
+            r["a"],
+            r["b"],
+            f"{r['a_nll']:.2f}",
+            f"{r['b_nll']:.2f}",
+            f"{r['diff']:+.2f} ± {r['sem']:.2f}",
+            f"{r['unpaired_sem']:.2f}",
+        ]
+        for r in rows
+    ]
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(cells) + " |" for cells in lines]
@@ -215,18 +333,29 @@ def plot_curves(paths: Sequence[str], out: str, title: Optional[str] = None) -> 
         key = (config["arch"], config["arity"], config["m"])
         if key not in keys:
             keys.append(key)
-        style = dict(color=colours[keys.index(key) % len(colours)],
-                     ls=_STYLES.get(config["estimator"], "-."), lw=1.2)
-        label = (f"{config['arch']} n={config['arity']} m={config['m']} "
-                 f"{_NAMES.get(config['estimator'], config['estimator'])}")
+        style = dict(
+            color=colours[keys.index(key) % len(colours)],
+            ls=_STYLES.get(config["estimator"], "-."),
+            lw=1.2,
+        )
+        label = (
+            f"{config['arch']} n={config['arity']} m={config['m']} "
+            f"{_NAMES.get(config['estimator'], config['estimator'])}"
+        )
         metrics = runs.read_jsonl(os.path.join(run_dir, runs.METRICS))
         train = [r for r in metrics if r.get("kind") == "train"]
         valid = [r for r in metrics if r.get("kind") == "valid"]
         if train:
             ax_train.plot([r["step"] for r in train], [r["objective"] for r in train], **style)
         if valid:
-            (h,) = ax_valid.plot([r["step"] for r in valid], [r["bound"] for r in valid],
-                                 marker="o", ms=3, label=label, **style)
+            (h,) = ax_valid.plot(
+                [r["step"] for r in valid],
+                [r["bound"] for r in valid],
+                marker="o",
+                ms=3,
+                label=label,
+                **style,
+            )
             handles.append(h)
     if not keys:
         plt.close(fig)
@@ -243,8 +372,9 @@ def plot_curves(paths: Sequence[str], out: str, title: Optional[str] = None) -> 
     return save_figure(fig, out)
 
 
-def extrapolate(steps: Sequence[float], values: Sequence[float], to: float,
-                decades: float = 1.0) -> Optional[Dict]:
+def extrapolate(
+    steps: Sequence[float], values: Sequence[float], to: float, decades: float = 1.0
+) -> Optional[Dict]:
     """A line in log10(steps) fitted by least squares to the points of the last ``decades``
     decades of steps, evaluated at ``to``: {"slope" (per decade), "at", "value", "points"}, or
     None with fewer than 3 such points. An extrapolation, not a measurement: curves flatten."""
@@ -257,13 +387,22 @@ def extrapolate(steps: Sequence[float], values: Sequence[float], to: float,
         return None
     xs, ys = np.array([x for x, _ in fit]), np.array([v for _, v in fit])
     slope, intercept = np.polyfit(xs, ys, 1)
-    return {"slope": float(slope), "at": float(to),
-            "value": float(intercept + slope * math.log10(to)), "points": len(fit),
-            "from_step": float(10 ** xs.min()), "to_step": float(10 ** xs.max())}
+    return {
+        "slope": float(slope),
+        "at": float(to),
+        "value": float(intercept + slope * math.log10(to)),
+        "points": len(fit),
+        "from_step": float(10 ** xs.min()),
+        "to_step": float(10 ** xs.max()),
+    }
 
 
-def plot_log_curves(paths: Sequence[str], out: str, title: Optional[str] = None,
-                    extrapolate_to: Optional[float] = 1e7) -> Dict[str, Optional[Dict]]:
+def plot_log_curves(
+    paths: Sequence[str],
+    out: str,
+    title: Optional[str] = None,
+    extrapolate_to: Optional[float] = 1e7,
+) -> Dict[str, Optional[Dict]]:
     """Validation bound against log10(steps), one line per run; with ``extrapolate_to``, a dashed
     line fitted to each run's last decade of steps continued to that step and labelled as an
     extrapolation. Returns each run's fit (``extrapolate``)."""
@@ -278,15 +417,19 @@ def plot_log_curves(paths: Sequence[str], out: str, title: Optional[str] = None,
     keys: List = []
     for run_dir in dict.fromkeys(runs.run_dirs(list(paths))):
         config = runs.read_json(os.path.join(run_dir, runs.CONFIG))
-        valid = [r for r in runs.read_jsonl(os.path.join(run_dir, runs.METRICS))
-                 if r.get("kind") == "valid" and r["step"] > 0]
+        valid = [
+            r
+            for r in runs.read_jsonl(os.path.join(run_dir, runs.METRICS))
+            if r.get("kind") == "valid" and r["step"] > 0
+        ]
         if not valid:
             continue
         key = (config["arch"], config["m"])
         if key not in keys:
             keys.append(key)
-        style = dict(color=colours[keys.index(key) % len(colours)],
-                     ls=_STYLES.get(config["estimator"], "-."))
+        style = dict(
+            color=colours[keys.index(key) % len(colours)], ls=_STYLES.get(config["estimator"], "-.")
+        )
         name = _NAMES.get(config["estimator"], config["estimator"])
         label = f"{config['arch']} m={config['m']} {name} (lr {config['lr']:g})"
         steps, bounds = [r["step"] for r in valid], [r["bound"] for r in valid]
@@ -297,19 +440,41 @@ def plot_log_curves(paths: Sequence[str], out: str, title: Optional[str] = None,
             xs = np.array([steps[-1], extrapolate_to])
             ys = fit["value"] + fit["slope"] * (np.log10(xs) - math.log10(extrapolate_to))
             ax.plot(xs, ys, lw=0.9, alpha=0.6, color=style["color"], ls=(0, (2, 2)))
-            ax.annotate(f"{fit['value']:.1f}", (extrapolate_to, fit["value"]), fontsize=7,
-                        color=style["color"], xytext=(3, 0), textcoords="offset points",
-                        va="center")
+            ax.annotate(
+                f"{fit['value']:.1f}",
+                (extrapolate_to, fit["value"]),
+                fontsize=7,
+                color=style["color"],
+                xytext=(3, 0),
+                textcoords="offset points",
+                va="center",
+            )
     if not keys:
         plt.close(fig)
         raise FileNotFoundError(f"no run folders with validation records in {list(paths)}")
     ax.set_xscale("log")
     ax.set(xlabel="training steps (log scale)", ylabel="validation bound (nats)")
     if extrapolate_to:
-        ax.axvspan(max(max(r["to_step"] for r in fits.values() if r) if any(fits.values())
-                       else extrapolate_to, 1), extrapolate_to, color="0.92", zorder=0)
-        ax.text(extrapolate_to, ax.get_ylim()[0], "extrapolated (line in log steps fitted "
-                "to the last decade)", fontsize=7, ha="right", va="bottom", color="0.3")
+        ax.axvspan(
+            max(
+                max(r["to_step"] for r in fits.values() if r)
+                if any(fits.values())
+                else extrapolate_to,
+                1,
+            ),
+            extrapolate_to,
+            color="0.92",
+            zorder=0,
+        )
+        ax.text(
+            extrapolate_to,
+            ax.get_ylim()[0],
+            "extrapolated (line in log steps fitted to the last decade)",
+            fontsize=7,
+            ha="right",
+            va="bottom",
+            color="0.3",
+        )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="upper left")
     if title:

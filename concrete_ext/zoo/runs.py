@@ -26,14 +26,38 @@ from typing import Dict, Iterator, List, Optional
 
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_save", "save_checkpoint",
-           "CheckpointError", "state_digest", "append_jsonl",
-           "read_jsonl", "truncate_jsonl", "read_json", "write_json", "load_checkpoint",
-           "run_dirs", "latest", "save_per_image", "load_per_image", "CHECKPOINT", "BEST",
-           "CONFIG", "METRICS", "EVAL", "PER_IMAGE"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_save",
+    "save_checkpoint",
+    "CheckpointError",
+    "state_digest",
+    "append_jsonl",
+    "read_jsonl",
+    "truncate_jsonl",
+    "read_json",
+    "write_json",
+    "load_checkpoint",
+    "run_dirs",
+    "latest",
+    "save_per_image",
+    "load_per_image",
+    "CHECKPOINT",
+    "BEST",
+    "CONFIG",
+    "METRICS",
+    "EVAL",
+    "PER_IMAGE",
+]
 
-CHECKPOINT, BEST, CONFIG, METRICS, EVAL = ("checkpoint.pt", "best.pt", "config.json",
-                                           "metrics.jsonl", "eval.json")
+CHECKPOINT, BEST, CONFIG, METRICS, EVAL = (
+    "checkpoint.pt",
+    "best.pt",
+    "config.json",
+    "metrics.jsonl",
+    "eval.json",
+)
 PER_IMAGE = "per_image"  # <run>/per_image/<split>@<m>[_n<n>s<seed>].npz: values and image indices
 
 
@@ -49,8 +73,7 @@ _FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp giv
 def _atomic(path: str, write) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
         if hasattr(os, "fchmod"):
             os.fchmod(fd, _FILE_MODE)
@@ -130,14 +153,18 @@ def load_checkpoint(path: str) -> Dict:
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated or corrupt? {type(e).__name__}: "
             f"{why}). Checkpoints are replaced atomically, so this file was damaged after it was "
-            "written: restore a copy or start the run again") from e
+            "written: restore a copy or start the run again"
+        ) from e
     if not isinstance(state, dict) or "format" not in state:
-        raise CheckpointError(f"{path} is not a concrete_ext zoo checkpoint (a dict with a "
-                              f"'format' entry), got {type(state).__name__}")
+        raise CheckpointError(
+            f"{path} is not a concrete_ext zoo checkpoint (a dict with a "
+            f"'format' entry), got {type(state).__name__}"
+        )
     digest = state.pop(DIGEST_KEY, None)
     if digest is not None and digest != state_digest(state):
-        raise CheckpointError(f"{path} is corrupt: its contents do not match the sha256 digest "
-                              "saved with them")
+        raise CheckpointError(
+            f"{path} is corrupt: its contents do not match the sha256 digest saved with them"
+        )
     return state
 
 

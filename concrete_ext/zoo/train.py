@@ -81,8 +81,17 @@ class TrainConfig:
 
     # fields that may change when a run is resumed (they do not change what a step computes;
     # compile changes only the floating-point rounding)
-    RESUMABLE = ("steps", "minutes", "log_every", "eval_every", "eval_m", "eval_n",
-                 "checkpoint_every", "data_root", "compile")
+    RESUMABLE = (
+        "steps",
+        "minutes",
+        "log_every",
+        "eval_every",
+        "eval_m",
+        "eval_n",
+        "checkpoint_every",
+        "data_root",
+        "compile",
+    )
 
     def resolved(self) -> "TrainConfig":
         """A copy with the defaults filled in and the values checked."""
@@ -106,17 +115,26 @@ class TrainConfig:
         if c.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {c.weight_decay}")
         if c.inference_width not in INFERENCE_WIDTHS:
-            raise ValueError(f"inference_width must be one of {INFERENCE_WIDTHS}, got "
-                             f"{c.inference_width!r}")
-        for name in ("m", "steps", "batch_size", "log_every", "eval_every", "eval_m", "eval_n",
-                     "checkpoint_every"):
+            raise ValueError(
+                f"inference_width must be one of {INFERENCE_WIDTHS}, got {c.inference_width!r}"
+            )
+        for name in (
+            "m",
+            "steps",
+            "batch_size",
+            "log_every",
+            "eval_every",
+            "eval_m",
+            "eval_n",
+            "checkpoint_every",
+        ):
             if getattr(c, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(c, name)}")
         return c
 
     @property
     def task(self) -> str:
-        """"sp" (structured prediction, Section 5.3) when the arch starts with an observed layer,
+        """ "sp" (structured prediction, Section 5.3) when the arch starts with an observed layer,
         else "density" (Section 5.2)."""
         from .arch import parse_arch
 
@@ -137,11 +155,15 @@ class TrainConfig:
 def build_model(config: TrainConfig, pixel_mean: Optional[np.ndarray] = None):
     """``SBN`` (density estimation) or ``ConditionalSBN`` (structured prediction, an arch with a
     leading V layer) as configured."""
-    return make_model(config.arch, config.arity,
-                      posterior_temperature=config.posterior_temperature,
-                      prior_temperature=config.prior_temperature,
-                      centering_decay=config.centering_decay, pixel_mean=pixel_mean,
-                      inference_width=config.inference_width)
+    return make_model(
+        config.arch,
+        config.arity,
+        posterior_temperature=config.posterior_temperature,
+        prior_temperature=config.prior_temperature,
+        centering_decay=config.centering_decay,
+        pixel_mean=pixel_mean,
+        inference_width=config.inference_width,
+    )
 
 
 def load_model(path: str) -> Tuple[torch.nn.Module, "TrainConfig", int]:
@@ -185,9 +207,16 @@ class Trainer:
     ``world``: this process's rank and device (distributed.from_env); default one CPU process.
     """
 
-    def __init__(self, config: Optional[TrainConfig], run_dir: str, *, resume: bool = False,
-                 progress: bool = True, dataset: Optional[Dataset] = None,
-                 world: Optional[World] = None):
+    def __init__(
+        self,
+        config: Optional[TrainConfig],
+        run_dir: str,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+        dataset: Optional[Dataset] = None,
+        world: Optional[World] = None,
+    ):
         self.run_dir = run_dir
         self.world = world = world or World.single()
         self.progress = progress and world.is_main
@@ -200,15 +229,18 @@ class Trainer:
                 saved = TrainConfig.from_dict(state["config"])
             config = self._merge(saved, config)
         elif world.from_main(lambda: os.path.exists(ckpt_path)):
-            raise FileExistsError(f"{run_dir} already holds a checkpoint: continue it with "
-                                  "--resume, or choose another --run-dir")
+            raise FileExistsError(
+                f"{run_dir} already holds a checkpoint: continue it with "
+                "--resume, or choose another --run-dir"
+            )
         if config is None:
             raise ValueError("a new run needs a configuration")
         self.config = config = config.resolved()
         if world.is_main:
             os.makedirs(run_dir, exist_ok=True)
-        self.data = dataset if dataset is not None else load_dataset(config.dataset,
-                                                                     config.data_root)
+        self.data = (
+            dataset if dataset is not None else load_dataset(config.dataset, config.data_root)
+        )
         self.train_x = torch.as_tensor(self.data.train, dtype=torch.float32)
         self.valid_x = self.validation_images(config, self.data)
         self.valid_name = "valid" if self.data.valid is not None else "train"
@@ -216,12 +248,14 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # initialise from the seed, leave torch's RNG be
             torch.manual_seed(mix64(config.seed, 0) >> 1)
             self.model = build_model(config, self.data.train_mean())
-            self.estimator = make_estimator(config.estimator, config.m, self.model.input_size,
-                                            config.nvil_hidden)
+            self.estimator = make_estimator(
+                config.estimator, config.m, self.model.input_size, config.nvil_hidden
+            )
         self.model.to(world.device)
         self.estimator.to(world.device)
-        self.optimizer = torch.optim.Adam(self._param_groups(), lr=config.lr,
-                                          betas=(config.beta1, config.beta2), fused=True)
+        self.optimizer = torch.optim.Adam(
+            self._param_groups(), lr=config.lr, betas=(config.beta1, config.beta2), fused=True
+        )
         self.data_gen = _generator(config.seed, 1)
         self.noise_gen = _generator(config.seed, 2)
         self.step, self.epoch, self.pos = 0, 0, 0
@@ -244,8 +278,9 @@ class Trainer:
         self.compiled = None
         self._compiled_ran = False
         if config.compile and not world.distributed and world.device.type == "cpu":
-            self.compiled = torch.compile(self._forward_default_noise, fullgraph=True,
-                                          dynamic=False)
+            self.compiled = torch.compile(
+                self._forward_default_noise, fullgraph=True, dynamic=False
+            )
 
     def _param_groups(self):
         """Adam's parameter groups: weight decay (an L2 term in Adam's gradient, PyTorch's
@@ -273,16 +308,22 @@ class Trainer:
         a, b = saved.resolved().to_dict(), given.resolved().to_dict()
         changed = [k for k in a if a[k] != b[k] and k not in TrainConfig.RESUMABLE]
         if changed:
-            raise ValueError("cannot resume with a different " + ", ".join(
-                f"{k} (saved {a[k]!r}, given {b[k]!r})" for k in changed))
+            raise ValueError(
+                "cannot resume with a different "
+                + ", ".join(f"{k} (saved {a[k]!r}, given {b[k]!r})" for k in changed)
+            )
         return given
 
     def state_dict(self) -> Dict:
         return {
             "format": FORMAT,
             "config": self.config.to_dict(),
-            "step": self.step, "epoch": self.epoch, "pos": self.pos, "perm": self.perm,
-            "best": self.best, "elapsed": self.elapsed,
+            "step": self.step,
+            "epoch": self.epoch,
+            "pos": self.pos,
+            "perm": self.perm,
+            "best": self.best,
+            "elapsed": self.elapsed,
             "model": self.model.state_dict(),
             "estimator": self.estimator.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -317,7 +358,7 @@ class Trainer:
             self.perm = torch.randperm(n, generator=self.data_gen)
             self.pos = 0
             self.epoch += 1
-        idx = self.perm[self.pos: self.pos + b]
+        idx = self.perm[self.pos : self.pos + b]
         self.pos += b
         x = self.train_x[idx]
         if self.data.dynamic:
@@ -347,8 +388,10 @@ class Trainer:
                 if self._compiled_ran:  # it compiled and ran before: a real error
                     raise
                 first = (str(e).strip().splitlines() or [""])[0][:200]
-                warnings.warn(f"torch.compile of the training step failed ({type(e).__name__}: "
-                              f"{first}); training continues in eager mode")
+                warnings.warn(
+                    f"torch.compile of the training step failed ({type(e).__name__}: "
+                    f"{first}); training continues in eager mode"
+                )
                 self.compiled = None
         return self.objective(x, NoiseSource(self.noise_gen, rows=rows))
 
@@ -362,7 +405,8 @@ class Trainer:
         if self.world.any(not math.isfinite(loss))[0]:
             raise FloatingPointError(
                 f"non-finite loss at step {self.step + 1}; the last checkpoint is in "
-                f"{self.run_dir} (try a lower --lr)")
+                f"{self.run_dir} (try a lower --lr)"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         # weighted by the shard's share: the all-reduced gradient is that of the global mean
         weight = self.share * self.world.size
@@ -371,23 +415,44 @@ class Trainer:
         self.optimizer.step()
         self.world.sync_buffers(self.model, self.share)
         self.step += 1
-        return {"loss": loss, "objective": out.objective.mean().item(),
-                **{k: float(v) for k, v in out.stats.items()}}
+        return {
+            "loss": loss,
+            "objective": out.objective.mean().item(),
+            **{k: float(v) for k, v in out.stats.items()},
+        }
 
     def validate(self) -> float:
         c = self.config
-        est = estimate_bound(self.model, self.valid_x, c.eval_m, seed=c.seed, progress=False,
-                             world=self.world)
+        est = estimate_bound(
+            self.model, self.valid_x, c.eval_m, seed=c.seed, progress=False, world=self.world
+        )
         improved = self.best is None or est.mean > self.best
         if improved:
             self.best = est.mean  # the same on every rank: so is the estimate
         if improved and self.world.is_main:
-            runs.save_checkpoint({"format": FORMAT, "config": c.to_dict(), "step": self.step,
-                                  "model": self.model.state_dict(), "valid": est.mean},
-                                 os.path.join(self.run_dir, runs.BEST))
-        self._log({"kind": "valid", "step": self.step, "split": self.valid_name, "m": c.eval_m,
-                   "n": est.n, "bound": est.mean, "sem": est.sem, "best": self.best,
-                   "elapsed_s": round(self.elapsed, 3)})
+            runs.save_checkpoint(
+                {
+                    "format": FORMAT,
+                    "config": c.to_dict(),
+                    "step": self.step,
+                    "model": self.model.state_dict(),
+                    "valid": est.mean,
+                },
+                os.path.join(self.run_dir, runs.BEST),
+            )
+        self._log(
+            {
+                "kind": "valid",
+                "step": self.step,
+                "split": self.valid_name,
+                "m": c.eval_m,
+                "n": est.n,
+                "bound": est.mean,
+                "sem": est.sem,
+                "best": self.best,
+                "elapsed_s": round(self.elapsed, 3),
+            }
+        )
         return est.mean
 
     # ---- the loop -------------------------------------------------------------------------------
@@ -408,9 +473,15 @@ class Trainer:
         window: Dict[str, float] = {}
         window_steps, window_start = 0, time.time()
         status = "done"
-        bar = Progress(c.steps, f"train {c.arch} {c.estimator} m={c.m}", initial=self.step,
-                       unit="step", disable=not self.progress,
-                       budget_s=budget if budget < math.inf else None, elapsed_s=self.elapsed)
+        bar = Progress(
+            c.steps,
+            f"train {c.arch} {c.estimator} m={c.m}",
+            initial=self.step,
+            unit="step",
+            disable=not self.progress,
+            budget_s=budget if budget < math.inf else None,
+            elapsed_s=self.elapsed,
+        )
         if self.step == 0 and self.best is None:  # the curve starts at the initial model
             self.validate()
         try:
@@ -435,9 +506,13 @@ class Trainer:
                     now = time.time()
                     window = self.world.weighted_sum(window, self.share)  # global means
                     rec = {k: v / window_steps for k, v in window.items()}
-                    rec.update(kind="train", step=self.step, epoch=self.epoch,
-                               steps_per_s=window_steps / max(now - window_start, 1e-9),
-                               elapsed_s=round(self.elapsed, 3))
+                    rec.update(
+                        kind="train",
+                        step=self.step,
+                        epoch=self.epoch,
+                        steps_per_s=window_steps / max(now - window_start, 1e-9),
+                        elapsed_s=round(self.elapsed, 3),
+                    )
                     self._log(rec)
                     bar.set(loss=rec["loss"], objective=rec["objective"])
                     window, window_steps, window_start = {}, 0, now
@@ -455,7 +530,13 @@ class Trainer:
         if self.step % c.eval_every != 0 and status != "interrupted":
             self.validate()
         self.save()
-        summary = {"kind": "end", "step": self.step, "status": status, "epoch": self.epoch,
-                   "elapsed_s": round(self.elapsed, 3), "best_valid": self.best}
+        summary = {
+            "kind": "end",
+            "step": self.step,
+            "status": status,
+            "epoch": self.epoch,
+            "elapsed_s": round(self.elapsed, 3),
+            "best_valid": self.best,
+        }
         self._log(summary)
         return summary

@@ -18,8 +18,12 @@ from concrete_ext.testing import INF, make_logits, make_temperature
 CATEGORICAL = [Concrete, ExpConcrete]
 BINARY = [BinaryConcrete, LogitBinaryConcrete]
 ALL = CATEGORICAL + BINARY
-TORCH_PEER = {Concrete: RelaxedOneHotCategorical, ExpConcrete: ExpRelaxedCategorical,
-              BinaryConcrete: RelaxedBernoulli, LogitBinaryConcrete: LogitRelaxedBernoulli}
+TORCH_PEER = {
+    Concrete: RelaxedOneHotCategorical,
+    ExpConcrete: ExpRelaxedCategorical,
+    BinaryConcrete: RelaxedBernoulli,
+    LogitBinaryConcrete: LogitRelaxedBernoulli,
+}
 
 
 def _param(cls, shape=(3, 4), seed=0):
@@ -41,8 +45,9 @@ def test_probs_and_logits_give_the_same_distribution(cls):
     logits = _param(cls)
     probs = torch.softmax(logits, -1) if cls in CATEGORICAL else torch.sigmoid(logits)
     a, b = cls(0.7, logits=logits), cls(0.7, probs=probs)
-    assert torch.allclose(a.probs, b.probs, rtol=1e-12) and torch.allclose(a.logits, b.logits,
-                                                                           rtol=1e-12, atol=1e-12)
+    assert torch.allclose(a.probs, b.probs, rtol=1e-12) and torch.allclose(
+        a.logits, b.logits, rtol=1e-12, atol=1e-12
+    )
     x = a.sample((2,), generator=torch.Generator().manual_seed(0))
     assert torch.allclose(a.log_prob(x), b.log_prob(x), rtol=1e-10, atol=1e-10)
 
@@ -64,8 +69,9 @@ def test_categorical_shapes(cls):
     x = d.rsample()
     assert x.shape == (6, 5)
     assert d.log_prob(x[0]).shape == (6,)
-    assert torch.allclose(d.log_prob(x[0])[0], cls(d.temperature[0], logits=d.logits).log_prob(
-        x[0]), rtol=1e-12)
+    assert torch.allclose(
+        d.log_prob(x[0])[0], cls(d.temperature[0], logits=d.logits).log_prob(x[0]), rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("cls", BINARY)
@@ -103,8 +109,9 @@ def test_support_and_constraints():
         assert cls.has_rsample
     # The log-simplex: entries may be -inf (a masked category), logsumexp must be 0.
     s = ExpConcrete.support
-    y = torch.log(torch.tensor([[0.2, 0.3, 0.5], [0.0, 0.4, 0.6], [0.3, 0.3, 0.3]],
-                               dtype=torch.float64))
+    y = torch.log(
+        torch.tensor([[0.2, 0.3, 0.5], [0.0, 0.4, 0.6], [0.3, 0.3, 0.3]], dtype=torch.float64)
+    )
     assert s.check(y).tolist() == [True, True, False]
     assert not s.check(torch.tensor([[INF, 0.0]])).any()
 
@@ -116,20 +123,29 @@ def test_temperature_validated(cls, bad):
     with pytest.raises(ValueError, match="temperature"):
         cls(bad, logits=logits, validate_args=True)
     with pytest.raises(ValueError, match="temperature"):
-        cls(torch.tensor([0.5, bad, 1.0]).reshape(3, 1) if cls in BINARY else
-            torch.tensor([0.5, bad, 1.0]), logits=logits.float(), validate_args=True)
+        cls(
+            torch.tensor([0.5, bad, 1.0]).reshape(3, 1)
+            if cls in BINARY
+            else torch.tensor([0.5, bad, 1.0]),
+            logits=logits.float(),
+            validate_args=True,
+        )
     cls(bad, logits=logits, validate_args=False)  # not checked when validation is off
 
 
 @pytest.mark.parametrize("cls", ALL)
 def test_validate_args_rejects_values_outside_the_support(cls):
     d = cls(0.5, logits=make_logits((2, 3), seed=1), validate_args=True)
-    bad = {Concrete: torch.tensor([[0.5, 0.6, 0.1], [0.2, 0.2, 0.6]], dtype=torch.float64),
-           ExpConcrete: torch.log(torch.tensor([[0.5, 0.6, 0.1], [0.2, 0.2, 0.6]],
-                                               dtype=torch.float64)),
-           BinaryConcrete: torch.tensor([[0.5, 1.5, 0.1], [0.2, 0.2, 0.6]], dtype=torch.float64),
-           LogitBinaryConcrete: torch.tensor([[0.5, math.nan, 0.1], [0.2, 0.2, 0.6]],
-                                             dtype=torch.float64)}[cls]
+    bad = {
+        Concrete: torch.tensor([[0.5, 0.6, 0.1], [0.2, 0.2, 0.6]], dtype=torch.float64),
+        ExpConcrete: torch.log(
+            torch.tensor([[0.5, 0.6, 0.1], [0.2, 0.2, 0.6]], dtype=torch.float64)
+        ),
+        BinaryConcrete: torch.tensor([[0.5, 1.5, 0.1], [0.2, 0.2, 0.6]], dtype=torch.float64),
+        LogitBinaryConcrete: torch.tensor(
+            [[0.5, math.nan, 0.1], [0.2, 0.2, 0.6]], dtype=torch.float64
+        ),
+    }[cls]
     with pytest.raises(ValueError, match="support"):
         d.log_prob(bad)
     d.log_prob(d.sample())  # its own samples are inside
@@ -155,9 +171,12 @@ def test_rsample_matches_the_functional_api(cls):
     logits = _param(cls)
     d = cls(0.6, logits=logits)
     x = d.rsample((2,), generator=torch.Generator().manual_seed(5))
-    fn = {Concrete: ce.concrete_sample, ExpConcrete: ce.exp_concrete_sample,
-          BinaryConcrete: ce.binary_concrete_sample,
-          LogitBinaryConcrete: ce.logit_binary_concrete_sample}[cls]
+    fn = {
+        Concrete: ce.concrete_sample,
+        ExpConcrete: ce.exp_concrete_sample,
+        BinaryConcrete: ce.binary_concrete_sample,
+        LogitBinaryConcrete: ce.logit_binary_concrete_sample,
+    }[cls]
     expected = fn(d.logits.expand(x.shape), 0.6, generator=torch.Generator().manual_seed(5))
     assert torch.allclose(x, expected, rtol=1e-12, atol=1e-12)
 
@@ -186,8 +205,9 @@ def test_log_prob_with_masked_categories():
     lp = d.log_prob(y)
     assert torch.isfinite(lp).all()
     keep = [0, 1, 3, 4]
-    assert torch.allclose(lp, ExpConcrete(0.5, logits=logits[:, keep]).log_prob(y[..., keep]),
-                          rtol=1e-12)
+    assert torch.allclose(
+        lp, ExpConcrete(0.5, logits=logits[:, keep]).log_prob(y[..., keep]), rtol=1e-12
+    )
 
 
 def test_logit_binary_concrete_mean_and_variance():

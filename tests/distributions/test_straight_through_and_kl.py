@@ -18,7 +18,8 @@ def test_concrete_hard_is_one_hot_forward_and_relaxed_backward():
     d = Concrete(torch.tensor(0.5, dtype=D), logits=logits, hard=True)
     x = d.rsample((2,), generator=torch.Generator().manual_seed(3))
     soft = Concrete(torch.tensor(0.5, dtype=D), logits=logits).rsample(
-        (2,), generator=torch.Generator().manual_seed(3))
+        (2,), generator=torch.Generator().manual_seed(3)
+    )
     assert torch.equal(x.detach(), torch.nn.functional.one_hot(soft.argmax(-1), 4).to(D))
     assert torch.equal(x.soft, soft)
     w = torch.linspace(-1, 1, 4, dtype=D)

@@ -15,14 +15,20 @@ import concrete_ext as ce
 from concrete_ext.distributions import BinaryConcrete, Concrete, ExpConcrete, LogitBinaryConcrete
 from concrete_ext.testing import make_logits
 
-PEERS = {Concrete: D.RelaxedOneHotCategorical, ExpConcrete: ExpRelaxedCategorical,
-         BinaryConcrete: D.RelaxedBernoulli, LogitBinaryConcrete: LogitRelaxedBernoulli}
+PEERS = {
+    Concrete: D.RelaxedOneHotCategorical,
+    ExpConcrete: ExpRelaxedCategorical,
+    BinaryConcrete: D.RelaxedBernoulli,
+    LogitBinaryConcrete: LogitRelaxedBernoulli,
+}
 
 
 # ---- 1. layout -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("hard", [False, True])
-@pytest.mark.parametrize("shape,dim", [((2, 3, 4, 4), 1), ((2, 3, 4, 4), 0), ((2, 3, 4, 4), -1),
-                                       ((5, 7), 0), ((5, 7), 1)])
+@pytest.mark.parametrize(
+    "shape,dim",
+    [((2, 3, 4, 4), 1), ((2, 3, 4, 4), 0), ((2, 3, 4, 4), -1), ((5, 7), 0), ((5, 7), 1)],
+)
 def test_outputs_have_torch_layout(shape, dim, hard):
     x = make_logits(shape, seed=1, dtype=torch.float32)
     ours = ce.gumbel_softmax(x, 0.5, hard=hard, dim=dim)
@@ -64,8 +70,9 @@ def test_zero_probability_category_is_masked_with_finite_gradients():
     assert torch.isfinite(p.grad).all() and p.grad[2] == 0.0
     # torch's own gradient is finite too (it clamps probabilities)
     q = torch.tensor([0.5, 0.5, 0.0], requires_grad=True)
-    (D.RelaxedOneHotCategorical(torch.tensor(0.5), probs=q).rsample() * torch.arange(3.0)).sum() \
-        .backward()
+    (
+        D.RelaxedOneHotCategorical(torch.tensor(0.5), probs=q).rsample() * torch.arange(3.0)
+    ).sum().backward()
     assert torch.isfinite(q.grad).all()
 
 
@@ -83,7 +90,8 @@ def test_zero_probability_log_prob_gradient_is_finite(cls):
 def test_binary_probabilities_zero_and_one():
     p = torch.tensor([0.0, 0.5, 1.0], requires_grad=True)
     x = BinaryConcrete(torch.tensor(0.5), probs=p).rsample(
-        generator=torch.Generator().manual_seed(0))
+        generator=torch.Generator().manual_seed(0)
+    )
     assert x[0] == 0.0 and x[2] == 1.0
     x.sum().backward()
     assert torch.isfinite(p.grad).all() and p.grad[0] == 0.0 and p.grad[2] == 0.0
@@ -102,8 +110,9 @@ def test_temperature_shapes_as_torch():
     assert ce.gumbel_softmax(x, tau=tau).shape == F.gumbel_softmax(x, tau=tau).shape
     # the same temperature in torch's form and in batch form: the same sample
     per_row = torch.linspace(0.3, 1.2, 4)
-    assert torch.equal(ce.concrete_sample(x, per_row[:, None], seed=1),
-                       ce.concrete_sample(x, per_row, seed=1))
+    assert torch.equal(
+        ce.concrete_sample(x, per_row[:, None], seed=1), ce.concrete_sample(x, per_row, seed=1)
+    )
     d = Concrete(per_row[:, None], logits=x)
     assert d.batch_shape == (4,) and d.rsample().shape == (4, 5)
 
@@ -123,8 +132,10 @@ def test_batch_form_still_accepted():
 @pytest.mark.parametrize("cls", list(PEERS))
 def test_log_prob_promotes_dtypes_as_torch(cls):
     logits = make_logits((3, 4), seed=2, dtype=torch.float32)
-    ours, theirs = cls(torch.tensor(0.6), logits=logits), PEERS[cls](torch.tensor(0.6),
-                                                                     logits=logits)
+    ours, theirs = (
+        cls(torch.tensor(0.6), logits=logits),
+        PEERS[cls](torch.tensor(0.6), logits=logits),
+    )
     x = ours.sample(generator=torch.Generator().manual_seed(2)).double()
     if cls is BinaryConcrete:
         x = x.clamp(1e-4, 1 - 1e-4)
@@ -140,8 +151,9 @@ def test_classes_are_torch_subclasses(cls):
     assert isinstance(d, PEERS[cls])
     if cls in (Concrete, BinaryConcrete):
         assert isinstance(d, D.TransformedDistribution)
-        assert isinstance(d.base_dist, ExpRelaxedCategorical if cls is Concrete
-                          else LogitRelaxedBernoulli)
+        assert isinstance(
+            d.base_dist, ExpRelaxedCategorical if cls is Concrete else LogitRelaxedBernoulli
+        )
         assert len(d.transforms) == 1
     assert torch.equal(d.temperature, torch.tensor(0.5))
     for attr in ("logits", "probs", "batch_shape", "event_shape"):
@@ -165,6 +177,7 @@ def test_kl_registered_on_torch_classes_dispatches_to_ours():
 
 def test_a_library_subclass_of_ours_works():
     """Libraries subclass torch's classes (straight-through variants): ours subclass the same way."""
+
     class StraightThrough(Concrete):
         def rsample(self, sample_shape=torch.Size(), *, generator=None):
             soft = super().rsample(sample_shape, generator=generator)
@@ -187,7 +200,8 @@ def test_second_order_gradients_through_the_classes(cls):
     t = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
 
     value = cls(t.detach(), logits=logits.detach()).sample(
-        generator=torch.Generator().manual_seed(4))  # a fixed point of the support
+        generator=torch.Generator().manual_seed(4)
+    )  # a fixed point of the support
 
     def f(logits, t):
         d = cls(t, logits=logits)

@@ -26,13 +26,17 @@ from concrete_ext.testing import (
 )
 
 SAMPLES = {
-    "logit_binary_concrete_sample": (ce.logit_binary_concrete_sample,
-                                     R.logit_binary_concrete_sample),
+    "logit_binary_concrete_sample": (
+        ce.logit_binary_concrete_sample,
+        R.logit_binary_concrete_sample,
+    ),
     "binary_concrete_sample": (ce.binary_concrete_sample, R.binary_concrete_sample),
 }
 DENSITIES = {
-    "logit_binary_concrete_log_prob": (ce.logit_binary_concrete_log_prob,
-                                       R.logit_binary_concrete_log_prob),
+    "logit_binary_concrete_log_prob": (
+        ce.logit_binary_concrete_log_prob,
+        R.logit_binary_concrete_log_prob,
+    ),
     "binary_concrete_log_prob": (ce.binary_concrete_log_prob, R.binary_concrete_log_prob),
 }
 SEED, OFFSET = 4242, 9
@@ -47,20 +51,27 @@ RULE_2X = {"binary_concrete_sample": True, "logit_binary_concrete_sample": False
 
 def _sample_fns(op, seed=SEED, offset=OFFSET):
     kf, rf = SAMPLES[op]
-    return (lambda logits, temperature: kf(logits, temperature, seed=seed, offset=offset),
-            lambda logits, temperature: rf(logits, temperature, seed=seed, offset=offset))
+    return (
+        lambda logits, temperature: kf(logits, temperature, seed=seed, offset=offset),
+        lambda logits, temperature: rf(logits, temperature, seed=seed, offset=offset),
+    )
 
 
 def _density_fns(op):
     kf, rf = DENSITIES[op]
-    return (lambda value, logits, temperature: kf(value, logits, temperature),
-            lambda value, logits, temperature: rf(value, logits, temperature))
+    return (
+        lambda value, logits, temperature: kf(value, logits, temperature),
+        lambda value, logits, temperature: rf(value, logits, temperature),
+    )
 
 
 def _temperatures(shape=SHAPE):
-    return {"float": 0.6, "scalar": torch.tensor(1.3, dtype=torch.float64),
-            "per_element": make_temperature(shape, seed=3),
-            "broadcast": make_temperature((shape[0], 1, shape[2]), seed=4)}
+    return {
+        "float": 0.6,
+        "scalar": torch.tensor(1.3, dtype=torch.float64),
+        "per_element": make_temperature(shape, seed=3),
+        "broadcast": make_temperature((shape[0], 1, shape[2]), seed=4),
+    }
 
 
 def _value(op, logits, temperature=1.0, seed=5):
@@ -78,8 +89,9 @@ def test_sample_matches_reference(op, dtype, tname):
     logits = make_logits(SHAPE, seed=1)
     t = _temperatures()[tname]
     grads = ["logits", "temperature"] if isinstance(t, torch.Tensor) else ["logits"]
-    compare_with_reference(*_sample_fns(op), dict(logits=logits, temperature=t), dtype, grads,
-                           grad_rule_2x=RULE_2X[op])
+    compare_with_reference(
+        *_sample_fns(op), dict(logits=logits, temperature=t), dtype, grads, grad_rule_2x=RULE_2X[op]
+    )
 
 
 @pytest.mark.parametrize("device_backend", backend_params("binary_concrete_sample"))
@@ -87,24 +99,34 @@ def test_sample_matches_reference(op, dtype, tname):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_sample_matches_reference_on_each_backend(device_backend, op, dtype):
     with use_backend(device_backend):
-        compare_with_reference(*_sample_fns(op), dict(logits=make_logits((7, 33), seed=2),
-                                                      temperature=make_temperature((7, 1), seed=3)),
-                               dtype, ["logits", "temperature"], device=device_backend[0],
-                               grad_rule_2x=RULE_2X[op])
+        compare_with_reference(
+            *_sample_fns(op),
+            dict(logits=make_logits((7, 33), seed=2), temperature=make_temperature((7, 1), seed=3)),
+            dtype,
+            ["logits", "temperature"],
+            device=device_backend[0],
+            grad_rule_2x=RULE_2X[op],
+        )
 
 
 @pytest.mark.parametrize("device_backend", backend_params("binary_concrete_sample"))
 @pytest.mark.parametrize("op", SAMPLES)
-@pytest.mark.parametrize("shape", [(1,), (2,), (3,), (7,), (129,), (4097,), (131072,),
-                                   (3, 2049), (1, 1, 5)])
+@pytest.mark.parametrize(
+    "shape", [(1,), (2,), (3,), (7,), (129,), (4097,), (131072,), (3, 2049), (1, 1, 5)]
+)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 def test_sample_sizes(device_backend, op, shape, dtype):
     logits = make_logits(shape, seed=len(shape))
     t = make_temperature(shape, seed=7)
     with use_backend(device_backend):
-        (y,), _ = compare_with_reference(*_sample_fns(op), dict(logits=logits, temperature=t),
-                                         dtype, ["logits", "temperature"],
-                                         grad_rule_2x=RULE_2X[op], device=device_backend[0])
+        (y,), _ = compare_with_reference(
+            *_sample_fns(op),
+            dict(logits=logits, temperature=t),
+            dtype,
+            ["logits", "temperature"],
+            grad_rule_2x=RULE_2X[op],
+            device=device_backend[0],
+        )
     if op == "binary_concrete_sample":
         assert ((y >= 0) & (y <= 1)).all()
 
@@ -119,10 +141,17 @@ def test_sample_non_contiguous(op, layout):
         logits = base[::2, 1::3]
     else:
         logits = base[0].expand(5, 14)
-    t = make_temperature(logits.shape, seed=2).t().contiguous().t() if layout == "transposed" \
+    t = (
+        make_temperature(logits.shape, seed=2).t().contiguous().t()
+        if layout == "transposed"
         else make_temperature(logits.shape, seed=2)
-    compare_with_reference(*_sample_fns(op), dict(logits=logits, temperature=t), torch.float64,
-                           ["logits", "temperature"])
+    )
+    compare_with_reference(
+        *_sample_fns(op),
+        dict(logits=logits, temperature=t),
+        torch.float64,
+        ["logits", "temperature"],
+    )
     kernel, _ = _sample_fns(op)
     # Noise follows the logical (row-major) index: the contiguous copy gives identical bits.
     assert torch.equal(kernel(logits, t), kernel(logits.contiguous(), t.contiguous()))
@@ -147,10 +176,18 @@ def test_sample_infinite_logits(dtype):
     logits[1, 2] = INF
     t = make_temperature((3, 4), seed=1, dtype=dtype)
     up = [torch.ones(3, 4, dtype=dtype)]
-    (x,), gx = forward_backward(lambda a, tau: ce.binary_concrete_sample(a, tau, seed=2),
-                                dict(a=logits, tau=t), ["a", "tau"], up)
-    (y,), gy = forward_backward(lambda a, tau: ce.logit_binary_concrete_sample(a, tau, seed=2),
-                                dict(a=logits, tau=t), ["a", "tau"], up)
+    (x,), gx = forward_backward(
+        lambda a, tau: ce.binary_concrete_sample(a, tau, seed=2),
+        dict(a=logits, tau=t),
+        ["a", "tau"],
+        up,
+    )
+    (y,), gy = forward_backward(
+        lambda a, tau: ce.logit_binary_concrete_sample(a, tau, seed=2),
+        dict(a=logits, tau=t),
+        ["a", "tau"],
+        up,
+    )
     assert x[0, 0].item() == 0 and x[1, 2].item() == 1
     assert y[0, 0].item() == -INF and y[1, 2].item() == INF
     for g in (gx["a"], gx["tau"], gy["tau"]):
@@ -176,8 +213,11 @@ def test_sample_gradcheck(op):
 def test_sample_opcheck(op, requires_grad):
     logits = make_logits((4, 6), seed=1, dtype=torch.float32).requires_grad_(requires_grad)
     opo = getattr(torch.ops.concrete_ext, op).default
-    for t in (make_temperature((4, 6), seed=2, dtype=torch.float32),
-              make_temperature((4, 1), seed=2, dtype=torch.float32), torch.tensor(0.5)):
+    for t in (
+        make_temperature((4, 6), seed=2, dtype=torch.float32),
+        make_temperature((4, 1), seed=2, dtype=torch.float32),
+        torch.tensor(0.5),
+    ):
         torch.library.opcheck(opo, (logits, t.requires_grad_(requires_grad), 99, 1, None))
 
 
@@ -186,8 +226,9 @@ def test_sample_opcheck_backward_op(op):
     s = SAMPLES[op][0](make_logits((4, 6), seed=1), 0.5, seed=3)
     bw = getattr(torch.ops.concrete_ext, op + "_backward").default
     for want_t in (False, True):
-        torch.library.opcheck(bw, (make_logits((4, 6), seed=2), s,
-                                   make_temperature((4, 6), seed=3), want_t))
+        torch.library.opcheck(
+            bw, (make_logits((4, 6), seed=2), s, make_temperature((4, 6), seed=3), want_t)
+        )
 
 
 @pytest.mark.parametrize("op", SAMPLES)
@@ -246,10 +287,12 @@ def test_log_prob_matches_reference(op, dtype, tname):
     logits = make_logits(SHAPE, seed=2)
     t = _temperatures()[tname]
     value = _value(op, make_logits(SHAPE, seed=8), 1.5)
-    grads = ["value", "logits", "temperature"] if isinstance(t, torch.Tensor) else \
-        ["value", "logits"]
-    compare_with_reference(*_density_fns(op), dict(value=value, logits=logits, temperature=t),
-                           dtype, grads)
+    grads = (
+        ["value", "logits", "temperature"] if isinstance(t, torch.Tensor) else ["value", "logits"]
+    )
+    compare_with_reference(
+        *_density_fns(op), dict(value=value, logits=logits, temperature=t), dtype, grads
+    )
 
 
 @pytest.mark.parametrize("device_backend", backend_params("binary_concrete_log_prob"))
@@ -258,22 +301,33 @@ def test_log_prob_matches_reference(op, dtype, tname):
 def test_log_prob_sizes(device_backend, op, shape):
     value = _value(op, make_logits(shape, seed=1), 1.5)
     with use_backend(device_backend):
-        compare_with_reference(*_density_fns(op), dict(value=value,
-                                                       logits=make_logits(shape, seed=2),
-                                                       temperature=make_temperature(shape, seed=3)),
-                               torch.float32, ["value", "logits", "temperature"],
-                               device=device_backend[0])
+        compare_with_reference(
+            *_density_fns(op),
+            dict(
+                value=value,
+                logits=make_logits(shape, seed=2),
+                temperature=make_temperature(shape, seed=3),
+            ),
+            torch.float32,
+            ["value", "logits", "temperature"],
+            device=device_backend[0],
+        )
 
 
 @pytest.mark.parametrize("op", DENSITIES)
 def test_log_prob_broadcasts_and_non_contiguous(op):
-    logits = make_logits((6, 5), seed=1).t()          # (5, 6), transposed
+    logits = make_logits((6, 5), seed=1).t()  # (5, 6), transposed
     value = _value(op, make_logits((3, 5, 6), seed=2), 1.0)[:, :, ::1]
     t = make_temperature((1, 6), seed=3)
-    (lp,), g = compare_with_reference(*_density_fns(op), dict(value=value, logits=logits,
-                                                              temperature=t),
-                                      torch.float64, ["value", "logits", "temperature"])
-    assert lp.shape == (3, 5, 6) and g["logits"].shape == (5, 6) and g["temperature"].shape == (1, 6)
+    (lp,), g = compare_with_reference(
+        *_density_fns(op),
+        dict(value=value, logits=logits, temperature=t),
+        torch.float64,
+        ["value", "logits", "temperature"],
+    )
+    assert (
+        lp.shape == (3, 5, 6) and g["logits"].shape == (5, 6) and g["temperature"].shape == (1, 6)
+    )
 
 
 @pytest.mark.parametrize("temperature", [0.1, 0.5, 1.0, 4.0])
@@ -306,13 +360,18 @@ def test_logit_log_prob_finite_where_torch_overflows():
     assert not torch.isfinite(theirs[:2]).any()
     ours = ce.logit_binary_concrete_log_prob(y, logits, t)
     d = logits - t * y
-    expected = torch.log(t) + d - 2 * torch.where(d > 0, d, torch.zeros_like(d)) \
+    expected = (
+        torch.log(t)
+        + d
+        - 2 * torch.where(d > 0, d, torch.zeros_like(d))
         - 2 * torch.log1p(torch.exp(-d.abs()))
+    )
     assert torch.isfinite(ours).all()
     assert torch.allclose(ours, expected, rtol=1e-14)
     for dtype in (torch.float32, torch.bfloat16):
-        assert torch.isfinite(ce.logit_binary_concrete_log_prob(y.to(dtype), logits.to(dtype),
-                                                                0.05)).all()
+        assert torch.isfinite(
+            ce.logit_binary_concrete_log_prob(y.to(dtype), logits.to(dtype), 0.05)
+        ).all()
 
 
 @pytest.mark.parametrize("op", DENSITIES)
@@ -339,8 +398,16 @@ def test_log_prob_opcheck_backward_op(op):
     value = _value(op, make_logits((4, 6), seed=1), 1.0)
     bw = getattr(torch.ops.concrete_ext, op + "_backward").default
     for mask in ([True, True, True], [False, False, True], [True, False, False]):
-        torch.library.opcheck(bw, (make_logits((4, 6), seed=5), value, make_logits((4, 6), seed=2),
-                                   make_temperature((4, 6), seed=3), mask))
+        torch.library.opcheck(
+            bw,
+            (
+                make_logits((4, 6), seed=5),
+                value,
+                make_logits((4, 6), seed=2),
+                make_temperature((4, 6), seed=3),
+                mask,
+            ),
+        )
 
 
 @pytest.mark.parametrize("op", DENSITIES)
@@ -366,13 +433,20 @@ def test_cuda_matches_cpu():
     logits = make_logits((64, 129), seed=1, dtype=torch.float32)
     t = make_temperature((64, 1), seed=2, dtype=torch.float32)
     for op, (kf, _) in SAMPLES.items():
-        assert_matches_reference(kf(logits.cuda(), t.cuda(), seed=5, offset=1),
-                                 kf(logits, t, seed=5, offset=1).double(), name=op,
-                                 dtype=torch.float32)
+        assert_matches_reference(
+            kf(logits.cuda(), t.cuda(), seed=5, offset=1),
+            kf(logits, t, seed=5, offset=1).double(),
+            name=op,
+            dtype=torch.float32,
+        )
     for op, (kf, _) in DENSITIES.items():
         v = _value(op, logits.double(), 1.0).float()
-        assert_matches_reference(kf(v.cuda(), logits.cuda(), t.cuda()), kf(v, logits, t).double(),
-                                 name=op, dtype=torch.float32)
+        assert_matches_reference(
+            kf(v.cuda(), logits.cuda(), t.cuda()),
+            kf(v, logits, t).double(),
+            name=op,
+            dtype=torch.float32,
+        )
 
 
 @pytest.mark.cuda

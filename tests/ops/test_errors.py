@@ -13,31 +13,50 @@ T4 = torch.full((4,), 0.5)
 
 # name -> (call with logits, temperature, dim; the temperature argument's name; has dim)
 CATEGORICAL = {
-    "exp_concrete_sample": (lambda a, t, dim=-1: ce.exp_concrete_sample(a, t, dim, seed=1),
-                            "temperature"),
+    "exp_concrete_sample": (
+        lambda a, t, dim=-1: ce.exp_concrete_sample(a, t, dim, seed=1),
+        "temperature",
+    ),
     "concrete_sample": (lambda a, t, dim=-1: ce.concrete_sample(a, t, dim, seed=1), "temperature"),
     "gumbel_softmax": (lambda a, t, dim=-1: ce.gumbel_softmax(a, t, dim=dim, seed=1), "tau"),
-    "gumbel_softmax_hard": (lambda a, t, dim=-1: ce.gumbel_softmax(a, t, True, dim=dim, seed=1),
-                            "tau"),
-    "exp_concrete_log_prob": (lambda a, t, dim=-1: ce.exp_concrete_log_prob(
-        torch.zeros(a.shape), a, t, dim), "temperature"),
-    "concrete_log_prob": (lambda a, t, dim=-1: ce.concrete_log_prob(
-        torch.full(a.shape, 0.2), a, t, dim), "temperature"),
-    "relaxed_kl_q": (lambda a, t, dim=-1: ce.relaxed_kl_sample(a, t, torch.zeros(a.shape), 1.0,
-                                                               dim, seed=1), "q_temperature"),
+    "gumbel_softmax_hard": (
+        lambda a, t, dim=-1: ce.gumbel_softmax(a, t, True, dim=dim, seed=1),
+        "tau",
+    ),
+    "exp_concrete_log_prob": (
+        lambda a, t, dim=-1: ce.exp_concrete_log_prob(torch.zeros(a.shape), a, t, dim),
+        "temperature",
+    ),
+    "concrete_log_prob": (
+        lambda a, t, dim=-1: ce.concrete_log_prob(torch.full(a.shape, 0.2), a, t, dim),
+        "temperature",
+    ),
+    "relaxed_kl_q": (
+        lambda a, t, dim=-1: ce.relaxed_kl_sample(a, t, torch.zeros(a.shape), 1.0, dim, seed=1),
+        "q_temperature",
+    ),
     # integer logits given as p_logits (q_logits valid), bad temperatures as p_temperature
-    "relaxed_kl_p": (lambda a, t, dim=-1: ce.relaxed_kl_sample(
-        a if a.is_floating_point() else torch.zeros(a.shape), 1.0,
-        a if not a.is_floating_point() else torch.zeros(a.shape), t, dim, seed=1),
-        "p_temperature"),
+    "relaxed_kl_p": (
+        lambda a, t, dim=-1: ce.relaxed_kl_sample(
+            a if a.is_floating_point() else torch.zeros(a.shape),
+            1.0,
+            a if not a.is_floating_point() else torch.zeros(a.shape),
+            t,
+            dim,
+            seed=1,
+        ),
+        "p_temperature",
+    ),
 }
 BINARY = {
     "binary_concrete_sample": (lambda a, t: ce.binary_concrete_sample(a, t, seed=1)),
     "logit_binary_concrete_sample": (lambda a, t: ce.logit_binary_concrete_sample(a, t, seed=1)),
-    "binary_concrete_log_prob": (lambda a, t: ce.binary_concrete_log_prob(
-        torch.full(a.shape, 0.3), a, t)),
-    "logit_binary_concrete_log_prob": (lambda a, t: ce.logit_binary_concrete_log_prob(
-        torch.zeros(a.shape), a, t)),
+    "binary_concrete_log_prob": (
+        lambda a, t: ce.binary_concrete_log_prob(torch.full(a.shape, 0.3), a, t)
+    ),
+    "logit_binary_concrete_log_prob": (
+        lambda a, t: ce.logit_binary_concrete_log_prob(torch.zeros(a.shape), a, t)
+    ),
 }
 
 
@@ -45,8 +64,9 @@ BINARY = {
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
 def test_integer_logits_type_error(op, dtype):
     fn, _ = CATEGORICAL[op]
-    name = "p_logits" if op == "relaxed_kl_p" else ("q_logits" if op == "relaxed_kl_q"
-                                                   else "logits")
+    name = (
+        "p_logits" if op == "relaxed_kl_p" else ("q_logits" if op == "relaxed_kl_q" else "logits")
+    )
     with pytest.raises(TypeError, match=name):
         fn(torch.zeros(4, 5, dtype=dtype), 0.5)
 
@@ -120,8 +140,15 @@ def test_temperature_that_does_not_broadcast_binary(op, shape):
         BINARY[op](L, torch.full(shape, 0.5))
 
 
-@pytest.mark.parametrize("fn", [ce.exp_concrete_log_prob, ce.concrete_log_prob,
-                                ce.binary_concrete_log_prob, ce.logit_binary_concrete_log_prob])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        ce.exp_concrete_log_prob,
+        ce.concrete_log_prob,
+        ce.binary_concrete_log_prob,
+        ce.logit_binary_concrete_log_prob,
+    ],
+)
 def test_value_checks(fn):
     with pytest.raises(TypeError, match="value"):
         fn(torch.full((4, 5), 0.2, dtype=torch.float64), L, 0.5)
@@ -138,8 +165,9 @@ def test_relaxed_kl_p_logits_checks():
         ce.relaxed_kl_sample(L, 0.5, torch.zeros(3, 5), 0.5, seed=1)
 
 
-@pytest.mark.parametrize("op", ["exp_concrete_sample", "concrete_sample", "gumbel_softmax_hard",
-                                "exp_concrete_log_prob"])
+@pytest.mark.parametrize(
+    "op", ["exp_concrete_sample", "concrete_sample", "gumbel_softmax_hard", "exp_concrete_log_prob"]
+)
 def test_zero_dim_logits(op):
     with pytest.raises(ValueError, match="dimension"):
         CATEGORICAL[op][0](torch.tensor(0.3), 0.5)
@@ -160,8 +188,7 @@ def test_seed_and_generator_arguments(fn):
 def test_ops_check_their_arguments():
     ops = torch.ops.concrete_ext
     with pytest.raises(TypeError, match="logits"):
-        ops.concrete_sample(torch.zeros(2, 3, dtype=torch.int64), torch.tensor(0.5), -1, 1, 0,
-                            None)
+        ops.concrete_sample(torch.zeros(2, 3, dtype=torch.int64), torch.tensor(0.5), -1, 1, 0, None)
     with pytest.raises(IndexError, match="dim"):
         ops.exp_concrete_sample(L, torch.tensor(0.5), 5, 1, 0, None)
     with pytest.raises(ValueError, match="temperature"):
@@ -173,8 +200,9 @@ def test_ops_check_their_arguments():
     with pytest.raises(ValueError, match="kind"):
         ops.noise_like(L, "cauchy", 1, 0, None)
     with pytest.raises(ValueError, match="rng_state"):
-        ops.gumbel_softmax_hard_backward(L, L, torch.tensor(0.5), torch.zeros(3, dtype=torch.int64),
-                                         -1, False)
+        ops.gumbel_softmax_hard_backward(
+            L, L, torch.tensor(0.5), torch.zeros(3, dtype=torch.int64), -1, False
+        )
 
 
 def test_unknown_backend():

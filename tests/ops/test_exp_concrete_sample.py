@@ -57,8 +57,13 @@ def test_matches_reference(op, dtype, tname, dim):
     logits = make_logits(shape, seed=dim + 10)
     temperature = temperature_variants(batch_shape(shape, dim))[tname]
     kernel, ref = _fns(op)
-    compare_with_reference(kernel, ref, dict(logits=logits, temperature=temperature, dim=dim),
-                           dtype, _grad_names(temperature))
+    compare_with_reference(
+        kernel,
+        ref,
+        dict(logits=logits, temperature=temperature, dim=dim),
+        dtype,
+        _grad_names(temperature),
+    )
 
 
 @pytest.mark.parametrize("device_backend", backend_params("concrete_sample"))
@@ -70,8 +75,14 @@ def test_matches_reference_on_each_backend(device_backend, op, dtype):
     t = make_temperature((6,), seed=4)
     kernel, ref = _fns(op)
     with use_backend(device_backend):
-        compare_with_reference(kernel, ref, dict(logits=logits, temperature=t), dtype,
-                               ["logits", "temperature"], device=device)
+        compare_with_reference(
+            kernel,
+            ref,
+            dict(logits=logits, temperature=t),
+            dtype,
+            ["logits", "temperature"],
+            device=device,
+        )
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -82,10 +93,12 @@ def test_temperature_of_another_dtype(op):
     t = make_temperature((6,), seed=4)  # float64
     kernel, ref = _fns(op)
     up = [torch.linspace(-1, 1, 54).reshape(6, 9)]  # not constant along a row
-    (y,), g = forward_backward(kernel, dict(logits=logits, temperature=t),
-                               ["logits", "temperature"], up)
-    (e,), ge = forward_backward(ref, dict(logits=logits.double(), temperature=t),
-                                ["logits", "temperature"], up)
+    (y,), g = forward_backward(
+        kernel, dict(logits=logits, temperature=t), ["logits", "temperature"], up
+    )
+    (e,), ge = forward_backward(
+        ref, dict(logits=logits.double(), temperature=t), ["logits", "temperature"], up
+    )
     assert y.dtype == torch.float32 and g["temperature"].dtype == torch.float64
     assert_matches_reference(y, e, dtype=torch.float32)
     assert_matches_reference(g["logits"], ge["logits"], dtype=torch.float32)
@@ -107,9 +120,15 @@ def test_sizes(device_backend, op, rows, n, dtype):
     # The temperature gradient sums n terms of both signs: fp32 rounding grows like sqrt(n).
     factor = max(1.0, math.sqrt(n) / 8)
     with use_backend(device_backend):
-        outs, _ = compare_with_reference(kernel, ref, dict(logits=logits, temperature=t), dtype,
-                                         ["logits", "temperature"], grad_tol_factor=factor,
-                                         device=device_backend[0])
+        outs, _ = compare_with_reference(
+            kernel,
+            ref,
+            dict(logits=logits, temperature=t),
+            dtype,
+            ["logits", "temperature"],
+            grad_tol_factor=factor,
+            device=device_backend[0],
+        )
     y = outs[0].double().cpu()
     total = y.exp().sum(-1) if op == "exp_concrete_sample" else y.sum(-1)
     # The row sum is accumulated in the working precision: about sqrt(n) roundings.
@@ -135,20 +154,28 @@ def test_samples_are_on_the_simplex_and_agree(op):
 def test_non_contiguous(op, layout):
     base = make_logits((8, 12, 5), seed=2)
     if layout == "transposed":
-        logits, dim = base[0].t(), 0          # (12, 8) with stride (1, 12)
+        logits, dim = base[0].t(), 0  # (12, 8) with stride (1, 12)
     elif layout == "sliced":
-        logits, dim = base[:, ::3, 1:], -1    # (8, 4, 4)
+        logits, dim = base[:, ::3, 1:], -1  # (8, 4, 4)
     elif layout == "expanded":
         logits, dim = base[0, 0].expand(6, 5), -1  # stride 0 over rows: each row gets its own noise
     else:
         logits, dim = base.permute(2, 0, 1), 1
     assert not logits.is_contiguous()
     bshape = batch_shape(logits.shape, dim)
-    t = make_temperature(list(reversed(bshape)), seed=3).t() if len(bshape) == 2 else \
-        make_temperature(bshape, seed=3)
+    t = (
+        make_temperature(list(reversed(bshape)), seed=3).t()
+        if len(bshape) == 2
+        else make_temperature(bshape, seed=3)
+    )
     kernel, ref = _fns(op)
-    compare_with_reference(kernel, ref, dict(logits=logits, temperature=t, dim=dim),
-                           torch.float64, ["logits", "temperature"])
+    compare_with_reference(
+        kernel,
+        ref,
+        dict(logits=logits, temperature=t, dim=dim),
+        torch.float64,
+        ["logits", "temperature"],
+    )
     # Noise depends on the logical index only: the contiguous copy gives identical bits.
     a = kernel(logits, t, dim)
     b = kernel(logits.contiguous(), t.contiguous(), dim)
@@ -185,14 +212,19 @@ def test_masked_categories(device_backend, op, dtype):
     logits[0, 3] = -INF
     logits[1, :3] = -INF
     logits[2, :] = -INF
-    logits[2, 5] = 0.3        # one category left: x = 1, y = 0 exactly, no gradient
+    logits[2, 5] = 0.3  # one category left: x = 1, y = 0 exactly, no gradient
     logits[3, ::2] = -INF
     t = make_temperature((6,), seed=2)
     kernel, ref = _fns(op)
     with use_backend(device_backend):
-        outs, grads = compare_with_reference(kernel, ref, dict(logits=logits, temperature=t),
-                                             dtype, ["logits", "temperature"],
-                                             device=device_backend[0])
+        outs, grads = compare_with_reference(
+            kernel,
+            ref,
+            dict(logits=logits, temperature=t),
+            dtype,
+            ["logits", "temperature"],
+            device=device_backend[0],
+        )
     y, gl, gt = outs[0].cpu(), grads["logits"].cpu(), grads["temperature"].cpu()
     masked = logits.to(dtype) == -INF
     zero = -INF if op == "exp_concrete_sample" else 0.0
@@ -200,7 +232,9 @@ def test_masked_categories(device_backend, op, dtype):
     assert (gl[masked] == 0).all()
     one = 0.0 if op == "exp_concrete_sample" else 1.0
     assert y[2, 5].item() == one and (gl[2] == 0).all() and gt[2].item() == 0.0
-    assert torch.isfinite(y[~masked]).all() and torch.isfinite(gl).all() and torch.isfinite(gt).all()
+    assert (
+        torch.isfinite(y[~masked]).all() and torch.isfinite(gl).all() and torch.isfinite(gt).all()
+    )
 
 
 @pytest.mark.parametrize("device_backend", backend_params("concrete_sample"))
@@ -319,11 +353,18 @@ def test_cuda_matches_cpu(op):
     kf, _ = OPS[op]
     logits = make_logits((64, 129), seed=1, dtype=torch.float32)
     t = make_temperature((64,), seed=2, dtype=torch.float32)
-    cpu, gc = forward_backward(lambda a, tau: kf(a, tau, seed=42, offset=7),
-                               dict(a=logits, tau=t), ["a", "tau"], [torch.ones(64, 129)])
-    cuda, gg = forward_backward(lambda a, tau: kf(a, tau, seed=42, offset=7),
-                                dict(a=logits.cuda(), tau=t.cuda()), ["a", "tau"],
-                                [torch.ones(64, 129, device="cuda")])
+    cpu, gc = forward_backward(
+        lambda a, tau: kf(a, tau, seed=42, offset=7),
+        dict(a=logits, tau=t),
+        ["a", "tau"],
+        [torch.ones(64, 129)],
+    )
+    cuda, gg = forward_backward(
+        lambda a, tau: kf(a, tau, seed=42, offset=7),
+        dict(a=logits.cuda(), tau=t.cuda()),
+        ["a", "tau"],
+        [torch.ones(64, 129, device="cuda")],
+    )
     assert_matches_reference(cuda[0], cpu[0].double(), name="cuda vs cpu", dtype=torch.float32)
     for k in ("a", "tau"):
         assert_matches_reference(gg[k], gc[k].double(), name=f"grad {k}", dtype=torch.float32)

@@ -9,10 +9,15 @@ import concrete_ext  # noqa: F401
 from concrete_ext import _ops
 from concrete_ext.testing import example_args
 
-pytestmark = pytest.mark.skipif(not _ops.has_compiled("cpu"), reason="needs the compiled CPU kernels")
+pytestmark = pytest.mark.skipif(
+    not _ops.has_compiled("cpu"), reason="needs the compiled CPU kernels"
+)
 
-NAMES = sorted(name for (ns, name), sig in _ops.SIGNATURES.items()
-               if ns == _ops.NAMESPACE and not sig.row.composite)
+NAMES = sorted(
+    name
+    for (ns, name), sig in _ops.SIGNATURES.items()
+    if ns == _ops.NAMESPACE and not sig.row.composite
+)
 
 
 def _close(x, y, dtype):
@@ -37,8 +42,13 @@ def test_python_kernels_match_the_compiled_kernels(name, dim, dtype):
         pytest.skip(f"this build of concrete_ext._C has no CPU kernel for {name}")
     sig = _ops.SIGNATURES[(_ops.NAMESPACE, name)]
     if name == "gumbel_top_k":  # example_args knows no k: gumbel_max_sample's arguments and k = 3
-        args = example_args(_ops.SIGNATURES[(_ops.NAMESPACE, "gumbel_max_sample")], dtype=dtype,
-                            dim=dim, seed=1234, offset=5)
+        args = example_args(
+            _ops.SIGNATURES[(_ops.NAMESPACE, "gumbel_max_sample")],
+            dtype=dtype,
+            dim=dim,
+            seed=1234,
+            offset=5,
+        )
         args = (args[0], 3) + tuple(args[1:])
     else:
         args = example_args(sig, dtype=dtype, dim=dim, seed=1234, offset=5)

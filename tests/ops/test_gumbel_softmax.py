@@ -83,16 +83,18 @@ def _compare_hard(inputs, dtype, grad_names, device="cpu"):
     _check_one_hot(y, y64, low["logits"].double().cpu(), inputs.get("dim", -1), SEED, OFFSET)
     for g in grad_names:
         assert gk[g].dtype == low[g].dtype and gk[g].shape == low[g].shape
-        assert_matches_reference(gk[g], g64[g], glow[g] if glow else None, name=f"grad of {g}",
-                                 dtype=dtype)
+        assert_matches_reference(
+            gk[g], g64[g], glow[g] if glow else None, name=f"grad of {g}", dtype=dtype
+        )
     return y, gk
 
 
 def test_signature_is_a_drop_in_for_torch():
     ours = list(inspect.signature(ce.gumbel_softmax).parameters.values())
     theirs = list(inspect.signature(F.gumbel_softmax).parameters.values())
-    assert [(p.name, p.default) for p in ours[:len(theirs)]] == \
-        [(p.name, p.default) for p in theirs]
+    assert [(p.name, p.default) for p in ours[: len(theirs)]] == [
+        (p.name, p.default) for p in theirs
+    ]
     # Positional use as with torch: (logits, tau, hard, eps, dim).
     logits = make_logits((4, 3, 5), seed=1)
     y = ce.gumbel_softmax(logits, 0.5, True, 1e-10, 1, seed=3)
@@ -103,8 +105,10 @@ def test_signature_is_a_drop_in_for_torch():
 def test_soft_is_the_concrete_sample(dim):
     logits = make_logits((6, 5), seed=2)
     for tau in (0.3, torch.tensor(1.7, dtype=torch.float64)):
-        assert torch.equal(ce.gumbel_softmax(logits, tau, dim=dim, seed=4, offset=1),
-                           ce.concrete_sample(logits, tau, dim, seed=4, offset=1))
+        assert torch.equal(
+            ce.gumbel_softmax(logits, tau, dim=dim, seed=4, offset=1),
+            ce.concrete_sample(logits, tau, dim, seed=4, offset=1),
+        )
     torch.manual_seed(0)
     a = ce.gumbel_softmax(logits)
     torch.manual_seed(0)
@@ -126,18 +130,29 @@ def test_hard_matches_reference(dtype, tname, dim):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_hard_on_each_backend(device_backend, dtype):
     with use_backend(device_backend):
-        _compare_hard(dict(logits=make_logits((16, 9), seed=3), temperature=make_temperature(
-            (16,), seed=4)), dtype, ["logits", "temperature"], device=device_backend[0])
+        _compare_hard(
+            dict(logits=make_logits((16, 9), seed=3), temperature=make_temperature((16,), seed=4)),
+            dtype,
+            ["logits", "temperature"],
+            device=device_backend[0],
+        )
 
 
 @pytest.mark.parametrize("device_backend", backend_params("gumbel_softmax_hard"))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-@pytest.mark.parametrize("rows,n", [(33, 1), (33, 2), (33, 3), (33, 7), (9, 129), (3, 4097),
-                                    (2, 131072), (5000, 7)])
+@pytest.mark.parametrize(
+    "rows,n", [(33, 1), (33, 2), (33, 3), (33, 7), (9, 129), (3, 4097), (2, 131072), (5000, 7)]
+)
 def test_hard_sizes(device_backend, dtype, rows, n):
     with use_backend(device_backend):
-        _compare_hard(dict(logits=make_logits((rows, n), seed=n), temperature=make_temperature(
-            (rows,), seed=n)), dtype, ["logits", "temperature"], device=device_backend[0])
+        _compare_hard(
+            dict(
+                logits=make_logits((rows, n), seed=n), temperature=make_temperature((rows,), seed=n)
+            ),
+            dtype,
+            ["logits", "temperature"],
+            device=device_backend[0],
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
@@ -148,10 +163,14 @@ def test_hard_is_argmax_of_soft_and_its_gradient(dtype):
     t = make_temperature((40,), seed=6, dtype=dtype)
     up = [torch.randn(40, 6, generator=torch.Generator().manual_seed(1), dtype=dtype)]
     (h,), gh = forward_backward(
-        lambda a, tau: ce.gumbel_softmax(a, tau, hard=True, seed=9), dict(a=logits, tau=t),
-        ["a", "tau"], up)
+        lambda a, tau: ce.gumbel_softmax(a, tau, hard=True, seed=9),
+        dict(a=logits, tau=t),
+        ["a", "tau"],
+        up,
+    )
     (s,), gs = forward_backward(
-        lambda a, tau: ce.concrete_sample(a, tau, seed=9), dict(a=logits, tau=t), ["a", "tau"], up)
+        lambda a, tau: ce.concrete_sample(a, tau, seed=9), dict(a=logits, tau=t), ["a", "tau"], up
+    )
     assert torch.equal(h.argmax(-1), s.argmax(-1))
     for k in ("a", "tau"):
         assert_matches_reference(gh[k], gs[k].double(), name=f"grad {k}", dtype=dtype)
@@ -179,17 +198,21 @@ def test_hard_keeps_no_soft_tensor_for_backward():
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_hard_masked_categories(device_backend, dtype):
     logits = make_logits((8, 6), seed=7)
-    logits[0, :5] = -INF      # one category left: always chosen, no gradient
+    logits[0, :5] = -INF  # one category left: always chosen, no gradient
     logits[1, ::2] = -INF
-    logits[2] = -INF          # no distribution: NaN
+    logits[2] = -INF  # no distribution: NaN
     logits[3, 2] = -INF
     t = make_temperature((8,), seed=2)
     kernel, ref = _hard()
     low = cast_inputs(dict(logits=logits, temperature=t), dtype)
     masked = low["logits"] == -INF
     with use_backend(device_backend):
-        (y,), g = forward_backward(kernel, cast_inputs(low, dtype, device_backend[0]),
-                                   ["logits", "temperature"], [torch.ones(8, 6, dtype=dtype)])
+        (y,), g = forward_backward(
+            kernel,
+            cast_inputs(low, dtype, device_backend[0]),
+            ["logits", "temperature"],
+            [torch.ones(8, 6, dtype=dtype)],
+        )
     y, g = y.cpu(), {k: v.cpu() for k, v in g.items()}
     assert torch.isnan(y[2]).all()
     ok = torch.ones(8, dtype=torch.bool)
@@ -208,10 +231,12 @@ def test_hard_non_contiguous(layout):
     logits, dim = (base.t(), 0) if layout == "transposed" else (base[::2, 1::3], -1)
     assert not logits.is_contiguous()
     t = make_temperature(batch_shape(logits.shape, dim), seed=1)
-    y, _ = _compare_hard(dict(logits=logits, temperature=t, dim=dim), torch.float64,
-                         ["logits", "temperature"])
-    assert torch.equal(y, ce.gumbel_softmax(logits.contiguous(), t, hard=True, dim=dim,
-                                            seed=SEED, offset=OFFSET))
+    y, _ = _compare_hard(
+        dict(logits=logits, temperature=t, dim=dim), torch.float64, ["logits", "temperature"]
+    )
+    assert torch.equal(
+        y, ce.gumbel_softmax(logits.contiguous(), t, hard=True, dim=dim, seed=SEED, offset=OFFSET)
+    )
 
 
 @pytest.mark.parametrize("shape,dim", [((0, 5), -1), ((3, 0, 4), -1), ((3, 0), 0)])
@@ -236,8 +261,9 @@ def test_gumbel_max_matches_reference(dtype, dim):
     if dtype == torch.float64:
         assert torch.equal(y, e)
     # The same draw as the straight-through sample's forward.
-    assert torch.equal(y, ce.gumbel_softmax(logits, 0.5, hard=True, dim=dim, seed=SEED,
-                                            offset=OFFSET))
+    assert torch.equal(
+        y, ce.gumbel_softmax(logits, 0.5, hard=True, dim=dim, seed=SEED, offset=OFFSET)
+    )
 
 
 @pytest.mark.parametrize("device_backend", backend_params("gumbel_max_sample"))
@@ -271,8 +297,10 @@ def test_gumbel_max_masked_and_empty(device_backend):
     logits[8, :4] = -INF
     with use_backend(device_backend):
         y = ce.gumbel_max_sample(logits.to(device_backend[0]), seed=3).cpu()
-        assert ce.gumbel_max_sample(torch.zeros(0, 4, device=device_backend[0]),
-                                    seed=1).shape == (0, 4)
+        assert ce.gumbel_max_sample(torch.zeros(0, 4, device=device_backend[0]), seed=1).shape == (
+            0,
+            4,
+        )
     assert torch.isnan(y[7]).all()
     rest = torch.arange(200) != 7
     assert (y[rest][:, 1] == 0).all() and (y[8, 4] == 1)
@@ -291,21 +319,23 @@ def test_opcheck(requires_grad):
     t = make_temperature((4,), seed=2, dtype=torch.float32).requires_grad_(requires_grad)
     ops = torch.ops.concrete_ext
     torch.library.opcheck(ops.gumbel_softmax_hard.default, (logits, t, -1, 321, 2, None))
-    torch.library.opcheck(ops.gumbel_softmax_hard.default, (logits, torch.tensor(0.3), 0, 5, 0,
-                                                            None))
+    torch.library.opcheck(
+        ops.gumbel_softmax_hard.default, (logits, torch.tensor(0.3), 0, 5, 0, None)
+    )
     torch.library.opcheck(ops.gumbel_max_sample.default, (logits, -1, 321, 2, None))
     torch.library.opcheck(ops.gumbel_max_sample.default, (logits, 0, 1, 0, None))
 
 
 def test_opcheck_hard_backward():
     logits = make_logits((4, 6), seed=1)
-    _, state = torch.ops.concrete_ext.gumbel_softmax_hard(logits, torch.tensor(0.5), -1, 3, 1,
-                                                          None)
+    _, state = torch.ops.concrete_ext.gumbel_softmax_hard(logits, torch.tensor(0.5), -1, 3, 1, None)
     assert state.tolist() == [3, 1]
     g = make_logits((4, 6), seed=2)
     for want_t in (False, True):
-        torch.library.opcheck(torch.ops.concrete_ext.gumbel_softmax_hard_backward.default,
-                              (g, logits, make_temperature((4,), seed=3), state, -1, want_t))
+        torch.library.opcheck(
+            torch.ops.concrete_ext.gumbel_softmax_hard_backward.default,
+            (g, logits, make_temperature((4,), seed=3), state, -1, want_t),
+        )
 
 
 @pytest.mark.parametrize("seeded", [True, False])
@@ -350,13 +380,15 @@ def test_cuda_matches_cpu():
     t = make_temperature((64,), seed=2, dtype=torch.float32)
     fn = lambda a, tau: ce.gumbel_softmax(a, tau, hard=True, seed=42, offset=7)  # noqa: E731
     (c,), gc = forward_backward(fn, dict(a=logits, tau=t), ["a", "tau"], [torch.ones(64, 129)])
-    (g,), gg = forward_backward(fn, dict(a=logits.cuda(), tau=t.cuda()), ["a", "tau"],
-                                [torch.ones(64, 129)])
+    (g,), gg = forward_backward(
+        fn, dict(a=logits.cuda(), tau=t.cuda()), ["a", "tau"], [torch.ones(64, 129)]
+    )
     _check_one_hot(g.cpu(), c.double(), logits.double(), -1, 42, 7, min_clear=0.95)
     for k in ("a", "tau"):
         assert_matches_reference(gg[k], gc[k].double(), name=f"grad {k}", dtype=torch.float32)
-    assert torch.equal(ce.gumbel_max_sample(logits.cuda(), seed=3).cpu(),
-                       ce.gumbel_max_sample(logits, seed=3))
+    assert torch.equal(
+        ce.gumbel_max_sample(logits.cuda(), seed=3).cpu(), ce.gumbel_max_sample(logits, seed=3)
+    )
 
 
 @pytest.mark.cuda

@@ -19,8 +19,9 @@ TOPK = backend_params("gumbel_top_k", python=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("shape,dim", [((40, 7), -1), ((3, 9, 5), 1), ((6, 4, 2), 0), ((5, 1), -1),
-                                       ((3, 300), -1)])
+@pytest.mark.parametrize(
+    "shape,dim", [((40, 7), -1), ((3, 9, 5), 1), ((6, 4, 2), 0), ((5, 1), -1), ((3, 300), -1)]
+)
 @pytest.mark.parametrize("device_backend", CAT)
 def test_categorical_sample_is_the_gumbel_max_index(device_backend, shape, dim, dtype):
     device = device_backend[0]
@@ -31,8 +32,11 @@ def test_categorical_sample_is_the_gumbel_max_index(device_backend, shape, dim, 
     for t in (1.0, 0.4, make_temperature(bshape, seed=2, dtype=torch.float32).to(device)):
         with use_backend(device_backend):
             got = ce.categorical_sample(a, t, dim, seed=11, offset=3)
-        scaled = a if isinstance(t, float) and t == 1.0 else (
-            a.float() / (t if isinstance(t, float) else t.unsqueeze(d))).to(dtype)
+        scaled = (
+            a
+            if isinstance(t, float) and t == 1.0
+            else (a.float() / (t if isinstance(t, float) else t.unsqueeze(d))).to(dtype)
+        )
         expect = ce.gumbel_max_sample(scaled, dim, seed=11, offset=3).argmax(dim)
         expect = torch.where((a == -math.inf).all(d), -1, expect)  # (its one-hot is NaN)
         assert got.dtype == torch.int64 and got.shape == expect.shape
@@ -42,7 +46,8 @@ def test_categorical_sample_is_the_gumbel_max_index(device_backend, shape, dim, 
 @pytest.mark.parametrize("device_backend", TOPK)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 def test_top_k_is_the_sorted_perturbed_logits_and_starts_with_the_categorical_draw(
-        device_backend, dtype):
+    device_backend, dtype
+):
     device = device_backend[0]
     a = make_logits((7, 11), seed=3, dtype=dtype).to(device)
     a[0, :3] = -math.inf
@@ -102,8 +107,10 @@ def test_top_two_ordered_pair_law(device_backend):
 @pytest.mark.parametrize("device_backend", CAT)
 def test_masking_and_empty_rows(device_backend):
     device = device_backend[0]
-    a = torch.tensor([[0.0, -math.inf, 5.0], [-math.inf, -math.inf, -math.inf],
-                      [-math.inf, 2.0, -math.inf]], device=device)
+    a = torch.tensor(
+        [[0.0, -math.inf, 5.0], [-math.inf, -math.inf, -math.inf], [-math.inf, 2.0, -math.inf]],
+        device=device,
+    )
     with use_backend(device_backend):
         for seed in range(20):
             got = ce.categorical_sample(a, seed=seed)
@@ -145,7 +152,8 @@ def test_errors():
 needs_cpu_kernels = pytest.mark.skipif(
     not torch._C._dispatch_has_kernel_for_dispatch_key("concrete_ext::categorical_sample", "CPU")
     or not __import__("concrete_ext")._ops.has_compiled("cpu"),
-    reason="needs the compiled CPU kernels of the index samplers")
+    reason="needs the compiled CPU kernels of the index samplers",
+)
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 _T1 = torch.tensor(1.0, dtype=torch.float64)
 
@@ -178,8 +186,10 @@ def _logits(shape, dtype, seed, kind):
 @needs_cpu_kernels
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["plain", "masked", "nan", "ties", "inf"])
-@pytest.mark.parametrize("shape,dim", [((33, 7), -1), ((5, 3000), 1), ((3, 2, 9000), -1),
-                                       ((300, 4, 5), 0), ((4, 5000, 2), 1)])
+@pytest.mark.parametrize(
+    "shape,dim",
+    [((33, 7), -1), ((5, 3000), 1), ((3, 2, 9000), -1), ((300, 4, 5), 0), ((4, 5000, 2), 1)],
+)
 def test_compiled_categorical_matches_the_python_kernel(shape, dim, kind, dtype):
     d = dim % len(shape)
     bshape = [s for i, s in enumerate(shape) if i != d]
@@ -195,8 +205,15 @@ def test_compiled_categorical_matches_the_python_kernel(shape, dim, kind, dtype)
 @needs_cpu_kernels
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["plain", "masked", "nan", "ties"])
-@pytest.mark.parametrize("shape,dim,ks", [((33, 7), -1, (1, 3, 7)), ((5, 3000), 1, (1, 8, 64, 65, 3000)),
-                                          ((3, 70, 2), 1, (1, 64, 70)), ((6, 2, 20000), -1, (1, 5, 40))])
+@pytest.mark.parametrize(
+    "shape,dim,ks",
+    [
+        ((33, 7), -1, (1, 3, 7)),
+        ((5, 3000), 1, (1, 8, 64, 65, 3000)),
+        ((3, 70, 2), 1, (1, 64, 70)),
+        ((6, 2, 20000), -1, (1, 5, 40)),
+    ],
+)
 def test_compiled_top_k_matches_the_python_kernel(shape, dim, ks, kind, dtype):
     a = _logits(shape, dtype, 5, kind)
     for k in ks:
@@ -214,7 +231,8 @@ def test_compiled_index_samplers_on_non_contiguous_logits():
             _both("gumbel_top_k", a, min(4, a.shape[dim]), dim, 5, 0, None)
             assert torch.equal(
                 torch.ops.concrete_ext.gumbel_top_k.default(a, 2, dim, 5, 0, None),
-                torch.ops.concrete_ext.gumbel_top_k.default(a.contiguous(), 2, dim, 5, 0, None))
+                torch.ops.concrete_ext.gumbel_top_k.default(a.contiguous(), 2, dim, 5, 0, None),
+            )
 
 
 @needs_cpu_kernels
@@ -239,9 +257,11 @@ def test_compiled_index_samplers_generator_matches_the_python_kernel():
     a = make_logits((16, 300), seed=6, dtype=torch.float32)
     for name, extra in (("categorical_sample", (_T1,)), ("gumbel_top_k", (5,))):
         ours = getattr(torch.ops.concrete_ext, name).default(
-            a, *extra, -1, None, 0, torch.Generator().manual_seed(21))
+            a, *extra, -1, None, 0, torch.Generator().manual_seed(21)
+        )
         theirs = getattr(torch.ops.concrete_ext_python, name).default(
-            a, *extra, -1, None, 0, torch.Generator().manual_seed(21))
+            a, *extra, -1, None, 0, torch.Generator().manual_seed(21)
+        )
         assert torch.equal(ours, theirs)
     torch.manual_seed(3)
     x = ce.categorical_sample(a)
@@ -257,8 +277,13 @@ def test_compiled_index_samplers_do_not_depend_on_the_thread_count():
         res = []
         for n in (1, 2):
             torch.set_num_threads(n)
-            res.append((ce.categorical_sample(a, 0.7, seed=1), ce.gumbel_top_k(a, 9, seed=1),
-                        ce.gumbel_top_k(a, 100, seed=1)))
+            res.append(
+                (
+                    ce.categorical_sample(a, 0.7, seed=1),
+                    ce.gumbel_top_k(a, 9, seed=1),
+                    ce.gumbel_top_k(a, 100, seed=1),
+                )
+            )
     finally:
         torch.set_num_threads(threads)
     for x, y in zip(*res):

@@ -42,8 +42,10 @@ def _value(op, logits, dim, temperature=1.0, seed=3):
 
 def _fns(op):
     kf, rf = OPS[op]
-    return (lambda value, logits, temperature, dim=-1: kf(value, logits, temperature, dim),
-            lambda value, logits, temperature, dim=-1: rf(value, logits, temperature, dim))
+    return (
+        lambda value, logits, temperature, dim=-1: kf(value, logits, temperature, dim),
+        lambda value, logits, temperature, dim=-1: rf(value, logits, temperature, dim),
+    )
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -56,8 +58,9 @@ def test_matches_reference(op, dtype, tname, dim):
     t = temperature_variants(batch_shape(shape, dim))[tname]
     value = _value(op, logits, dim, temperature=1.5)
     grads = ALL if isinstance(t, torch.Tensor) else ALL[:2]
-    compare_with_reference(*_fns(op), dict(value=value, logits=logits, temperature=t, dim=dim),
-                           dtype, grads)
+    compare_with_reference(
+        *_fns(op), dict(value=value, logits=logits, temperature=t, dim=dim), dtype, grads
+    )
 
 
 @pytest.mark.parametrize("device_backend", backend_params("exp_concrete_log_prob"))
@@ -66,15 +69,20 @@ def test_matches_reference_on_each_backend(device_backend, op):
     logits = make_logits((8, 33), seed=2, scale=1.0)
     t = make_temperature((8,), seed=3)
     with use_backend(device_backend):
-        compare_with_reference(*_fns(op), dict(value=_value(op, logits, -1, 2.0), logits=logits,
-                                               temperature=t), torch.float32, ALL,
-                               device=device_backend[0])
+        compare_with_reference(
+            *_fns(op),
+            dict(value=_value(op, logits, -1, 2.0), logits=logits, temperature=t),
+            torch.float32,
+            ALL,
+            device=device_backend[0],
+        )
 
 
 @pytest.mark.parametrize("device_backend", backend_params("exp_concrete_log_prob"))
 @pytest.mark.parametrize("op", OPS)
-@pytest.mark.parametrize("rows,n", [(17, 1), (17, 2), (17, 3), (17, 7), (5, 129), (3, 4097),
-                                    (2, 131072), (3000, 7)])
+@pytest.mark.parametrize(
+    "rows,n", [(17, 1), (17, 2), (17, 3), (17, 7), (5, 129), (3, 4097), (2, 131072), (3000, 7)]
+)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 def test_sizes(device_backend, op, rows, n, dtype):
     logits = make_logits((rows, n), seed=n, scale=1.0)
@@ -88,10 +96,14 @@ def test_sizes(device_backend, op, rows, n, dtype):
     # them, and the temperature gradient sums n terms of both signs (rounding grows like n).
     factor = max(1.0, n / 64) if dtype == torch.float32 else max(1.0, math.sqrt(n) / 8)
     with use_backend(device_backend):
-        (lp,), _ = compare_with_reference(*_fns(op), dict(value=value, logits=logits,
-                                                          temperature=t),
-                                          dtype, ALL, grad_tol_factor=factor,
-                                          device=device_backend[0])
+        (lp,), _ = compare_with_reference(
+            *_fns(op),
+            dict(value=value, logits=logits, temperature=t),
+            dtype,
+            ALL,
+            grad_tol_factor=factor,
+            device=device_backend[0],
+        )
     if n == 1:  # a single category: the point mass, log density 0
         assert (lp == 0).all()
 
@@ -112,7 +124,8 @@ def test_equals_torch_distributions(op, temperature, n):
     assert fin.float().mean() > 0.5  # the comparison covers most rows
     assert torch.isfinite(ours).all()
     assert torch.allclose(ours[fin], theirs[fin], rtol=1e-10, atol=1e-10), (
-        (ours[fin] - theirs[fin]).abs().max())
+        (ours[fin] - theirs[fin]).abs().max()
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
@@ -131,8 +144,9 @@ def test_finite_at_low_temperature_where_the_simplex_density_is_not(dtype):
     simplex = RelaxedOneHotCategorical(tt, logits=logits).log_prob(y.exp())
     assert (~torch.isfinite(simplex)).float().mean() > 0.1
     y64, logits64 = y.double(), logits.double()
-    theirs = ExpRelaxedCategorical(torch.tensor(t, dtype=torch.float64),
-                                   logits=logits64).log_prob(y64)
+    theirs = ExpRelaxedCategorical(torch.tensor(t, dtype=torch.float64), logits=logits64).log_prob(
+        y64
+    )
     fin = torch.isfinite(theirs)
     assert fin.all()
     ours64 = ce.exp_concrete_log_prob(y64, logits64, t)
@@ -140,8 +154,9 @@ def test_finite_at_low_temperature_where_the_simplex_density_is_not(dtype):
     if dtype == torch.float32:
         # log kappa here is a sum of terms of magnitude |logits| + t |y| ~ 60 that cancel to
         # a few hundred: fp32 holds it to the table's tolerance relative to the terms.
-        assert_matches_reference(ours, ours64, name="fp32 log kappa at t = 0.05",
-                                 dtype=torch.float32, scale=60 * n)
+        assert_matches_reference(
+            ours, ours64, name="fp32 log kappa at t = 0.05", dtype=torch.float32, scale=60 * n
+        )
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -153,8 +168,9 @@ def test_masked_categories_are_left_out(op, dtype):
     t = make_temperature((4,), seed=1)
     value = _value(op, logits, -1, 1.0)
     kf, rf = OPS[op]
-    (lp,), g = compare_with_reference(*_fns(op), dict(value=value, logits=logits, temperature=t),
-                                      dtype, ALL)
+    (lp,), g = compare_with_reference(
+        *_fns(op), dict(value=value, logits=logits, temperature=t), dtype, ALL
+    )
     assert torch.isfinite(lp).all()
     assert (g["value"][:, ~keep] == 0).all() and (g["logits"][:, ~keep] == 0).all()
     # The density of the face of the unmasked categories ...
@@ -173,8 +189,9 @@ def test_value_broadcasts_against_logits(op):
     logits = make_logits((3, 4), seed=1, scale=1.0)
     value = _value(op, logits.expand(5, 3, 4), -1, 1.0, seed=9)
     t = make_temperature((5, 3), seed=2)
-    (lp,), g = compare_with_reference(*_fns(op), dict(value=value, logits=logits, temperature=t),
-                                      torch.float64, ALL)
+    (lp,), g = compare_with_reference(
+        *_fns(op), dict(value=value, logits=logits, temperature=t), torch.float64, ALL
+    )
     assert lp.shape == (5, 3) and g["logits"].shape == (3, 4)
 
 
@@ -186,8 +203,9 @@ def test_non_contiguous(op, layout):
     value = _value(op, logits.contiguous(), dim, 1.0)
     value = value.t().contiguous().t() if layout == "transposed" else value
     t = make_temperature(batch_shape(logits.shape, dim), seed=1)
-    compare_with_reference(*_fns(op), dict(value=value, logits=logits, temperature=t, dim=dim),
-                           torch.float64, ALL)
+    compare_with_reference(
+        *_fns(op), dict(value=value, logits=logits, temperature=t, dim=dim), torch.float64, ALL
+    )
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -214,8 +232,9 @@ def test_gradcheck(op, case):
     t = make_temperature(batch_shape(logits.shape, dim), seed=3)
     inputs = tuple(x.clone().requires_grad_() for x in (value, logits, t))
     kf = OPS[op][0]
-    assert torch.autograd.gradcheck(lambda v, a, tau: kf(v, a, tau, dim), inputs, eps=1e-6,
-                                    atol=1e-7, rtol=1e-6)
+    assert torch.autograd.gradcheck(
+        lambda v, a, tau: kf(v, a, tau, dim), inputs, eps=1e-6, atol=1e-7, rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -226,8 +245,9 @@ def test_opcheck(op, requires_grad):
     t = make_temperature((4,), seed=2, dtype=torch.float32).requires_grad_(requires_grad)
     opo = getattr(torch.ops.concrete_ext, op).default
     torch.library.opcheck(opo, (value, logits.requires_grad_(requires_grad), t, -1))
-    torch.library.opcheck(opo, (value.detach().t().contiguous().t(), logits.detach(),
-                                torch.tensor(0.7), -1))
+    torch.library.opcheck(
+        opo, (value.detach().t().contiguous().t(), logits.detach(), torch.tensor(0.7), -1)
+    )
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -266,6 +286,9 @@ def test_cuda_matches_cpu(op):
     value = _value(op, logits, -1, 2.0)
     t = make_temperature((64,), seed=2, dtype=torch.float32)
     kf = OPS[op][0]
-    assert_matches_reference(kf(value.cuda(), logits.cuda(), t.cuda()),
-                             kf(value, logits, t).double(), name="cuda vs cpu",
-                             dtype=torch.float32)
+    assert_matches_reference(
+        kf(value.cuda(), logits.cuda(), t.cuda()),
+        kf(value, logits, t).double(),
+        name="cuda vs cpu",
+        dtype=torch.float32,
+    )

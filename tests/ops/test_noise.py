@@ -17,14 +17,24 @@ M32 = 2**32
 KAT = [
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
     ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
 ]
 
 # (seed, offset) pairs covering 0, the top of the 64-bit range (given as a Python int above
 # 2**63 and as the same value as a negative int64) and offsets with a non-zero high word.
-SEEDS = [(0, 0), (1, 0), (123456789, 17), (2**64 - 1, 2**40 + 3), (-1, 5), (2**63, 2**62),
-         (0x299F31D0A4093822, 0x85A308D3)]
+SEEDS = [
+    (0, 0),
+    (1, 0),
+    (123456789, 17),
+    (2**64 - 1, 2**40 + 3),
+    (-1, 5),
+    (2**63, 2**62),
+    (0x299F31D0A4093822, 0x85A308D3),
+]
 
 
 @pytest.mark.parametrize("counter,key,expected", KAT)

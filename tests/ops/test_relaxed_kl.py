@@ -31,12 +31,14 @@ NAMES = ["y", "log_q", "log_p"]
 
 def _fns(seed=SEED, offset=OFFSET):
     def kernel(q_logits, q_temperature, p_logits, p_temperature, dim=-1):
-        return ce.relaxed_kl_sample(q_logits, q_temperature, p_logits, p_temperature, dim,
-                                    seed=seed, offset=offset)
+        return ce.relaxed_kl_sample(
+            q_logits, q_temperature, p_logits, p_temperature, dim, seed=seed, offset=offset
+        )
 
     def ref(q_logits, q_temperature, p_logits, p_temperature, dim=-1):
-        return R.relaxed_kl_sample(q_logits, q_temperature, p_logits, p_temperature, dim,
-                                   seed=seed, offset=offset)
+        return R.relaxed_kl_sample(
+            q_logits, q_temperature, p_logits, p_temperature, dim, seed=seed, offset=offset
+        )
 
     return kernel, ref
 
@@ -49,8 +51,13 @@ def _inputs(shape, dim=-1, temps="per_row", seed=0):
         tq, tp = torch.tensor(0.5, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)
     else:
         tq, tp = make_temperature(b, seed=seed + 1), make_temperature(b, seed=seed + 2)
-    return dict(q_logits=make_logits(shape, seed=seed + 3, scale=1.0), q_temperature=tq,
-                p_logits=make_logits(shape, seed=seed + 4, scale=1.0), p_temperature=tp, dim=dim)
+    return dict(
+        q_logits=make_logits(shape, seed=seed + 3, scale=1.0),
+        q_temperature=tq,
+        p_logits=make_logits(shape, seed=seed + 4, scale=1.0),
+        p_temperature=tp,
+        dim=dim,
+    )
 
 
 def _grads(inputs):
@@ -70,22 +77,29 @@ def test_matches_reference(dtype, temps, dim):
 def test_matches_reference_on_each_backend(device_backend, dtype):
     inputs = _inputs((6, 33))
     with use_backend(device_backend):
-        compare_with_reference(*_fns(), inputs, dtype, GRADS, names=NAMES,
-                               device=device_backend[0])
+        compare_with_reference(*_fns(), inputs, dtype, GRADS, names=NAMES, device=device_backend[0])
 
 
 @pytest.mark.parametrize("device_backend", backend_params("relaxed_kl_sample"))
-@pytest.mark.parametrize("rows,n", [(17, 1), (17, 2), (17, 3), (17, 7), (5, 129), (3, 4097),
-                                    (2, 131072)])
+@pytest.mark.parametrize(
+    "rows,n", [(17, 1), (17, 2), (17, 3), (17, 7), (5, 129), (3, 4097), (2, 131072)]
+)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 def test_sizes(device_backend, rows, n, dtype):
     inputs = _inputs((rows, n), seed=n)
     # log kappa of a long row is a sum of n terms (see test_log_prob.test_sizes).
     factor = max(1.0, n / 64) if dtype == torch.float32 else max(1.0, math.sqrt(n) / 8)
     with use_backend(device_backend):
-        outs, _ = compare_with_reference(*_fns(), inputs, dtype, GRADS, names=NAMES,
-                                         tol_factor=factor, grad_tol_factor=factor,
-                                         device=device_backend[0])
+        outs, _ = compare_with_reference(
+            *_fns(),
+            inputs,
+            dtype,
+            GRADS,
+            names=NAMES,
+            tol_factor=factor,
+            grad_tol_factor=factor,
+            device=device_backend[0],
+        )
     outs = [o.cpu() for o in outs]
     if n == 1:
         assert (outs[0] == 0).all() and (outs[1] == 0).all() and (outs[2] == 0).all()
@@ -93,8 +107,9 @@ def test_sizes(device_backend, rows, n, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
 def test_consistent_with_sample_and_log_prob(dtype):
-    inputs = {k: (v.to(dtype) if isinstance(v, torch.Tensor) else v)
-              for k, v in _inputs((40, 6)).items()}
+    inputs = {
+        k: (v.to(dtype) if isinstance(v, torch.Tensor) else v) for k, v in _inputs((40, 6)).items()
+    }
     ql, tq, pl, tp = (inputs[k] for k in GRADS)
     y, lq, lp = ce.relaxed_kl_sample(ql, tq, pl, tp, seed=SEED, offset=OFFSET)
     # The same draw as exp_concrete_sample, bit for bit ...
@@ -117,8 +132,12 @@ def test_p_broadcasts_against_q():
     # One prior (p: (n,) logits, scalar temperature) for a batch of posteriors.
     q = make_logits((6, 5), seed=1)
     p = make_logits((5,), seed=2)
-    inputs = dict(q_logits=q, q_temperature=make_temperature((6,), seed=3), p_logits=p,
-                  p_temperature=torch.tensor(0.8, dtype=torch.float64))
+    inputs = dict(
+        q_logits=q,
+        q_temperature=make_temperature((6,), seed=3),
+        p_logits=p,
+        p_temperature=torch.tensor(0.8, dtype=torch.float64),
+    )
     outs, g = compare_with_reference(*_fns(), inputs, torch.float64, GRADS, names=NAMES)
     assert g["p_logits"].shape == (5,) and g["p_temperature"].shape == ()
     y, _, lp = outs
@@ -153,12 +172,18 @@ def test_non_contiguous(layout):
     else:
         q, p, dim = base_q[::2, 1::2], base_p[1::2, ::2], -1
     b = batch_shape(q.shape, dim)
-    inputs = dict(q_logits=q, q_temperature=make_temperature(b, seed=3), p_logits=p,
-                  p_temperature=make_temperature(b, seed=4), dim=dim)
+    inputs = dict(
+        q_logits=q,
+        q_temperature=make_temperature(b, seed=3),
+        p_logits=p,
+        p_temperature=make_temperature(b, seed=4),
+        dim=dim,
+    )
     outs, _ = compare_with_reference(*_fns(), inputs, torch.float64, GRADS, names=NAMES)
     kernel, _ = _fns()
-    contiguous = {k: (v.contiguous() if isinstance(v, torch.Tensor) else v)
-                  for k, v in inputs.items()}
+    contiguous = {
+        k: (v.contiguous() if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()
+    }
     for a, c in zip(outs, kernel(**contiguous)):
         assert torch.equal(a, c)
 
@@ -198,8 +223,9 @@ def test_opcheck(requires_grad):
     args = [inputs[k].float().requires_grad_(requires_grad) for k in GRADS]
     opo = torch.ops.concrete_ext.relaxed_kl_sample.default
     torch.library.opcheck(opo, (*args, -1, 17, 3, None))
-    torch.library.opcheck(opo, (args[0], torch.tensor(0.5), args[2], torch.tensor(2.0), 0, 17, 0,
-                                None))
+    torch.library.opcheck(
+        opo, (args[0], torch.tensor(0.5), args[2], torch.tensor(2.0), 0, 17, 0, None)
+    )
 
 
 def test_opcheck_backward_op():
@@ -208,9 +234,11 @@ def test_opcheck_backward_op():
     y, _, _ = ce.relaxed_kl_sample(ql, tq, pl, tp, seed=1)
     gy, g4 = make_logits((4, 6), seed=9), make_temperature((4,), seed=9)
     bw = torch.ops.concrete_ext.relaxed_kl_sample_backward.default
-    for grads, mask in [((gy, g4, g4), [True, True, True, True]),
-                        ((None, g4, None), [True, False, False, True]),
-                        ((gy, None, None), [False, True, True, False])]:
+    for grads, mask in [
+        ((gy, g4, g4), [True, True, True, True]),
+        ((None, g4, None), [True, False, False, True]),
+        ((gy, None, None), [False, True, True, False]),
+    ]:
         torch.library.opcheck(bw, (*grads, y, ql, tq, pl, tp, -1, mask))
 
 

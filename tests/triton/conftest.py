@@ -32,8 +32,10 @@ def pytest_collection_modifyitems(config, items):
         if _triton.unavailable_reasons():
             reason = "; ".join(_triton.unavailable_reasons())
         elif _triton.interpreted() != INTERPRET:
-            reason = ("the Triton kernels were defined before TRITON_INTERPRET=1 was set (set it in "
-                      "the environment, or in the root conftest before anything imports triton)")
+            reason = (
+                "the Triton kernels were defined before TRITON_INTERPRET=1 was set (set it in "
+                "the environment, or in the root conftest before anything imports triton)"
+            )
         elif DEVICE == "cuda" and not torch.cuda.is_available():
             reason = "no CUDA device is visible and the kernels are not interpreted"
     here = os.path.dirname(__file__)

@@ -14,9 +14,13 @@ from concrete_ext._triton import KERNELS  # noqa: E402
 from concrete_ext._triton import common as cm
 from concrete_ext.testing import LOOPED, make_logits, make_temperature  # noqa: E402
 
-pytestmark = [pytest.mark.triton, pytest.mark.filterwarnings("ignore::RuntimeWarning"),
-              pytest.mark.skipif(not _ops.has_compiled("cpu"),
-                                 reason="the compiled CPU kernels are not built")]
+pytestmark = [
+    pytest.mark.triton,
+    pytest.mark.filterwarnings("ignore::RuntimeWarning"),
+    pytest.mark.skipif(
+        not _ops.has_compiled("cpu"), reason="the compiled CPU kernels are not built"
+    ),
+]
 
 F32 = torch.float32
 
@@ -42,8 +46,18 @@ def _case(n):
         "exp_concrete_log_prob_backward": (gr, y, a, t, -1, [True, True, True]),
         "concrete_log_prob_backward": (gr, y.exp(), a, t, -1, [True, True, True]),
         "relaxed_kl_sample": (a, t, p, torch.tensor(0.8), -1, 5, 2, None),
-        "relaxed_kl_sample_backward": (g, gr, gr.flip(0), y, a, t, p, t.flip(0), -1,
-                                       [True, True, True, True]),
+        "relaxed_kl_sample_backward": (
+            g,
+            gr,
+            gr.flip(0),
+            y,
+            a,
+            t,
+            p,
+            t.flip(0),
+            -1,
+            [True, True, True, True],
+        ),
     }
 
 

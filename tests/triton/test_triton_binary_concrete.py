@@ -27,9 +27,11 @@ LOG_PROBS = ["logit_binary_concrete_log_prob", "binary_concrete_log_prob"]
 
 
 def _temperatures(shape):
-    return {"scalar": torch.tensor(0.6, dtype=torch.float64),
-            "per_element": make_temperature(shape, seed=3),
-            "broadcast": make_temperature(shape[-1:], seed=4)}
+    return {
+        "scalar": torch.tensor(0.6, dtype=torch.float64),
+        "per_element": make_temperature(shape, seed=3),
+        "broadcast": make_temperature(shape[-1:], seed=4),
+    }
 
 
 @pytest.mark.parametrize("tau", ["scalar", "per_element", "broadcast"])
@@ -37,14 +39,25 @@ def _temperatures(shape):
 @pytest.mark.parametrize("name", SAMPLES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_sample(name, shape, tau, dtype, device):
-    inputs = {"logits": make_logits(shape, seed=len(shape), masked=False),
-              "temperature": _temperatures(shape)[tau]}
+    inputs = {
+        "logits": make_logits(shape, seed=len(shape), masked=False),
+        "temperature": _temperatures(shape)[tau],
+    }
     kernel = lambda logits, temperature: KERNELS[name](logits, temperature, 77, 5, None)
-    reference = lambda logits, temperature: getattr(ref, name)(logits, temperature, seed=77,
-                                                               offset=5)
+    reference = lambda logits, temperature: getattr(ref, name)(
+        logits, temperature, seed=77, offset=5
+    )
     with cm.launch_config(block=64):  # several programs even at these sizes
-        compare(kernel, reference, inputs, dtype, device, ["logits", "temperature"], factor=2,
-                grad_factor=2)
+        compare(
+            kernel,
+            reference,
+            inputs,
+            dtype,
+            device,
+            ["logits", "temperature"],
+            factor=2,
+            grad_factor=2,
+        )
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -57,8 +70,16 @@ def test_log_prob(name, shape, dtype, device):
     inputs = {"value": value, "logits": logits, "temperature": make_temperature(shape, seed=6)}
     kernel = lambda value, logits, temperature: KERNELS[name](value, logits, temperature)
     reference = lambda value, logits, temperature: getattr(ref, name)(value, logits, temperature)
-    compare(kernel, reference, inputs, dtype, device, ["value", "logits", "temperature"],
-            factor=4, grad_factor=4)
+    compare(
+        kernel,
+        reference,
+        inputs,
+        dtype,
+        device,
+        ["value", "logits", "temperature"],
+        factor=4,
+        grad_factor=4,
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -68,12 +89,20 @@ def test_low_precision(dtype, device):
     for name in SAMPLES:
         out = KERNELS[name](a.to(device), t.to(device), 5, 0, None)
         assert out.dtype == dtype
-        assert_low_precision(out, getattr(ref, name)(a.double(), t.double(), seed=5),
-                             getattr(ref, name)(a, t, seed=5), name)
+        assert_low_precision(
+            out,
+            getattr(ref, name)(a.double(), t.double(), seed=5),
+            getattr(ref, name)(a, t, seed=5),
+            name,
+        )
     x = ref.binary_concrete_sample(a, 2.0, seed=9)  # away from 0 and 1 in low precision
     out = KERNELS["binary_concrete_log_prob"](x.to(device), a.to(device), t.to(device))
-    assert_low_precision(out, ref.binary_concrete_log_prob(x.double(), a.double(), t.double()),
-                         ref.binary_concrete_log_prob(x, a, t), "binary_concrete_log_prob")
+    assert_low_precision(
+        out,
+        ref.binary_concrete_log_prob(x.double(), a.double(), t.double()),
+        ref.binary_concrete_log_prob(x, a, t),
+        "binary_concrete_log_prob",
+    )
 
 
 def test_saturated_sample_has_zero_gradient(device):
@@ -89,11 +118,13 @@ def test_saturated_sample_has_zero_gradient(device):
 
 def test_sample_of_infinite_logits(device):
     a = torch.tensor([float("inf"), float("-inf"), 0.0], device=device, requires_grad=True)
-    y = KERNELS["logit_binary_concrete_sample"](a, torch.tensor(0.5, dtype=torch.float64), 2, 0,
-                                                None)
+    y = KERNELS["logit_binary_concrete_sample"](
+        a, torch.tensor(0.5, dtype=torch.float64), 2, 0, None
+    )
     assert y[0] == float("inf") and y[1] == float("-inf")
-    g, gt = KERNELS["logit_binary_concrete_sample_backward"](torch.ones_like(y), y,
-                                                             torch.tensor(0.5), True)
+    g, gt = KERNELS["logit_binary_concrete_sample_backward"](
+        torch.ones_like(y), y, torch.tensor(0.5), True
+    )
     assert gt[:2].tolist() == [0.0, 0.0] and torch.isfinite(gt).all()
 
 
@@ -114,8 +145,10 @@ def test_agrees_with_cpu_kernels(name, device):
     cpu = getattr(torch.ops.concrete_ext, name)(*args)
     tri = KERNELS[name](*[x.to(device) if isinstance(x, torch.Tensor) else x for x in args]).cpu()
     if not torch.allclose(cpu.double(), expected, rtol=1e-4, atol=1e-5):
-        pytest.xfail(f"the compiled CPU {name} disagrees with the reference (the log1m sign of "
-                     "philox.h in the logistic noise, fixed on another branch)")
+        pytest.xfail(
+            f"the compiled CPU {name} disagrees with the reference (the log1m sign of "
+            "philox.h in the logistic noise, fixed on another branch)"
+        )
     torch.testing.assert_close(tri, cpu, rtol=2e-6, atol=2e-6)
 
 
@@ -124,6 +157,8 @@ def test_gradcheck_binary(device):
     t = make_temperature((2, 3), seed=2).to(device).requires_grad_()
     x = torch.sigmoid(make_logits((2, 3), seed=3, masked=False)).to(device).requires_grad_()
     assert torch.autograd.gradcheck(
-        lambda a, t: KERNELS["binary_concrete_sample"](a, t, 8, 0, None), (a, t))
+        lambda a, t: KERNELS["binary_concrete_sample"](a, t, 8, 0, None), (a, t)
+    )
     assert torch.autograd.gradcheck(
-        lambda x, a, t: KERNELS["binary_concrete_log_prob"](x, a, t), (x, a, t))
+        lambda x, a, t: KERNELS["binary_concrete_log_prob"](x, a, t), (x, a, t)
+    )

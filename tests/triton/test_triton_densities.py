@@ -36,15 +36,23 @@ def _point(logits, seed, log_space):
 @pytest.mark.parametrize("name", ["exp_concrete_log_prob", "concrete_log_prob"])
 def test_log_prob_fp64(name, n, path, device):
     logits = make_logits((5, n), seed=n, masked=True)
-    inputs = {"value": _point(make_logits((5, n), seed=n + 50, masked=False).masked_fill(logits == -INF, -INF),
-                              n, name.startswith("exp")),
-              "logits": logits, "temperature": make_temperature((5,), seed=n)}
+    inputs = {
+        "value": _point(
+            make_logits((5, n), seed=n + 50, masked=False).masked_fill(logits == -INF, -INF),
+            n,
+            name.startswith("exp"),
+        ),
+        "logits": logits,
+        "temperature": make_temperature((5,), seed=n),
+    }
     kernel = lambda value, logits, temperature: KERNELS[name](value, logits, temperature, -1)
-    reference = lambda value, logits, temperature: getattr(ref, name)(value, logits, temperature,
-                                                                      -1)
+    reference = lambda value, logits, temperature: getattr(ref, name)(
+        value, logits, temperature, -1
+    )
     with cm.launch_config(**PATHS[path]):
-        compare(kernel, reference, inputs, torch.float64, device,
-                ["value", "logits", "temperature"])
+        compare(
+            kernel, reference, inputs, torch.float64, device, ["value", "logits", "temperature"]
+        )
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -52,30 +60,44 @@ def test_log_prob_fp64(name, n, path, device):
 def test_log_prob_fp32_dims(name, path, device):
     # Category dim 0 of a (n, 3, 2) tensor; a scalar temperature; n = 40 (> 32: Stirling's lgamma).
     logits = make_logits((2, 3, 40), seed=3, masked=True)
-    value = _point(make_logits((2, 3, 40), seed=4, masked=False).masked_fill(logits == -INF, -INF), 1,
-                   name.startswith("exp"))
-    inputs = {"value": value.permute(2, 1, 0), "logits": logits.permute(2, 1, 0),
-              "temperature": torch.tensor(1.3, dtype=torch.float64)}
+    value = _point(
+        make_logits((2, 3, 40), seed=4, masked=False).masked_fill(logits == -INF, -INF),
+        1,
+        name.startswith("exp"),
+    )
+    inputs = {
+        "value": value.permute(2, 1, 0),
+        "logits": logits.permute(2, 1, 0),
+        "temperature": torch.tensor(1.3, dtype=torch.float64),
+    }
     kernel = lambda value, logits, temperature: KERNELS[name](value, logits, temperature, 0)
-    reference = lambda value, logits, temperature: getattr(ref, name)(value, logits, temperature,
-                                                                      0)
+    reference = lambda value, logits, temperature: getattr(ref, name)(value, logits, temperature, 0)
     with cm.launch_config(**PATHS[path]):
-        compare(kernel, reference, inputs, torch.float32, device,
-                ["value", "logits", "temperature"], factor=4, grad_factor=4)
+        compare(
+            kernel,
+            reference,
+            inputs,
+            torch.float32,
+            device,
+            ["value", "logits", "temperature"],
+            factor=4,
+            grad_factor=4,
+        )
 
 
 def test_log_prob_of_an_empty_row_is_nan(device):
     logits = make_logits((3, 5), seed=1, masked=False).to(device)
     logits[1] = -INF
-    value = KERNELS["exp_concrete_sample"](logits, torch.tensor(1.0, dtype=torch.float64), -1, 3,
-                                           0, None)
-    lp = KERNELS["exp_concrete_log_prob"](value, logits, torch.tensor(1.0, dtype=torch.float64),
-                                          -1)
+    value = KERNELS["exp_concrete_sample"](
+        logits, torch.tensor(1.0, dtype=torch.float64), -1, 3, 0, None
+    )
+    lp = KERNELS["exp_concrete_log_prob"](value, logits, torch.tensor(1.0, dtype=torch.float64), -1)
     assert lp[1].isnan() and torch.isfinite(lp[[0, 2]]).all()
 
 
-@pytest.mark.parametrize("mask", [[True, False, False], [False, True, False], [False, False, True],
-                                  [True, True, True]])
+@pytest.mark.parametrize(
+    "mask", [[True, False, False], [False, True, False], [False, False, True], [True, True, True]]
+)
 def test_log_prob_backward_output_mask(mask, device):
     logits = make_logits((4, 6), seed=2, masked=True).to(device)
     value = _point(logits.cpu(), 2, True).to(device)
@@ -91,33 +113,51 @@ def test_log_prob_backward_output_mask(mask, device):
 
 def _kl_fns(dim=-1):
     kernel = lambda q_logits, q_temperature, p_logits, p_temperature: KERNELS["relaxed_kl_sample"](
-        q_logits, q_temperature, p_logits, p_temperature, dim, 13, 6, None)
+        q_logits, q_temperature, p_logits, p_temperature, dim, 13, 6, None
+    )
     reference = lambda q_logits, q_temperature, p_logits, p_temperature: ref.relaxed_kl_sample(
-        q_logits, q_temperature, p_logits, p_temperature, dim, seed=13, offset=6)
+        q_logits, q_temperature, p_logits, p_temperature, dim, seed=13, offset=6
+    )
     return kernel, reference
 
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("n", ROW_NS)
 def test_relaxed_kl_fp64(n, path, device):
-    inputs = {"q_logits": make_logits((4, n), seed=n, masked=True), "q_temperature": make_temperature((4,), 1),
-              "p_logits": make_logits((4, n), seed=n + 1, masked=False),
-              "p_temperature": torch.tensor(0.9, dtype=torch.float64)}
+    inputs = {
+        "q_logits": make_logits((4, n), seed=n, masked=True),
+        "q_temperature": make_temperature((4,), 1),
+        "p_logits": make_logits((4, n), seed=n + 1, masked=False),
+        "p_temperature": torch.tensor(0.9, dtype=torch.float64),
+    }
     with cm.launch_config(**PATHS[path]):
-        compare(*_kl_fns(), inputs, torch.float64, device,
-                ["q_logits", "q_temperature", "p_logits", "p_temperature"])
+        compare(
+            *_kl_fns(),
+            inputs,
+            torch.float64,
+            device,
+            ["q_logits", "q_temperature", "p_logits", "p_temperature"],
+        )
 
 
 @pytest.mark.parametrize("path", PATHS)
 def test_relaxed_kl_fp32(path, device):
-    inputs = {"q_logits": make_logits((3, 2, 13), seed=2, masked=True).transpose(1, 2),
-              "q_temperature": make_temperature((3, 2), 3),
-              "p_logits": make_logits((3, 2, 13), seed=3, masked=False).transpose(1, 2),
-              "p_temperature": make_temperature((3, 1), 4)}
+    inputs = {
+        "q_logits": make_logits((3, 2, 13), seed=2, masked=True).transpose(1, 2),
+        "q_temperature": make_temperature((3, 2), 3),
+        "p_logits": make_logits((3, 2, 13), seed=3, masked=False).transpose(1, 2),
+        "p_temperature": make_temperature((3, 1), 4),
+    }
     with cm.launch_config(**PATHS[path]):
-        compare(*_kl_fns(dim=1), inputs, torch.float32, device,
-                ["q_logits", "q_temperature", "p_logits", "p_temperature"], factor=4,
-                grad_factor=4)
+        compare(
+            *_kl_fns(dim=1),
+            inputs,
+            torch.float32,
+            device,
+            ["q_logits", "q_temperature", "p_logits", "p_temperature"],
+            factor=4,
+            grad_factor=4,
+        )
 
 
 def test_relaxed_kl_density_of_the_returned_sample(device):
@@ -137,13 +177,23 @@ def test_relaxed_kl_backward_with_missing_upstream(which, device):
     p = make_logits((3, 7), seed=9, masked=False).requires_grad_()
     tq = make_temperature((3,), 1).requires_grad_()
     k = {"sample": 0, "log_q": 1, "log_p": 2}[which]
-    out = KERNELS["relaxed_kl_sample"](q.to(device), tq.to(device), p.to(device), 0.7 * torch.ones(
-        (), dtype=torch.float64), -1, 2, 0, None)[k]
-    grads = torch.autograd.grad(torch.where(torch.isfinite(out), out, 0).sum(), (q, tq, p),
-                                allow_unused=True)
+    out = KERNELS["relaxed_kl_sample"](
+        q.to(device),
+        tq.to(device),
+        p.to(device),
+        0.7 * torch.ones((), dtype=torch.float64),
+        -1,
+        2,
+        0,
+        None,
+    )[k]
+    grads = torch.autograd.grad(
+        torch.where(torch.isfinite(out), out, 0).sum(), (q, tq, p), allow_unused=True
+    )
     rout = ref.relaxed_kl_sample(q, tq, p, 0.7, -1, seed=2)[k]
-    rgrads = torch.autograd.grad(torch.where(torch.isfinite(rout), rout, 0).sum(), (q, tq, p),
-                                 allow_unused=True)
+    rgrads = torch.autograd.grad(
+        torch.where(torch.isfinite(rout), rout, 0).sum(), (q, tq, p), allow_unused=True
+    )
     for g, r in zip(grads, rgrads):
         if r is None or not r.abs().any():
             assert g is None or not g.abs().any()

@@ -29,8 +29,9 @@ PATHS = {"tile": {}, "looped": LOOPED}
 
 def _sample_fns(name):
     kernel = lambda logits, temperature: KERNELS[name](logits, temperature, -1, 42, 3, None)
-    reference = lambda logits, temperature: getattr(ref, name)(logits, temperature, -1, seed=42,
-                                                               offset=3)
+    reference = lambda logits, temperature: getattr(ref, name)(
+        logits, temperature, -1, seed=42, offset=3
+    )
     return kernel, reference
 
 
@@ -39,7 +40,10 @@ def _sample_fns(name):
 @pytest.mark.parametrize("name", ["exp_concrete_sample", "concrete_sample"])
 def test_sample_fp64(name, n, path, device):
     kernel, reference = _sample_fns(name)
-    inputs = {"logits": make_logits((5, n), seed=n, masked=True), "temperature": make_temperature((5,), seed=n)}
+    inputs = {
+        "logits": make_logits((5, n), seed=n, masked=True),
+        "temperature": make_temperature((5,), seed=n),
+    }
     with cm.launch_config(**PATHS[path]):
         compare(kernel, reference, inputs, torch.float64, device, ["logits", "temperature"])
 
@@ -49,8 +53,10 @@ def test_sample_fp64(name, n, path, device):
 @pytest.mark.parametrize("name", ["exp_concrete_sample", "concrete_sample"])
 def test_sample_fp32_scalar_temperature(name, n, path, device):
     kernel, reference = _sample_fns(name)
-    inputs = {"logits": make_logits((4, n), seed=n + 1, masked=True),
-              "temperature": torch.tensor(0.45, dtype=torch.float64)}
+    inputs = {
+        "logits": make_logits((4, n), seed=n + 1, masked=True),
+        "temperature": torch.tensor(0.45, dtype=torch.float64),
+    }
     with cm.launch_config(**PATHS[path]):
         compare(kernel, reference, inputs, torch.float32, device, ["logits", "temperature"])
 
@@ -65,18 +71,30 @@ def test_sample_low_precision(name, dtype, path, device):
     with cm.launch_config(**PATHS[path]):
         out = KERNELS[name](a.to(device), t.to(device), -1, 6, 0, None)
     assert out.dtype == dtype
-    assert_low_precision(out, getattr(ref, name)(a.double(), t.double(), -1, seed=6),
-                         getattr(ref, name)(a, t, -1, seed=6), name)
+    assert_low_precision(
+        out,
+        getattr(ref, name)(a.double(), t.double(), -1, seed=6),
+        getattr(ref, name)(a, t, -1, seed=6),
+        name,
+    )
 
 
 @pytest.mark.parametrize("name", ["exp_concrete_sample", "concrete_sample"])
 def test_sample_other_dims_and_broadcast_temperature(name, device):
-    logits = make_logits((3, 7, 4), seed=5, masked=True).transpose(0, 2)  # (4, 7, 3), non-contiguous
-    temperature = make_temperature((4, 1), seed=6)            # broadcasts to the batch (4, 3)
+    logits = make_logits((3, 7, 4), seed=5, masked=True).transpose(
+        0, 2
+    )  # (4, 7, 3), non-contiguous
+    temperature = make_temperature((4, 1), seed=6)  # broadcasts to the batch (4, 3)
     kernel = lambda logits, temperature: KERNELS[name](logits, temperature, 1, 8, 0, None)
     reference = lambda logits, temperature: getattr(ref, name)(logits, temperature, 1, seed=8)
-    outs, _ = compare(kernel, reference, {"logits": logits, "temperature": temperature},
-                      torch.float64, device, ["logits", "temperature"])
+    outs, _ = compare(
+        kernel,
+        reference,
+        {"logits": logits, "temperature": temperature},
+        torch.float64,
+        device,
+        ["logits", "temperature"],
+    )
     assert outs[0].shape == logits.shape
 
 
@@ -87,8 +105,9 @@ def test_sample_masking(path, device):
     a[2] = -INF  # a row with no category: NaN
     with cm.launch_config(**PATHS[path]):
         x = KERNELS["concrete_sample"](a, torch.tensor(0.5, dtype=torch.float64), -1, 1, 0, None)
-        y = KERNELS["exp_concrete_sample"](a, torch.tensor(0.5, dtype=torch.float64), -1, 1, 0,
-                                           None)
+        y = KERNELS["exp_concrete_sample"](
+            a, torch.tensor(0.5, dtype=torch.float64), -1, 1, 0, None
+        )
     assert (x[0, [2, 7]] == 0).all() and (y[0, [2, 7]] == -INF).all()
     assert x[2].isnan().all() and y[2].isnan().all()
     torch.testing.assert_close(x[:2].sum(-1), torch.ones(2, device=device, dtype=x.dtype))
@@ -117,12 +136,17 @@ def test_gumbel_softmax_hard(n, path, device):
         assert state.tolist() == [11, 2] and state.device == logits.device
         return out
 
-    reference = lambda logits, temperature: ref.gumbel_softmax(logits, temperature, True, -1,
-                                                               seed=11, offset=2)
-    inputs = {"logits": make_logits((6, n), seed=n, masked=True), "temperature": make_temperature((6,), seed=2)}
+    reference = lambda logits, temperature: ref.gumbel_softmax(
+        logits, temperature, True, -1, seed=11, offset=2
+    )
+    inputs = {
+        "logits": make_logits((6, n), seed=n, masked=True),
+        "temperature": make_temperature((6,), seed=2),
+    }
     with cm.launch_config(**PATHS[path]):
-        outs, _ = compare(kernel, reference, inputs, torch.float64, device,
-                          ["logits", "temperature"])
+        outs, _ = compare(
+            kernel, reference, inputs, torch.float64, device, ["logits", "temperature"]
+        )
     assert set(outs[0].unique().tolist()) <= {0.0, 1.0} and (outs[0].sum(-1) == 1).all()
 
 
@@ -140,11 +164,11 @@ def test_gumbel_max_ties_nan_and_empty_rows(path, device):
     # Equal noise is impossible to force; equal scores are: +-inf ties and NaN never win.
     a = torch.zeros(4, 9, dtype=torch.float64)
     a[0] = -INF
-    a[1, 3] = a[1, 6] = INF       # tie at +inf: the lower index
+    a[1, 3] = a[1, 6] = INF  # tie at +inf: the lower index
     a[2, 0] = float("nan")
     a[2, 1:] = -INF
-    a[2, 5] = 0.0                 # the only category that can win
-    a[3, :] = float("nan")        # nothing can win: no distribution, NaN
+    a[2, 5] = 0.0  # the only category that can win
+    a[3, :] = float("nan")  # nothing can win: no distribution, NaN
     with cm.launch_config(**PATHS[path]):
         out = KERNELS["gumbel_max_sample"](a.to(device), -1, 1, 0, None).cpu()
     # Rows 0 (all -inf) and 3 (all NaN) have no distribution and sample NaN, as the Concrete
@@ -164,12 +188,14 @@ def test_generator_seed_matches_reference(name, device):
     a = make_logits((3, 6), seed=9, masked=True).to(device)
     gen = torch.Generator(device=device).manual_seed(5)
     out = KERNELS[name](a, torch.tensor(0.7, dtype=torch.float64), -1, None, 0, gen)
-    expected = getattr(ref, name)(a, 0.7, -1,
-                                  generator=torch.Generator(device=device).manual_seed(5))
+    expected = getattr(ref, name)(
+        a, 0.7, -1, generator=torch.Generator(device=device).manual_seed(5)
+    )
     torch.testing.assert_close(out.cpu(), expected.cpu(), equal_nan=True)
     # A fresh call draws a fresh seed.
-    assert not torch.equal(out, KERNELS[name](a, torch.tensor(0.7, dtype=torch.float64), -1, None,
-                                              0, gen))
+    assert not torch.equal(
+        out, KERNELS[name](a, torch.tensor(0.7, dtype=torch.float64), -1, None, 0, gen)
+    )
 
 
 def test_hard_backward_recomputes_the_soft_sample(device):

@@ -19,8 +19,11 @@ pytestmark = [pytest.mark.triton, pytest.mark.filterwarnings("ignore::RuntimeWar
 KAT = [
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
     ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
 ]
 
 
@@ -46,8 +49,7 @@ def _draws_at_kernel(state_ptr, idx_ptr, out_ptr, N: tl.constexpr):
 
 
 @triton.jit
-def _transform_kernel(bits_ptr, out_ptr, KIND: tl.constexpr, FP64: tl.constexpr,
-                      N: tl.constexpr):
+def _transform_kernel(bits_ptr, out_ptr, KIND: tl.constexpr, FP64: tl.constexpr, N: tl.constexpr):
     """The noise transform KIND (1 uniform .. 4 logistic) of given 32-bit draws."""
     r = tl.load(bits_ptr + tl.arange(0, N)).to(tl.uint32)
     if KIND == 1:
@@ -84,8 +86,14 @@ def test_draws_at_large_indices(device):
     out = torch.empty(8, dtype=torch.int64, device=device)
     _draws_at_kernel[(1,)](_state(seed, offset, device), idx.to(device), out, N=8)
     g = idx >> 2
-    words = ref.philox4x32_10(torch.full_like(g, offset), torch.zeros_like(g), g & 0xFFFFFFFF,
-                              g >> 32, seed & 0xFFFFFFFF, seed >> 32)
+    words = ref.philox4x32_10(
+        torch.full_like(g, offset),
+        torch.zeros_like(g),
+        g & 0xFFFFFFFF,
+        g >> 32,
+        seed & 0xFFFFFFFF,
+        seed >> 32,
+    )
     expected = torch.stack(words, 1).gather(1, (idx & 3)[:, None]).squeeze(1)
     assert out.cpu().tolist() == expected.tolist()
 
@@ -106,12 +114,25 @@ def test_bits_of_tiles_equal_reference(device):
     assert torch.equal(bits.cpu(), ref.philox_bits(69, 99, 3).view(3, 23))
 
 
-EDGE_BITS = [0, 1, 2**31 - 2, 2**31 - 1, 2**31, 2**31 + 1, 2**32 - 129, 2**32 - 128, 2**32 - 2,
-             2**32 - 1, 0x9E3779B9, 12345]
+EDGE_BITS = [
+    0,
+    1,
+    2**31 - 2,
+    2**31 - 1,
+    2**31,
+    2**31 + 1,
+    2**32 - 129,
+    2**32 - 128,
+    2**32 - 2,
+    2**32 - 1,
+    0x9E3779B9,
+    12345,
+]
 
 
-@pytest.mark.parametrize("kind, code", [("uniform", 1), ("exponential", 2), ("gumbel", 3),
-                                        ("logistic", 4)])
+@pytest.mark.parametrize(
+    "kind, code", [("uniform", 1), ("exponential", 2), ("gumbel", 3), ("logistic", 4)]
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_transforms_at_the_edges(kind, code, dtype, device):
     """The transforms of the extreme draws (both ends, both sides of 2^31) and a few others, in
@@ -177,6 +198,8 @@ def test_noise_agrees_with_cpu_kernels(device):
             continue
         expected = ref.noise(like.shape, kind, 31, 4)
         if not torch.allclose(cpu, expected, rtol=1e-5, atol=1e-5):
-            pytest.xfail(f"the compiled CPU {kind} noise disagrees with the reference (the "
-                         "log1m sign of philox.h, fixed on another branch)")
+            pytest.xfail(
+                f"the compiled CPU {kind} noise disagrees with the reference (the "
+                "log1m sign of philox.h, fixed on another branch)"
+            )
         torch.testing.assert_close(tri, cpu, rtol=4e-7, atol=4e-7)

@@ -22,8 +22,11 @@ pytestmark = [pytest.mark.triton, pytest.mark.filterwarnings("ignore::RuntimeWar
 on_gpu = pytest.mark.skipif(INTERPRET, reason="CUDA graphs and the CUDA key need a GPU")
 
 
-TABLE_OPS = sorted(name for (ns, name), sig in _ops.SIGNATURES.items()
-                   if ns == _ops.NAMESPACE and not sig.row.composite)
+TABLE_OPS = sorted(
+    name
+    for (ns, name), sig in _ops.SIGNATURES.items()
+    if ns == _ops.NAMESPACE and not sig.row.composite
+)
 
 
 def test_every_op_has_a_triton_kernel():
@@ -39,10 +42,12 @@ def test_ops_are_registered_in_their_namespace():
     for name in TABLE_OPS:
         schema = str(getattr(torch.ops.concrete_ext_triton, name).default._schema)
         compiled = str(getattr(torch.ops.concrete_ext, name).default._schema)
-        ours, theirs = schema[schema.index("("):], compiled[compiled.index("("):]
+        ours, theirs = schema[schema.index("(") :], compiled[compiled.index("(") :]
         if "Generator" in theirs:
             assert "Tensor rng_state" in ours, ours  # the seed travels as a device tensor
-            theirs = theirs.replace("int? seed, int offset, Generator? generator", "Tensor rng_state")
+            theirs = theirs.replace(
+                "int? seed, int offset, Generator? generator", "Tensor rng_state"
+            )
         assert ours == theirs, (ours, theirs)
 
 
@@ -62,21 +67,24 @@ def test_temperature_checks(device):
     with pytest.raises(ValueError, match="does not broadcast"):
         KERNELS["concrete_sample"](a, torch.ones(4, device=device), -1, 1, 0, None)
     with pytest.raises(TypeError, match="floating"):
-        KERNELS["concrete_sample"](a, torch.ones(3, dtype=torch.int64, device=device), -1, 1, 0,
-                                   None)
+        KERNELS["concrete_sample"](
+            a, torch.ones(3, dtype=torch.int64, device=device), -1, 1, 0, None
+        )
     with pytest.raises(IndexError, match="out of range"):
         KERNELS["concrete_sample"](a, torch.tensor(1.0), 2, 1, 0, None)
     with pytest.raises(ValueError, match="no categories"):
-        KERNELS["concrete_sample"](torch.zeros(3, 0, device=device), torch.tensor(1.0), -1, 1, 0,
-                                   None)
+        KERNELS["concrete_sample"](
+            torch.zeros(3, 0, device=device), torch.tensor(1.0), -1, 1, 0, None
+        )
 
 
 def test_empty_batches(device):
     a = torch.zeros(0, 5, device=device)
     assert KERNELS["concrete_sample"](a, torch.tensor(1.0), -1, 1, 0, None).shape == (0, 5)
     assert KERNELS["exp_concrete_log_prob"](a, a, torch.tensor(1.0), -1).shape == (0,)
-    assert KERNELS["binary_concrete_sample"](torch.zeros(0, device=device), torch.tensor(1.0), 1, 0,
-                                             None).shape == (0,)
+    assert KERNELS["binary_concrete_sample"](
+        torch.zeros(0, device=device), torch.tensor(1.0), 1, 0, None
+    ).shape == (0,)
 
 
 def test_backend_choice_routes_the_public_api(device):
@@ -101,8 +109,16 @@ def test_backends_lists_triton():
 
 # ---- torch.compile and opcheck (the ops are opaque to tracing: their fake kernels come from the
 # op table, so this runs under the interpreter too) ---------------------------------------------
-@pytest.mark.parametrize("name", ["exp_concrete_sample", "concrete_sample", "gumbel_softmax_hard",
-                                  "relaxed_kl_sample", "binary_concrete_sample"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "exp_concrete_sample",
+        "concrete_sample",
+        "gumbel_softmax_hard",
+        "relaxed_kl_sample",
+        "binary_concrete_sample",
+    ],
+)
 def test_compile_fullgraph_matches_eager(name, device):
     torch._dynamo.reset()
     a = make_logits((6, 10), seed=3, masked=True).to(device)
@@ -134,13 +150,22 @@ def test_compile_fullgraph_matches_eager(name, device):
 def test_compile_draws_fresh_seeds(device):
     torch._dynamo.reset()
     a = make_logits((4, 8), seed=3, masked=True).to(device)
-    f = torch.compile(lambda a: KERNELS["concrete_sample"](a, torch.tensor(0.5), -1, None, 0,
-                                                           None), fullgraph=True)
+    f = torch.compile(
+        lambda a: KERNELS["concrete_sample"](a, torch.tensor(0.5), -1, None, 0, None),
+        fullgraph=True,
+    )
     assert not torch.equal(f(a), f(a))
 
 
-@pytest.mark.parametrize("name", ["exp_concrete_sample", "exp_concrete_log_prob",
-                                  "relaxed_kl_sample", "logit_binary_concrete_log_prob"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "exp_concrete_sample",
+        "exp_concrete_log_prob",
+        "relaxed_kl_sample",
+        "logit_binary_concrete_log_prob",
+    ],
+)
 def test_opcheck(name, device):
     a = make_logits((3, 5), seed=1, masked=False).to(device).requires_grad_()
     t = make_temperature((3,), seed=2).to(device).requires_grad_()

@@ -8,7 +8,9 @@ import warnings
 import pytest
 import torch
 
-_SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data"))
+_SHARED = os.path.abspath(
+    os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
+)
 if "CONCRETE_EXT_DATA" not in os.environ and os.path.isdir(_SHARED):
     os.environ["CONCRETE_EXT_DATA"] = _SHARED  # ../shared/data beside the checkout (tests and CI)
 os.environ.setdefault("CONCRETE_EXT_OFFLINE", "1")  # never reach the network from the tests
@@ -29,4 +31,3 @@ def _quiet_fused_warning():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*relaxed_kl_sample evaluates log_p.*")
         yield
-

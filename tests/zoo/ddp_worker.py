@@ -40,9 +40,16 @@ def eval_inputs(spec):
 
 
 def _save(trainer: Trainer, path: str) -> None:
-    torch.save({"model": trainer.model.state_dict(), "estimator": trainer.estimator.state_dict(),
-                "optimizer": trainer.optimizer.state_dict(), "best": trainer.best,
-                "step": trainer.step}, path)
+    torch.save(
+        {
+            "model": trainer.model.state_dict(),
+            "estimator": trainer.estimator.state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "best": trainer.best,
+            "step": trainer.step,
+        },
+        path,
+    )
 
 
 def _threads() -> int:
@@ -68,20 +75,31 @@ def main(out: str) -> None:
         spec = json.load(f)
     data = small_dataset()
     for name, fields in spec.get("train", {}).items():
-        trainer = Trainer(TrainConfig(**fields), os.path.join(out, name), progress=False,
-                          dataset=data, world=world)
+        trainer = Trainer(
+            TrainConfig(**fields),
+            os.path.join(out, name),
+            progress=False,
+            dataset=data,
+            world=world,
+        )
         trainer.run()
         _save(trainer, os.path.join(out, f"{name}.rank{world.rank}.pt"))
     for name, steps in spec.get("resume", {}).items():
-        trainer = Trainer(None, os.path.join(out, name), resume=True, progress=False,
-                          dataset=data, world=world)
+        trainer = Trainer(
+            None, os.path.join(out, name), resume=True, progress=False, dataset=data, world=world
+        )
         trainer.config.steps = steps
         trainer.run()
         _save(trainer, os.path.join(out, f"{name}.rank{world.rank}.pt"))
     for name in spec.get("refuse", []):  # a new run over a checkpoint: refused on every rank
         try:
-            Trainer(TrainConfig(**spec["train"][name]), os.path.join(out, name), progress=False,
-                    dataset=data, world=world)
+            Trainer(
+                TrainConfig(**spec["train"][name]),
+                os.path.join(out, name),
+                progress=False,
+                dataset=data,
+                world=world,
+            )
             error = None
         except FileExistsError as e:
             error = str(e)
@@ -90,14 +108,16 @@ def main(out: str) -> None:
     if "eval" in spec:
         e = spec["eval"]
         model, x = eval_inputs(e)
-        est = estimate_bound(model, x, e["m"], seed=e["seed"], rows=e["rows"], progress=False,
-                             world=world)
+        est = estimate_bound(
+            model, x, e["m"], seed=e["seed"], rows=e["rows"], progress=False, world=world
+        )
         np.save(os.path.join(out, f"eval.rank{world.rank}.npy"), est.per_example)
     rank = world.rank
     world.close()  # the process group's worker threads are joined here, not at exit
     with open(os.path.join(out, f"threads.rank{rank}.json"), "w") as f:
-        json.dump({"before": before, "during": during, "after": _threads(),
-                   "names": _thread_names()}, f)
+        json.dump(
+            {"before": before, "during": during, "after": _threads(), "names": _thread_names()}, f
+        )
 
 
 if __name__ == "__main__":

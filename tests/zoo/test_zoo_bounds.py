@@ -34,11 +34,14 @@ def ignore_z(model: SBN) -> SBN:
 
 def independent_log_px(model: SBN, x: torch.Tensor) -> torch.Tensor:
     b = model.gen[-1][-1].bias
-    return (x * torch.nn.functional.logsigmoid(b) + (1 - x) * torch.nn.functional.logsigmoid(-b)).sum(-1)
+    return (
+        x * torch.nn.functional.logsigmoid(b) + (1 - x) * torch.nn.functional.logsigmoid(-b)
+    ).sum(-1)
 
 
-@pytest.mark.parametrize("arch,arity", [("4H-6V", 2), ("4H~4H~6V", 2), ("4H~4H~6V", 4),
-                                        ("6H-6V", 8)])
+@pytest.mark.parametrize(
+    "arch,arity", [("4H-6V", 2), ("4H~4H~6V", 2), ("4H~4H~6V", 4), ("6H-6V", 8)]
+)
 @pytest.mark.parametrize("m", [1, 5, 50])
 def test_decoder_ignoring_z_gives_log_px_exactly(arch, arity, m):
     model = ignore_z(SBN(arch, arity)).eval()
@@ -52,8 +55,7 @@ def test_decoder_ignoring_z_gives_log_px_exactly(arch, arity, m):
     torch.testing.assert_close(relaxed, log_px, atol=2e-5, rtol=0)
     # and the streamed evaluation, with work units small enough to split the samples in chunks
     est = estimate_bound(model, x.numpy(), m, seed=3, rows=3, progress=False)
-    np.testing.assert_allclose(est.per_example, log_px.detach().double().numpy(), atol=2e-5,
-                               rtol=0)
+    np.testing.assert_allclose(est.per_example, log_px.detach().double().numpy(), atol=2e-5, rtol=0)
 
 
 def test_streamed_estimate_converges_to_exact_log_likelihood():
@@ -69,15 +71,17 @@ def test_streamed_estimate_converges_to_exact_log_likelihood():
     # log of a mean of m weights: standard deviation about sqrt(Var[w] / E[w]^2 / m) (delta
     # method), bias about half its square; allow 5 standard deviations
     sd = math.sqrt(relative_variance(model, x) / m)
-    assert abs(est.mean - log_px) < 5 * sd + sd ** 2, (est.mean, log_px, sd)
+    assert abs(est.mean - log_px) < 5 * sd + sd**2, (est.mean, log_px, sd)
 
 
 def test_sharded_units_combine_to_the_same_estimate():
     model = perturbed(SBN("3H~4V", 2), seed=12)
     x = np.random.RandomState(0).randint(0, 2, size=(7, 4))
     full = partial_log_sums(model, x, 300, seed=5, rows=64, progress=False)
-    parts = [partial_log_sums(model, x, 300, seed=5, rows=64, shard=(r, 3), progress=False)
-             for r in range(3)]
+    parts = [
+        partial_log_sums(model, x, 300, seed=5, rows=64, shard=(r, 3), progress=False)
+        for r in range(3)
+    ]
     combined = torch.logsumexp(torch.stack(parts), 0)
     torch.testing.assert_close(combined, full, atol=1e-12, rtol=1e-12)
     assert plan(300, 64) == (1, 64)

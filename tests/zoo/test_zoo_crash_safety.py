@@ -25,18 +25,48 @@ from concrete_ext.zoo import cli, data, runs
 from concrete_ext.zoo.train import TrainConfig, Trainer, load_model
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-TRAIN = ["train", "--dataset", "mnist-sample", "--arch", "20H~784V", "--steps", "400",
-         "--lr", "3e-3", "--batch-size", "32", "--log-every", "50", "--eval-every", "100000",
-         "--eval-m", "5", "--eval-n", "50", "--checkpoint-every", "20", "--quiet",
-         "--threads", "1"]
+TRAIN = [
+    "train",
+    "--dataset",
+    "mnist-sample",
+    "--arch",
+    "20H~784V",
+    "--steps",
+    "400",
+    "--lr",
+    "3e-3",
+    "--batch-size",
+    "32",
+    "--log-every",
+    "50",
+    "--eval-every",
+    "100000",
+    "--eval-m",
+    "5",
+    "--eval-n",
+    "50",
+    "--checkpoint-every",
+    "20",
+    "--quiet",
+    "--threads",
+    "1",
+]
 
 
 def _start(run_dir, *extra) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OMP_NUM_THREADS="1", CONCRETE_EXT_OFFLINE="1")
-    return subprocess.Popen([sys.executable, "-m", "concrete_ext.zoo", *TRAIN, "--run-dir",
-                             str(run_dir), *extra], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, cwd=ROOT)
+    env = dict(
+        os.environ,
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        OMP_NUM_THREADS="1",
+        CONCRETE_EXT_OFFLINE="1",
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "concrete_ext.zoo", *TRAIN, "--run-dir", str(run_dir), *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
 
 
 def _checkpoint_step(path) -> int:
@@ -98,8 +128,17 @@ def test_sigkill_twice_then_resume_equals_uninterrupted(tmp_path):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    config = TrainConfig(dataset="mnist-sample", arch="20H~784V", steps=6, lr=3e-3, log_every=3,
-                         eval_every=3, eval_m=5, eval_n=20, checkpoint_every=3)
+    config = TrainConfig(
+        dataset="mnist-sample",
+        arch="20H~784V",
+        steps=6,
+        lr=3e-3,
+        log_every=3,
+        eval_every=3,
+        eval_m=5,
+        eval_n=20,
+        checkpoint_every=3,
+    )
     Trainer(config, str(run), progress=False).run()
     return run
 
@@ -178,8 +217,13 @@ def test_digest_covers_every_entry():
     s = {"format": 1, "a": torch.arange(4.0), "b": [1, 2.5, None], "c": {"x": "y"}}
     d = runs.state_digest(s)
     assert runs.state_digest({**s}) == d
-    for changed in ({**s, "a": torch.arange(4.0).double()}, {**s, "a": torch.arange(4.0)[:3]},
-                    {**s, "b": [1, 2.5000001, None]}, {**s, "c": {"x": "z"}}, {**s, "format": 2}):
+    for changed in (
+        {**s, "a": torch.arange(4.0).double()},
+        {**s, "a": torch.arange(4.0)[:3]},
+        {**s, "b": [1, 2.5000001, None]},
+        {**s, "c": {"x": "z"}},
+        {**s, "format": 2},
+    ):
         assert runs.state_digest(changed) != d
 
 

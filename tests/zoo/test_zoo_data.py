@@ -13,7 +13,9 @@ from concrete_ext.zoo import data
 from concrete_ext.zoo.data import ChecksumError, DataNotFoundError, Remote
 
 
-def _remote(tmp_path, content: bytes, digest=None, name="file.bin", urls=("http://example.invalid/f",)):
+def _remote(
+    tmp_path, content: bytes, digest=None, name="file.bin", urls=("http://example.invalid/f",)
+):
     return Remote(name, "sub", tuple(urls), digest or hashlib.sha256(content).hexdigest())
 
 
@@ -80,9 +82,13 @@ def test_registry_has_canonical_addresses_and_digests():
     f = data.FILES
     assert f["binarized_mnist_train"].urls[0] == (
         "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
-        "binarized_mnist_train.amat")
+        "binarized_mnist_train.amat"
+    )
     assert f["omniglot"].urls[0].endswith("yburda/iwae/master/datasets/OMNIGLOT/chardata.mat")
-    assert f["mnist_train_images"].urls[0] == "http://yann.lecun.com/exdb/mnist/train-images-idx3-ubyte.gz"
+    assert (
+        f["mnist_train_images"].urls[0]
+        == "http://yann.lecun.com/exdb/mnist/train-images-idx3-ubyte.gz"
+    )
     for r in f.values():
         assert len(r.digest) == {"sha256": 64, "md5": 32}[r.algorithm]
 
@@ -93,8 +99,13 @@ def test_parse_amat_and_idx():
     np.testing.assert_array_equal(data.parse_amat(text), rows)
     loose = "".join("  ".join(map(str, r)) + " \n" for r in rows).encode()  # other whitespace
     np.testing.assert_array_equal(data.parse_amat(loose), rows)
-    idx = bytes([0, 0, 8, 3]) + (2).to_bytes(4, "big") + (2).to_bytes(4, "big") + \
-        (3).to_bytes(4, "big") + bytes(range(12))
+    idx = (
+        bytes([0, 0, 8, 3])
+        + (2).to_bytes(4, "big")
+        + (2).to_bytes(4, "big")
+        + (3).to_bytes(4, "big")
+        + bytes(range(12))
+    )
     np.testing.assert_array_equal(data.parse_idx(idx), np.arange(12).reshape(2, 2, 3))
     with pytest.raises(ValueError, match="truncated"):
         data.parse_idx(idx[:-1])
@@ -122,8 +133,12 @@ def test_omniglot_loader_on_a_synthetic_file(tmp_path, monkeypatch):
     np.testing.assert_array_equal(ds.train, again.train)
     np.testing.assert_array_equal(ds.valid, again.valid)
     # the held-out images are training images, disjoint from those trained on
-    rows = {r.tobytes(): i for i, r in enumerate(data._binarize_fixed(
-        mat["data"].T.astype(np.float64), data.OMNIGLOT_BINARIZATION_SEED))}
+    rows = {
+        r.tobytes(): i
+        for i, r in enumerate(
+            data._binarize_fixed(mat["data"].T.astype(np.float64), data.OMNIGLOT_BINARIZATION_SEED)
+        )
+    }
     held = {rows[r.tobytes()] for r in ds.valid}
     kept = {rows[r.tobytes()] for r in ds.train}
     assert len(held) == 4 and len(kept) == 36 and not held & kept
@@ -151,9 +166,10 @@ def _have(keys):
     return True
 
 
-@pytest.mark.skipif(not _have(["binarized_mnist_train", "binarized_mnist_valid",
-                               "binarized_mnist_test"]),
-                    reason="binarized MNIST not in CONCRETE_EXT_DATA")
+@pytest.mark.skipif(
+    not _have(["binarized_mnist_train", "binarized_mnist_valid", "binarized_mnist_test"]),
+    reason="binarized MNIST not in CONCRETE_EXT_DATA",
+)
 def test_binarized_mnist_and_the_sample_agree():
     ds = data.load_binarized_mnist(download=False)
     assert ds.train.shape == (50000, 784) and ds.valid.shape == (10000, 784)
@@ -161,15 +177,18 @@ def test_binarized_mnist_and_the_sample_agree():
     sample = data.load_mnist_sample()
     for split in ("train", "valid", "test"):
         full = ds.split(split)
-        np.testing.assert_array_equal(sample.split(split),
-                                      full[data.sample_indices(split, len(full))])
+        np.testing.assert_array_equal(
+            sample.split(split), full[data.sample_indices(split, len(full))]
+        )
     # the sample is representative (the first test images are not: 20% more ink)
     assert abs(sample.test.mean() - ds.test.mean()) < 0.005
     assert ds.test[:500].mean() > ds.test.mean() + 0.02
 
 
-@pytest.mark.skipif(not _have(["mnist_train_images", "mnist_test_images"]),
-                    reason="MNIST IDX files not in CONCRETE_EXT_DATA")
+@pytest.mark.skipif(
+    not _have(["mnist_train_images", "mnist_test_images"]),
+    reason="MNIST IDX files not in CONCRETE_EXT_DATA",
+)
 def test_dynamic_mnist():
     ds = data.load_mnist_dynamic(download=False)
     assert ds.dynamic and ds.train.shape == (50000, 784) and ds.train.dtype == np.float32

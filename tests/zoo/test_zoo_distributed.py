@@ -29,8 +29,18 @@ from concrete_ext.zoo.train import TrainConfig, Trainer
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ddp_worker.py")
 
-BASE = dict(dataset="mnist-sample", arch="16H~8H~784V", steps=8, batch_size=16, lr=3e-3,
-            log_every=4, eval_every=4, eval_m=8, eval_n=20, checkpoint_every=4)
+BASE = dict(
+    dataset="mnist-sample",
+    arch="16H~8H~784V",
+    steps=8,
+    batch_size=16,
+    lr=3e-3,
+    log_every=4,
+    eval_every=4,
+    eval_m=8,
+    eval_n=20,
+    checkpoint_every=4,
+)
 RUNS = {  # a two-layer model (centering), each estimator, n-ary layers, uneven shards (7 + 8)
     "concrete": dict(BASE, estimator="concrete", m=2),
     "concrete4": dict(BASE, estimator="concrete", m=1, arity=4, batch_size=15),
@@ -47,9 +57,12 @@ def _free_port() -> int:
 
 
 def _env(**extra) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", CONCRETE_EXT_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")]
-                                                    if p]))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        CONCRETE_EXT_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+    )
     env.update(extra)
     return env
 
@@ -62,12 +75,24 @@ def launch(args, world: int = 2, timeout: float = 600, wait=None, ended=None, **
     port, procs = _free_port(), []
     try:
         for r in range(world):
-            procs.append(subprocess.Popen(
-                [sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True,
-                env=_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(world),
-                         LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                         MASTER_PORT=str(port), **env)))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, *args],
+                    cwd=ROOT,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    env=_env(
+                        RANK=str(r),
+                        LOCAL_RANK=str(r),
+                        WORLD_SIZE=str(world),
+                        LOCAL_WORLD_SIZE=str(world),
+                        MASTER_ADDR="127.0.0.1",
+                        MASTER_PORT=str(port),
+                        **env,
+                    ),
+                )
+            )
         deadline = time.time() + timeout
         results = []
         waited = list(range(world)) if wait is None else wait
@@ -100,14 +125,19 @@ def ddp(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     data = small_dataset()
     _train(RUNS["concrete"], str(out / "r1to2"), data, steps=4)
-    spec = {"train": {**RUNS, "r2to1": dict(RUNS["concrete"], steps=4)},
-            "resume": {"r1to2": 8}, "refuse": ["vimco"], "eval": EVAL}
+    spec = {
+        "train": {**RUNS, "r2to1": dict(RUNS["concrete"], steps=4)},
+        "resume": {"r1to2": 8},
+        "refuse": ["vimco"],
+        "eval": EVAL,
+    }
     (out / "spec.json").write_text(json.dumps(spec))
     results = launch([WORKER, str(out)])
     for r, (output, code) in enumerate(results):
         assert code == 0, f"rank {r} failed:\n{output}"
-    reference = {name: _train(fields, str(out / "one" / name), data)
-                 for name, fields in RUNS.items()}
+    reference = {
+        name: _train(fields, str(out / "one" / name), data) for name, fields in RUNS.items()
+    }
     return out, reference, data
 
 
@@ -194,34 +224,78 @@ def test_two_rank_evaluation_equals_one_process(ddp):
     combined in a fixed order: the sharded estimate is the one-process one, bit for bit."""
     out = ddp[0]
     model, x = eval_inputs(EVAL)
-    one = estimate_bound(model, x, EVAL["m"], seed=EVAL["seed"], rows=EVAL["rows"],
-                         progress=False).per_example
+    one = estimate_bound(
+        model, x, EVAL["m"], seed=EVAL["seed"], rows=EVAL["rows"], progress=False
+    ).per_example
     for r in range(2):
         assert np.array_equal(np.load(str(out / f"eval.rank{r}.npy")), one)
 
 
-CLI_TRAIN = ["train", "--dataset", "mnist-sample", "--arch", "12H-784V", "--estimator", "vimco",
-             "--m", "2", "--steps", "6", "--batch-size", "8", "--log-every", "2",
-             "--eval-every", "3", "--eval-m", "4", "--eval-n", "10", "--checkpoint-every", "2",
-             "--quiet"]
+CLI_TRAIN = [
+    "train",
+    "--dataset",
+    "mnist-sample",
+    "--arch",
+    "12H-784V",
+    "--estimator",
+    "vimco",
+    "--m",
+    "2",
+    "--steps",
+    "6",
+    "--batch-size",
+    "8",
+    "--log-every",
+    "2",
+    "--eval-every",
+    "3",
+    "--eval-m",
+    "4",
+    "--eval-n",
+    "10",
+    "--checkpoint-every",
+    "2",
+    "--quiet",
+]
 
 
 def test_cli_under_torchrun(tmp_path):
     """torchrun starts 2 ranks of `train` then of `eval`; rank 0 alone writes; the 2-rank
     evaluation equals a one-process one."""
     run = str(tmp_path / "run")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                f"--master_port={_free_port()}", "-m", "concrete_ext.zoo", "--"]
-    done = subprocess.run(torchrun + CLI_TRAIN + ["--run-dir", run], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=600)
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        "-m",
+        "concrete_ext.zoo",
+        "--",
+    ]
+    done = subprocess.run(
+        torchrun + CLI_TRAIN + ["--run-dir", run],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("done at step 6") == 1, done.stdout  # rank 0 reports
     assert "2 ranks (gloo, cpu)" in done.stderr
-    steps = [r["step"] for r in runs.read_jsonl(os.path.join(run, runs.METRICS))
-             if r["kind"] == "train"]
+    steps = [
+        r["step"] for r in runs.read_jsonl(os.path.join(run, runs.METRICS)) if r["kind"] == "train"
+    ]
     assert steps == [2, 4, 6]
-    done = subprocess.run(torchrun + ["eval", run, "--m", "20", "--n", "12", "--quiet"],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        torchrun + ["eval", run, "--m", "20", "--n", "12", "--quiet"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     two = runs.read_json(os.path.join(run, runs.EVAL))["test@20/n12s0"]
     from concrete_ext.zoo.data import load_dataset, random_subset
@@ -240,9 +314,12 @@ def test_a_dead_rank_fails_the_job_quickly(tmp_path):
     checkpoint (step 2) is there to resume."""
     run = str(tmp_path / "run")
     ended = {}
-    results = launch(["-m", "concrete_ext.zoo"] + CLI_TRAIN + ["--dist-timeout", "30",
-                                                               "--run-dir", run],
-                     timeout=180, ended=ended, **{FAULT_ENV: "1:3"})
+    results = launch(
+        ["-m", "concrete_ext.zoo"] + CLI_TRAIN + ["--dist-timeout", "30", "--run-dir", run],
+        timeout=180,
+        ended=ended,
+        **{FAULT_ENV: "1:3"},
+    )
     (out0, code0), (out1, code1) = results
     assert code1 == 3 and "exiting at step 3" in out1, out1
     assert code0 == 1, out0
@@ -271,8 +348,7 @@ def test_a_hanging_rank_fails_the_job_after_the_timeout(tmp_path):
     run = str(tmp_path / "run")
     args = ["-m", "concrete_ext.zoo"] + CLI_TRAIN + ["--dist-timeout", "20", "--run-dir", run]
     ended = {}
-    [(out0, code0)] = launch(args, timeout=180, wait=[0], ended=ended,
-                             **{FAULT_ENV: "1:3:hang"})
+    [(out0, code0)] = launch(args, timeout=180, wait=[0], ended=ended, **{FAULT_ENV: "1:3:hang"})
     assert code0 == 1, out0
     assert "error: rank 0 of 2: communication with the other ranks failed" in out0, out0
     assert "Traceback" not in out0

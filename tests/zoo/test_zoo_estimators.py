@@ -105,9 +105,9 @@ def test_vimco_signals_match_direct_formula():
     got = vimco_learning_signals(log_w)
     m = log_w.shape[-1]
     for j in range(m):
-        others = torch.cat([log_w[:, :j], log_w[:, j + 1:]], -1)
+        others = torch.cat([log_w[:, :j], log_w[:, j + 1 :]], -1)
         geo = others.mean(-1, keepdim=True)
-        swapped = torch.cat([log_w[:, :j], geo, log_w[:, j + 1:]], -1)
+        swapped = torch.cat([log_w[:, :j], geo, log_w[:, j + 1 :]], -1)
         w = torch.exp(log_w + 100)
         direct = torch.log(w.mean(-1)) - torch.log(torch.exp(swapped + 100).mean(-1))
         torch.testing.assert_close(got[:, j], direct)
@@ -136,14 +136,24 @@ def test_concrete_unbiased_for_relaxed_objective_binary(m):
     params = list(model.parameters())
     with torch.no_grad():  # the quadrature integrates the density: check it is normalised
         y = torch.linspace(-40, 40, 801, dtype=torch.float64)
-        mass = (torch.exp(_log_logistic(y, linear64(model.inf[0], x2.double()).squeeze(),
-                                        model.posterior_temperature)) * (y[1] - y[0])).sum()
+        mass = (
+            torch.exp(
+                _log_logistic(
+                    y, linear64(model.inf[0], x2.double()).squeeze(), model.posterior_temperature
+                )
+            )
+            * (y[1] - y[0])
+        ).sum()
         assert abs(mass.item() - 1) < 1e-9
     exact = flat_grad(-relaxed_objective_quadrature(model, x2, m), params).float()
     est = Concrete()
     xs = x2.expand(4000, -1)
-    gs = torch.stack([flat_grad(est(model, xs, m, NoiseSource(seed=mix64(5, g))).loss, params)
-                      for g in range(GROUPS)])
+    gs = torch.stack(
+        [
+            flat_grad(est(model, xs, m, NoiseSource(seed=mix64(5, g))).loss, params)
+            for g in range(GROUPS)
+        ]
+    )
     mean, se = gs.mean(0), gs.std(0) / math.sqrt(GROUPS)
     assert_unbiased(mean, se, exact, f"Concrete binary m={m}")
 
@@ -169,10 +179,11 @@ def test_concrete_pathwise_matches_score_function_4ary():
 
     with torch.no_grad():
         baseline = Concrete()(model, X.expand(20000, -1), m, NoiseSource(seed=7)).objective.mean()
-    path_mean, path_se = mc_gradient(lambda x, nz: Concrete()(model, x, m, nz).loss, params,
-                                     n=5000, seed=8)
+    path_mean, path_se = mc_gradient(
+        lambda x, nz: Concrete()(model, x, m, nz).loss, params, n=5000, seed=8
+    )
     sf_mean, sf_se = mc_gradient(score_function, params, n=20000, seed=9)
-    se = torch.sqrt(path_se ** 2 + sf_se ** 2)
+    se = torch.sqrt(path_se**2 + sf_se**2)
     assert (path_mean.abs() > 10 * se).sum() >= 3
     z = z_scores(path_mean, se, sf_mean)
     assert z.max() < Z_MAX, f"max |z| = {z.max():.2f}"

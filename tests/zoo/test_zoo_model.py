@@ -11,14 +11,17 @@ from concrete_ext.zoo.model import DEFAULT_TEMPERATURES, SBN
 from concrete_ext.zoo.noise import NoiseSource
 
 
-@pytest.mark.parametrize("text,sizes,links", [
-    ("200H-784V", (200, 784), ("-",)),
-    ("200H~784V", (200, 784), ("~",)),
-    ("200H-200H-784V", (200, 200, 784), ("-", "-")),
-    ("200H~200H~784V", (200, 200, 784), ("~", "~")),
-    ("240H~240H~784V", (240, 240, 784), ("~", "~")),
-    ("(200H – 200H ∼784V)", (200, 200, 784), ("-", "~")),
-])
+@pytest.mark.parametrize(
+    "text,sizes,links",
+    [
+        ("200H-784V", (200, 784), ("-",)),
+        ("200H~784V", (200, 784), ("~",)),
+        ("200H-200H-784V", (200, 200, 784), ("-", "-")),
+        ("200H~200H~784V", (200, 200, 784), ("~", "~")),
+        ("240H~240H~784V", (240, 240, 784), ("~", "~")),
+        ("(200H – 200H ∼784V)", (200, 200, 784), ("-", "~")),
+    ],
+)
 def test_parse_notation(text, sizes, links):
     a = parse_arch(text)
     assert a.sizes == sizes and a.links == links and a.is_density_model
@@ -39,8 +42,9 @@ def test_parse_conditional_and_errors():
 def test_corners_are_the_hypercube():
     c = corners(8)
     assert c.shape == (3, 8)
-    assert set(map(tuple, c.t().tolist())) == {(a, b, d) for a in (-1.0, 1.0) for b in (-1.0, 1.0)
-                                               for d in (-1.0, 1.0)}
+    assert set(map(tuple, c.t().tolist())) == {
+        (a, b, d) for a in (-1.0, 1.0) for b in (-1.0, 1.0) for d in (-1.0, 1.0)
+    }
     assert corners(2).tolist() == [[-1.0, 1.0]]
 
 
@@ -65,10 +69,10 @@ def test_discrete_sampling_frequencies():
     a = torch.tensor([-1.0, 0.3, 2.0])
     s, _ = StochasticLayer(3, 2).sample_discrete(a.expand(n, 3), {"seed": 3})
     freq = (s > 0).float().mean(0)
-    assert (freq - torch.sigmoid(a)).abs().max() < 5 * 0.5 / n ** 0.5
+    assert (freq - torch.sigmoid(a)).abs().max() < 5 * 0.5 / n**0.5
     logits = torch.tensor([0.5, -1.0, 0.0, 1.5])
     d, act = StochasticLayer(2, 4).sample_discrete(logits.expand(n, 4), {"seed": 4})
-    assert (d.reshape(n, 4).mean(0) - torch.softmax(logits, 0)).abs().max() < 5 * 0.5 / n ** 0.5
+    assert (d.reshape(n, 4).mean(0) - torch.softmax(logits, 0)).abs().max() < 5 * 0.5 / n**0.5
 
 
 def test_initialisation_d3():
@@ -78,8 +82,12 @@ def test_initialisation_d3():
     bias = model.gen[-1][-1].bias
     torch.testing.assert_close(bias[1:], torch.full((5,), float(torch.logit(torch.tensor(0.25)))))
     assert torch.isfinite(bias[0]) and bias[0] < -6
-    others = [m.bias for net in list(model.gen) + list(model.inf) for m in net
-              if isinstance(m, torch.nn.Linear) and m is not model.gen[-1][-1]]
+    others = [
+        m.bias
+        for net in list(model.gen) + list(model.inf)
+        for m in net
+        if isinstance(m, torch.nn.Linear) and m is not model.gen[-1][-1]
+    ]
     assert all(torch.equal(b, torch.zeros_like(b)) for b in others)
     assert torch.equal(model.prior_logits, torch.zeros(4))
     w = model.gen[0][0].weight  # Glorot uniform: |w| <= sqrt(6 / (fan_in + fan_out))

@@ -32,31 +32,53 @@ def small() -> Dataset:
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(dataset="mnist-sample", arch="20H~784V", estimator="concrete", m=1, steps=20,
-                lr=3e-3, log_every=5, eval_every=10, eval_m=10, eval_n=50, checkpoint_every=5)
+    base = dict(
+        dataset="mnist-sample",
+        arch="20H~784V",
+        estimator="concrete",
+        m=1,
+        steps=20,
+        lr=3e-3,
+        log_every=5,
+        eval_every=10,
+        eval_m=10,
+        eval_n=50,
+        checkpoint_every=5,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
 
 # ---- weight decay (D.5) ---------------------------------------------------------------------------
 def test_structured_prediction_decays_weights_by_default(tmp_path, small):
-    assert TrainConfig(arch="392V-240H-240H-392V").resolved().weight_decay == SP_WEIGHT_DECAY == 1e-3
+    assert (
+        TrainConfig(arch="392V-240H-240H-392V").resolved().weight_decay == SP_WEIGHT_DECAY == 1e-3
+    )
     assert TrainConfig(arch="200H~784V").resolved().weight_decay == 0.0
     assert TrainConfig(arch="392V-240H-240H-392V", weight_decay=0.0).resolved().weight_decay == 0
     with pytest.raises(ValueError, match="weight_decay"):
         TrainConfig(weight_decay=-1.0).resolved()
     # NVIL: the model's parameters decay, the baseline network's do not
-    t = Trainer(_config(arch="392V-12H-392V", estimator="nvil", steps=2), str(tmp_path / "nvil"),
-                progress=False, dataset=small)
+    t = Trainer(
+        _config(arch="392V-12H-392V", estimator="nvil", steps=2),
+        str(tmp_path / "nvil"),
+        progress=False,
+        dataset=small,
+    )
     groups = t.optimizer.param_groups
     assert [g["weight_decay"] for g in groups] == [1e-3, 0.0]
     assert {id(p) for p in groups[0]["params"]} == {id(p) for p in t.model.parameters()}
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in t.estimator.parameters()}
     # the decay acts: the same run without it ends elsewhere
-    a = Trainer(_config(arch="392V-12H-392V", steps=5), str(tmp_path / "a"), progress=False,
-                dataset=small)
-    b = Trainer(_config(arch="392V-12H-392V", steps=5, weight_decay=0.0), str(tmp_path / "b"),
-                progress=False, dataset=small)
+    a = Trainer(
+        _config(arch="392V-12H-392V", steps=5), str(tmp_path / "a"), progress=False, dataset=small
+    )
+    b = Trainer(
+        _config(arch="392V-12H-392V", steps=5, weight_decay=0.0),
+        str(tmp_path / "b"),
+        progress=False,
+        dataset=small,
+    )
     assert len(a.optimizer.param_groups) == 1  # Concrete has no estimator parameters
     for t in (a, b):
         t.run()
@@ -64,8 +86,9 @@ def test_structured_prediction_decays_weights_by_default(tmp_path, small):
     assert not torch.equal(w_a, w_b)
     assert w_a.norm() < w_b.norm()
     # a density model without decay keeps one group: checkpoints keep their layout
-    d = Trainer(_config(estimator="nvil", steps=2), str(tmp_path / "d"), progress=False,
-                dataset=small)
+    d = Trainer(
+        _config(estimator="nvil", steps=2), str(tmp_path / "d"), progress=False, dataset=small
+    )
     assert len(d.optimizer.param_groups) == 1
 
 
@@ -101,8 +124,11 @@ def test_lr_sweep_picks_the_best_validation_bound_after_fixed_steps(tmp_path, sm
     assert best["lr"] != 1e-4  # 40 steps at 1e-4 barely move from the initial model
     # each record is the run's own validation bound at step 40 (same images and noise seeds)
     for r in records:
-        valid = [v for v in runs.read_jsonl(os.path.join(out, r["run"], runs.METRICS))
-                 if v["kind"] == "valid" and v["step"] == 40]
+        valid = [
+            v
+            for v in runs.read_jsonl(os.path.join(out, r["run"], runs.METRICS))
+            if v["kind"] == "valid" and v["step"] == 40
+        ]
         assert valid and valid[-1]["bound"] == pytest.approx(r["valid_bound"], abs=1e-9)
         assert runs.read_json(os.path.join(out, r["run"], runs.CONFIG))["lr"] == r["lr"]
     margin = result["margin_over_runner_up"]
@@ -120,9 +146,33 @@ def test_lr_sweep_picks_the_best_validation_bound_after_fixed_steps(tmp_path, sm
 
 def test_cli_lr_sweep(tmp_path, capsys):
     out = str(tmp_path / "s")
-    assert cli.main(["lr-sweep", "--dataset", "mnist-sample", "--arch", "12H-784V", "--m", "2",
-                     "--steps", "6", "--eval-every", "3", "--eval-n", "20", "--eval-m", "4",
-                     "--rates", "1e-3,1e-2", "--out", out, "--quiet"]) == 0
+    assert (
+        cli.main(
+            [
+                "lr-sweep",
+                "--dataset",
+                "mnist-sample",
+                "--arch",
+                "12H-784V",
+                "--m",
+                "2",
+                "--steps",
+                "6",
+                "--eval-every",
+                "3",
+                "--eval-n",
+                "20",
+                "--eval-m",
+                "4",
+                "--rates",
+                "1e-3,1e-2",
+                "--out",
+                out,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "chosen: lr" in text
     sweep = json.load(open(os.path.join(out, "sweep.json")))
@@ -133,9 +183,27 @@ def test_cli_lr_sweep(tmp_path, capsys):
 
 # ---- per-image evaluation and paired differences ------------------------------------------------
 def test_eval_keeps_per_image_values_and_table_pairs_them(tmp_path, capsys):
-    common = ["--dataset", "mnist-sample", "--arch", "16H-784V", "--m", "1", "--steps", "8",
-              "--eval-every", "4", "--eval-m", "4", "--eval-n", "20", "--log-every", "4",
-              "--checkpoint-every", "4", "--quiet"]
+    common = [
+        "--dataset",
+        "mnist-sample",
+        "--arch",
+        "16H-784V",
+        "--m",
+        "1",
+        "--steps",
+        "8",
+        "--eval-every",
+        "4",
+        "--eval-m",
+        "4",
+        "--eval-n",
+        "20",
+        "--log-every",
+        "4",
+        "--checkpoint-every",
+        "4",
+        "--quiet",
+    ]
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     assert cli.main(["train", "--estimator", "concrete", "--run-dir", a] + common) == 0
     assert cli.main(["train", "--estimator", "nvil", "--run-dir", b, "--lr", "1e-3"] + common) == 0
@@ -192,7 +260,7 @@ def test_progress_line_of_a_time_budget(monkeypatch):
     monkeypatch.setattr(progress.time, "time", clock)
     err = io.StringIO()
     monkeypatch.setattr(progress.sys, "stderr", err)
-    bar = Progress(10 ** 7, "train", unit="step", interval=5.0, budget_s=90.0)
+    bar = Progress(10**7, "train", unit="step", interval=5.0, budget_s=90.0)
     for step in range(1, 2101):
         clock.t += 0.01  # 100 steps/s, 21 s in all
         bar.update(1, elapsed=step * 0.01)
@@ -217,8 +285,9 @@ def test_progress_line_of_a_time_budget(monkeypatch):
 
 
 def test_demo_like_run_prints_time_against_budget(tmp_path, small, capfd):
-    config = _config(steps=10 ** 7, minutes=0.05, eval_every=10 ** 6, log_every=10 ** 6,
-                     checkpoint_every=10 ** 6)
+    config = _config(
+        steps=10**7, minutes=0.05, eval_every=10**6, log_every=10**6, checkpoint_every=10**6
+    )
     Trainer(config, str(tmp_path), progress=True, dataset=small).run()
     err = capfd.readouterr().err
     lines = [s for s in err.splitlines() if s.startswith("train ")]
@@ -233,11 +302,15 @@ def _steps(config, data, tmp_path, name, steps=4):
     return t, losses
 
 
-@pytest.mark.parametrize("fields", [
-    dict(arch="12H~8H~784V", estimator="concrete", m=2),  # two layers: centering, two ops
-    dict(arch="12H~8H~784V", estimator="vimco", m=3),  # two discrete noise draws: their order
-    dict(arch="392V-8H-392V", estimator="nvil", m=1),  # NVIL's running statistics, weight decay
-], ids=["concrete", "vimco", "nvil"])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        dict(arch="12H~8H~784V", estimator="concrete", m=2),  # two layers: centering, two ops
+        dict(arch="12H~8H~784V", estimator="vimco", m=3),  # two discrete noise draws: their order
+        dict(arch="392V-8H-392V", estimator="nvil", m=1),  # NVIL's running statistics, weight decay
+    ],
+    ids=["concrete", "vimco", "nvil"],
+)
 def test_compiled_step_computes_the_eager_step(tmp_path, small, fields):
     """The same seed gives the same losses (to float rounding), parameters, statistics and
     generator states with and without torch.compile."""
@@ -247,8 +320,9 @@ def test_compiled_step_computes_the_eager_step(tmp_path, small, fields):
     np.testing.assert_allclose(l_c, l_e, rtol=2e-5)
     for (k, a), b in zip(eager.model.state_dict().items(), comp.model.state_dict().values()):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=2e-5, msg=k)
-    for (k, a), b in zip(eager.estimator.state_dict().items(),
-                         comp.estimator.state_dict().values()):
+    for (k, a), b in zip(
+        eager.estimator.state_dict().items(), comp.estimator.state_dict().values()
+    ):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=2e-5, msg=k)
     assert torch.equal(eager.noise_gen.get_state(), comp.noise_gen.get_state())
 
@@ -272,8 +346,15 @@ def test_compiled_noise_needs_the_generator_swap(small, tmp_path):
 
 
 def test_compiled_run_resumes_exactly(tmp_path, small):
-    config = _config(arch="12H-8H~784V", estimator="concrete", m=2, steps=12, checkpoint_every=5,
-                     batch_size=32, compile=True)
+    config = _config(
+        arch="12H-8H~784V",
+        estimator="concrete",
+        m=2,
+        steps=12,
+        checkpoint_every=5,
+        batch_size=32,
+        compile=True,
+    )
     assert_resume_is_exact(tmp_path, config, small, stop_at=5)
 
 
@@ -285,16 +366,28 @@ def test_campaign_continues_what_is_left(tmp_path, capsys):
 
     plan = campaign.Plan(
         pairs={"s": "392V-6H-392V", "d": "8H-784V"},
-        common=dict(dataset="mnist-sample", m=1, seed=0, batch_size=16, eval_every=4, eval_m=4,
-                    eval_n=20, log_every=4, checkpoint_every=4),
+        common=dict(
+            dataset="mnist-sample",
+            m=1,
+            seed=0,
+            batch_size=16,
+            eval_every=4,
+            eval_m=4,
+            eval_n=20,
+            log_every=4,
+            checkpoint_every=4,
+        ),
         sweep=dict(steps=4, eval_every=4, checkpoint_every=4),
         rates=(1e-3, 1e-2),
-        evals={("sp", "interim"): [("test", 4, None, 0)],
-               ("sp", "final"): [("test", 4, None, 0), ("train", 4, 30, 0)],
-               ("density", "interim"): [("test", 8, 30, 0)],
-               ("density", "final"): [("test", 8, 30, 0), ("test", 32, 10, 1),
-                                      ("test", 8, 10, 1)]},
-        total=8, stage=4)
+        evals={
+            ("sp", "interim"): [("test", 4, None, 0)],
+            ("sp", "final"): [("test", 4, None, 0), ("train", 4, 30, 0)],
+            ("density", "interim"): [("test", 8, 30, 0)],
+            ("density", "final"): [("test", 8, 30, 0), ("test", 32, 10, 1), ("test", 8, 10, 1)],
+        },
+        total=8,
+        stage=4,
+    )
     root = str(tmp_path / "c")
     # a stop in the middle of the second stage: the trainer's signal flag, set at step 6
     from concrete_ext.zoo import train as train_module
@@ -314,14 +407,22 @@ def test_campaign_continues_what_is_left(tmp_path, capsys):
         train_module.Trainer.train_step = real
     rows = {r["run"]: r for r in campaign.status(root, plan)}
     assert {k: r["step"] for k, r in rows.items()} == {
-        "s_concrete": 8, "s_nvil": 8, "d_concrete": 8, "d_nvil": 6}
+        "s_concrete": 8,
+        "s_nvil": 8,
+        "d_concrete": 8,
+        "d_nvil": 6,
+    }
     # round-robin: every run reached the first stage, and was evaluated at once, before any went on
     err = capsys.readouterr().err
-    order = [line.split(":")[0].split()[-1] for line in err.splitlines()
-             if "training from step" in line]
+    order = [
+        line.split(":")[0].split()[-1] for line in err.splitlines() if "training from step" in line
+    ]
     assert order == ["s_concrete", "s_nvil", "d_concrete", "d_nvil"] * 2, order
-    assert (err.index("s_concrete: training from step 0") < err.index("s_concrete: interim")
-            < err.index("s_nvil: training from step 0"))
+    assert (
+        err.index("s_concrete: training from step 0")
+        < err.index("s_concrete: interim")
+        < err.index("s_nvil: training from step 0")
+    )
     assert err.index("d_nvil: interim evaluation") < err.index("s_concrete: training from step 4")
     assert all(r["interim_eval"] for r in rows.values())
     assert not any(r["final_eval"] for r in rows.values())
@@ -338,10 +439,15 @@ def test_campaign_continues_what_is_left(tmp_path, capsys):
     evals = runs.read_json(os.path.join(root, "d_nvil", runs.EVAL))
     assert {"test@8/n30s0", "test@32/n10s1", "test@8/n10s1"} <= set(evals)
     assert set(runs.read_json(os.path.join(root, "s_concrete", runs.EVAL))) == {
-        "test@4", "train@4/n30s0"}
+        "test@4",
+        "train@4/n30s0",
+    }
     # the stopped and continued run logged each step once
-    steps = [r["step"] for r in runs.read_jsonl(os.path.join(root, "d_nvil", runs.METRICS))
-             if r["kind"] == "train"]
+    steps = [
+        r["step"]
+        for r in runs.read_jsonl(os.path.join(root, "d_nvil", runs.METRICS))
+        if r["kind"] == "train"
+    ]
     assert steps == sorted(set(steps)) and steps[-1] == 8
     # nothing left: a third call trains and evaluates nothing
     stamp = os.path.getmtime(os.path.join(root, "d_nvil", runs.EVAL))
@@ -355,8 +461,10 @@ def test_campaign_continues_what_is_left(tmp_path, capsys):
     assert campaign.run_campaign(root, more) == "done"
     assert all(r["interim_eval"] for r in campaign.status(root, more))
     milestones = os.path.join(root, "d_nvil", "milestones")
-    assert any("test@16/n10s1" in runs.read_json(os.path.join(milestones, d, runs.EVAL))
-               for d in os.listdir(milestones))
+    assert any(
+        "test@16/n10s1" in runs.read_json(os.path.join(milestones, d, runs.EVAL))
+        for d in os.listdir(milestones)
+    )
     copied = campaign.export(root, str(tmp_path / "export"), plan)
     assert "d_nvil/metrics.jsonl" in copied and "lr/s/sweep.json" in copied
     assert not [c for c in copied if c.endswith(".pt")]

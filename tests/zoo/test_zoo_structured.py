@@ -101,11 +101,11 @@ def test_decoder_ignoring_z_gives_conditional_log_likelihood(arch, arity, m):
     log_px = bernoulli_log_prob(x[:, 4:], b)
     for relaxed in (False, True):
         fn = model.log_weights_relaxed if relaxed else model.log_weights_discrete
-        torch.testing.assert_close(bound(fn(x, m, NoiseSource(seed=1)).log_w), log_px,
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            bound(fn(x, m, NoiseSource(seed=1)).log_w), log_px, atol=1e-5, rtol=0
+        )
     est = estimate_bound(model, x.numpy(), m, seed=3, rows=3, progress=False)
-    np.testing.assert_allclose(est.per_example, log_px.detach().double().numpy(), atol=1e-5,
-                               rtol=0)
+    np.testing.assert_allclose(est.per_example, log_px.detach().double().numpy(), atol=1e-5, rtol=0)
 
 
 def test_streamed_sp_bound_converges_to_exact_conditional_log_likelihood():
@@ -126,8 +126,10 @@ def exact_sp_gradient(model, m):
     return flat_grad(-exact_sp_bound(model, X6, m), params)
 
 
-@pytest.mark.parametrize("arch,arity,m", [("3V-2H-3V", 2, 3), ("3V-2H-2H-3V", 2, 2),
-                                          ("3V-2H-3V", 4, 3), ("3V~2H-3V", 2, 2)])
+@pytest.mark.parametrize(
+    "arch,arity,m",
+    [("3V-2H-3V", 2, 3), ("3V-2H-2H-3V", 2, 2), ("3V-2H-3V", 4, 3), ("3V~2H-3V", 2, 2)],
+)
 def test_vimco_unbiased_for_sp_objective(arch, arity, m):
     model = perturbed(make_model(arch, arity), seed=1)
     params = list(model.parameters())
@@ -168,7 +170,7 @@ def relaxed_sp_quadrature(model, x, m, half_width=40.0, points=801):
     t = model.temperature
     y = torch.linspace(-half_width, half_width, points, dtype=torch.float64)
     dy = (y[1] - y[0]).item()
-    top, bottom = x[:model.context_size].double(), x[model.context_size:].double()
+    top, bottom = x[: model.context_size].double(), x[model.context_size :].double()
     log_g = log_logistic(y, linear64(model.gen[0], top).squeeze(), t)
     act = (2 * torch.sigmoid(y) - 1).unsqueeze(-1)
     log_w = bernoulli_log_prob(bottom, linear64(model.gen[1], act))
@@ -182,8 +184,9 @@ def test_concrete_unbiased_for_relaxed_sp_objective(m):
     model = perturbed(make_model("2V-1H-2V"), seed=4)
     params = list(model.parameters())
     exact = flat_grad(-relaxed_sp_quadrature(model, x, m), params).float()
-    mean, se = mc_gradient(lambda xs, nz: Concrete()(model, xs, m, nz).loss, params, x, n=4000,
-                           seed=5)
+    mean, se = mc_gradient(
+        lambda xs, nz: Concrete()(model, xs, m, nz).loss, params, x, n=4000, seed=5
+    )
     assert_unbiased(mean, se, exact, f"Concrete SP m={m}")
 
 
@@ -203,17 +206,34 @@ def small() -> Dataset:
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(dataset="mnist-sample", arch="392V-30H-392V", estimator="concrete", m=1,
-                steps=20, lr=3e-3, log_every=5, eval_every=10, eval_m=10, eval_n=50,
-                checkpoint_every=5)
+    base = dict(
+        dataset="mnist-sample",
+        arch="392V-30H-392V",
+        estimator="concrete",
+        m=1,
+        steps=20,
+        lr=3e-3,
+        log_every=5,
+        eval_every=10,
+        eval_m=10,
+        eval_n=50,
+        checkpoint_every=5,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
 
 @pytest.mark.parametrize("estimator,m", [("concrete", 1), ("vimco", 5), ("nvil", 1)])
 def test_short_sp_training_improves_the_bound(tmp_path, small, estimator, m):
-    config = _config(estimator=estimator, m=m, steps=200, eval_every=200, log_every=50,
-                     checkpoint_every=200, eval_n=200)
+    config = _config(
+        estimator=estimator,
+        m=m,
+        steps=200,
+        eval_every=200,
+        log_every=50,
+        checkpoint_every=200,
+        eval_n=200,
+    )
     trainer = Trainer(config, str(tmp_path), progress=False, dataset=small)
     assert trainer.config.task == "sp"
     initial = trainer.validate()
@@ -222,20 +242,49 @@ def test_short_sp_training_improves_the_bound(tmp_path, small, estimator, m):
     assert final[-1]["bound"] > initial + 5, (initial, final[-1]["bound"])
 
 
-@pytest.mark.parametrize("estimator,m,arity", [("concrete", 2, 2), ("vimco", 3, 4),
-                                               ("nvil", 1, 2)])
+@pytest.mark.parametrize("estimator,m,arity", [("concrete", 2, 2), ("vimco", 3, 4), ("nvil", 1, 2)])
 def test_resumed_sp_run_matches_uninterrupted(tmp_path, small, estimator, m, arity):
-    config = _config(estimator=estimator, m=m, arity=arity, arch="392V-12H~8H-392V", steps=24,
-                     checkpoint_every=7, batch_size=32)
+    config = _config(
+        estimator=estimator,
+        m=m,
+        arity=arity,
+        arch="392V-12H~8H-392V",
+        steps=24,
+        checkpoint_every=7,
+        batch_size=32,
+    )
     assert_resume_is_exact(tmp_path, config, small, stop_at=14)
 
 
 # ---- the CLI -------------------------------------------------------------------------------------
 def test_cli_sp_train_resume_eval_table(tmp_path, capsys):
     run = str(tmp_path / "run")
-    args = ["train", "--task", "sp", "--dataset", "mnist-sample", "--estimator", "score",
-            "--m", "1", "--steps", "8", "--eval-every", "4", "--eval-m", "5", "--eval-n", "20",
-            "--log-every", "4", "--checkpoint-every", "4", "--run-dir", run, "--quiet"]
+    args = [
+        "train",
+        "--task",
+        "sp",
+        "--dataset",
+        "mnist-sample",
+        "--estimator",
+        "score",
+        "--m",
+        "1",
+        "--steps",
+        "8",
+        "--eval-every",
+        "4",
+        "--eval-m",
+        "5",
+        "--eval-n",
+        "20",
+        "--log-every",
+        "4",
+        "--checkpoint-every",
+        "4",
+        "--run-dir",
+        run,
+        "--quiet",
+    ]
     assert cli.main(args) == 0
     config = json.load(open(os.path.join(run, "config.json")))
     assert (config["arch"], config["estimator"]) == ("392V-240H-240H-392V", "nvil")
@@ -248,8 +297,21 @@ def test_cli_sp_train_resume_eval_table(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["table", str(tmp_path)]) == 0
     assert "test L^SP_100 on 30" in capsys.readouterr().out
-    assert cli.main(["train", "--task", "density", "--arch", "392V-20H-392V", "--dataset",
-                     "mnist-sample", "--quiet"]) == 1
+    assert (
+        cli.main(
+            [
+                "train",
+                "--task",
+                "density",
+                "--arch",
+                "392V-20H-392V",
+                "--dataset",
+                "mnist-sample",
+                "--quiet",
+            ]
+        )
+        == 1
+    )
     assert "does not match" in capsys.readouterr().err
 
 
@@ -259,8 +321,10 @@ def test_table_beside_figure4(tmp_path, capsys):
         run.mkdir()
         config = TrainConfig(dataset="mnist", arch="392V-240H-240H-392V", estimator=est, m=m)
         runs.write_json(str(run / runs.CONFIG), config.resolved().to_dict())
-        runs.write_json(str(run / runs.EVAL), {"test@100": {"split": "test", "m": 100, "n": 10000,
-                                                            "nll": 60.0, "sem": 0.2}})
+        runs.write_json(
+            str(run / runs.EVAL),
+            {"test@100": {"split": "test", "m": 100, "n": 10000, "nll": 60.0, "sem": 0.2}},
+        )
     assert cli.main(["table", str(tmp_path), "--markdown"]) == 0
     out = capsys.readouterr().out
     assert "| 392V-240H-240H-392V | 2 | 1 | Concrete | - | - | 60.00 ± 0.20 | 58.5 |" in out
@@ -269,16 +333,37 @@ def test_table_beside_figure4(tmp_path, capsys):
 
 def test_cli_temperature_study(tmp_path):
     out = str(tmp_path / "fig4")
-    args = ["temperature", "--dataset", "mnist-sample", "--arch", "392V-16H-16H-392V",
-            "--temperatures", "0.3,3", "--steps", "6", "--eval-every", "6", "--eval-m", "5",
-            "--eval-n", "20", "--n", "40", "--draws", "2", "--eval-bound-m", "10", "--out", out,
-            "--quiet"]
+    args = [
+        "temperature",
+        "--dataset",
+        "mnist-sample",
+        "--arch",
+        "392V-16H-16H-392V",
+        "--temperatures",
+        "0.3,3",
+        "--steps",
+        "6",
+        "--eval-every",
+        "6",
+        "--eval-m",
+        "5",
+        "--eval-n",
+        "20",
+        "--n",
+        "40",
+        "--draws",
+        "2",
+        "--eval-bound-m",
+        "10",
+        "--out",
+        out,
+        "--quiet",
+    ]
     assert cli.main(args) == 0
     result = json.load(open(os.path.join(out, "fig4.json")))
     recs = result["records"]
     assert [r["temperature"] for r in recs] == [0.3, 3.0] and result["n"] == 40
-    assert all(r["step"] == 6 and r["continuous_loss"] > 0 and r["discrete_loss"] > 0
-               for r in recs)
+    assert all(r["step"] == 6 and r["continuous_loss"] > 0 and r["discrete_loss"] > 0 for r in recs)
     # hotter relaxed units sit nearer the midpoint
     assert recs[1]["median_abs"] < recs[0]["median_abs"] and recs[1]["interior"]
     with open(os.path.join(out, "fig4.csv")) as f:
@@ -290,5 +375,7 @@ def test_cli_temperature_study(tmp_path):
     metrics = open(os.path.join(out, "T0.3", runs.METRICS)).read()
     assert cli.main(args) == 0
     assert open(os.path.join(out, "T0.3", runs.METRICS)).read() == metrics
-    assert json.load(open(os.path.join(out, "fig4.json")))["records"][0]["discrete_loss"] == \
-        recs[0]["discrete_loss"]
+    assert (
+        json.load(open(os.path.join(out, "fig4.json")))["records"][0]["discrete_loss"]
+        == recs[0]["discrete_loss"]
+    )

@@ -26,8 +26,19 @@ def small(sample) -> Dataset:
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(dataset="mnist-sample", arch="20H~784V", estimator="concrete", m=1, steps=20,
-                lr=3e-3, log_every=5, eval_every=10, eval_m=10, eval_n=50, checkpoint_every=5)
+    base = dict(
+        dataset="mnist-sample",
+        arch="20H~784V",
+        estimator="concrete",
+        m=1,
+        steps=20,
+        lr=3e-3,
+        log_every=5,
+        eval_every=10,
+        eval_m=10,
+        eval_n=50,
+        checkpoint_every=5,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -36,8 +47,15 @@ def _config(**kw) -> TrainConfig:
 def test_short_training_improves_the_bound(tmp_path, small, estimator, m):
     """300 steps: the validation L_10 of the discrete model improves on the initial one (the
     initial model is already the best independent-pixel model, bias = logit of the pixel means)."""
-    config = _config(estimator=estimator, m=m, steps=300, eval_every=300, log_every=50,
-                     checkpoint_every=300, eval_n=200)
+    config = _config(
+        estimator=estimator,
+        m=m,
+        steps=300,
+        eval_every=300,
+        log_every=50,
+        checkpoint_every=300,
+        eval_n=200,
+    )
     trainer = Trainer(config, str(tmp_path), progress=False, dataset=small)
     initial = trainer.validate()
     trainer.run()
@@ -48,25 +66,40 @@ def test_short_training_improves_the_bound(tmp_path, small, estimator, m):
     assert train[-1] > train[0] + 8, train
 
 
-@pytest.mark.parametrize("estimator,m,arity", [("concrete", 2, 2), ("vimco", 3, 2),
-                                               ("nvil", 1, 4), ("concrete", 1, 8)])
+@pytest.mark.parametrize(
+    "estimator,m,arity", [("concrete", 2, 2), ("vimco", 3, 2), ("nvil", 1, 4), ("concrete", 1, 8)]
+)
 def test_resumed_run_matches_uninterrupted(tmp_path, small, estimator, m, arity):
     arch = "24H-12H~784V"
-    config = _config(estimator=estimator, m=m, arity=arity, arch=arch, steps=24,
-                     checkpoint_every=7, batch_size=32)
+    config = _config(
+        estimator=estimator,
+        m=m,
+        arity=arity,
+        arch=arch,
+        steps=24,
+        checkpoint_every=7,
+        batch_size=32,
+    )
     # the second run stops at step 14 (a checkpoint every 7 steps), then a fresh process-like
     # Trainer resumes it; the data order crosses an epoch boundary (600 / 32 per epoch)
     assert_resume_is_exact(tmp_path, config, small, stop_at=14)
-    steps_a = [r["step"] for r in runs.read_jsonl(str(tmp_path / "a" / runs.METRICS))
-               if r["kind"] == "train"]
-    steps_b = [r["step"] for r in runs.read_jsonl(str(tmp_path / "b" / runs.METRICS))
-               if r["kind"] == "train"]
+    steps_a = [
+        r["step"]
+        for r in runs.read_jsonl(str(tmp_path / "a" / runs.METRICS))
+        if r["kind"] == "train"
+    ]
+    steps_b = [
+        r["step"]
+        for r in runs.read_jsonl(str(tmp_path / "b" / runs.METRICS))
+        if r["kind"] == "train"
+    ]
     assert set(steps_a) <= set(steps_b)  # plus a line where the first session ended
 
 
 def test_crash_keeps_last_checkpoint_and_metrics(tmp_path, small, monkeypatch):
-    trainer = Trainer(_config(steps=30, checkpoint_every=10), str(tmp_path), progress=False,
-                      dataset=small)
+    trainer = Trainer(
+        _config(steps=30, checkpoint_every=10), str(tmp_path), progress=False, dataset=small
+    )
     real_step = trainer.train_step
 
     def failing_step():
@@ -79,13 +112,15 @@ def test_crash_keeps_last_checkpoint_and_metrics(tmp_path, small, monkeypatch):
         trainer.run()
     state = runs.load_checkpoint(str(tmp_path / runs.CHECKPOINT))
     assert state["step"] == 10
-    assert [r["step"] for r in runs.read_jsonl(str(tmp_path / runs.METRICS))
-            if r["kind"] == "train"] == [5, 10, 15]
+    assert [
+        r["step"] for r in runs.read_jsonl(str(tmp_path / runs.METRICS)) if r["kind"] == "train"
+    ] == [5, 10, 15]
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
     resumed = Trainer(None, str(tmp_path), resume=True, progress=False, dataset=small)
     assert resumed.run()["step"] == 30
-    assert [r["step"] for r in runs.read_jsonl(str(tmp_path / runs.METRICS))
-            if r["kind"] == "train"] == [5, 10, 15, 20, 25, 30]
+    assert [
+        r["step"] for r in runs.read_jsonl(str(tmp_path / runs.METRICS)) if r["kind"] == "train"
+    ] == [5, 10, 15, 20, 25, 30]
 
 
 def test_new_run_refuses_existing_checkpoint_and_resume_refuses_changes(tmp_path, small):
@@ -93,8 +128,9 @@ def test_new_run_refuses_existing_checkpoint_and_resume_refuses_changes(tmp_path
     with pytest.raises(FileExistsError, match="--resume"):
         Trainer(_config(steps=5), str(tmp_path), progress=False, dataset=small)
     with pytest.raises(ValueError, match="cannot resume with a different lr"):
-        Trainer(_config(steps=10, lr=1e-2), str(tmp_path), resume=True, progress=False,
-                dataset=small)
+        Trainer(
+            _config(steps=10, lr=1e-2), str(tmp_path), resume=True, progress=False, dataset=small
+        )
 
 
 def test_non_finite_loss_is_an_error(tmp_path, small):
@@ -107,15 +143,39 @@ def test_non_finite_loss_is_an_error(tmp_path, small):
 
 def test_cli_train_eval_table_plot(tmp_path, capsys):
     run = str(tmp_path / "run")
-    args = ["train", "--dataset", "mnist-sample", "--arch", "200H-784V", "--estimator", "score",
-            "--m", "2", "--steps", "12", "--eval-every", "6", "--eval-m", "5", "--eval-n", "20",
-            "--log-every", "4", "--checkpoint-every", "6", "--run-dir", run, "--quiet"]
+    args = [
+        "train",
+        "--dataset",
+        "mnist-sample",
+        "--arch",
+        "200H-784V",
+        "--estimator",
+        "score",
+        "--m",
+        "2",
+        "--steps",
+        "12",
+        "--eval-every",
+        "6",
+        "--eval-m",
+        "5",
+        "--eval-n",
+        "20",
+        "--log-every",
+        "4",
+        "--checkpoint-every",
+        "6",
+        "--run-dir",
+        run,
+        "--quiet",
+    ]
     assert cli.main(args) == 0
     assert json.load(open(os.path.join(run, "config.json")))["estimator"] == "vimco"
     assert cli.main(["train", "--run-dir", run, "--resume", "--steps", "16", "--quiet"]) == 0
     assert runs.load_checkpoint(os.path.join(run, runs.CHECKPOINT))["step"] == 16
-    assert cli.main(["eval", run, "--m", "20", "--split", "test,train", "--n", "30",
-                     "--quiet"]) == 0
+    assert (
+        cli.main(["eval", run, "--m", "20", "--split", "test,train", "--n", "30", "--quiet"]) == 0
+    )
     evals = json.load(open(os.path.join(run, "eval.json")))
     assert {"test@20/n30s0", "train@20/n30s0"} == set(evals)
     assert evals["test@20/n30s0"]["n"] == 30 and evals["test@20/n30s0"]["nll"] > 0
@@ -131,8 +191,12 @@ def test_cli_train_eval_table_plot(tmp_path, capsys):
 
 
 def test_cli_reports_bad_options(capsys):
-    assert cli.main(["train", "--estimator", "vimco", "--m", "1", "--dataset", "mnist-sample",
-                     "--quiet"]) == 1
+    assert (
+        cli.main(
+            ["train", "--estimator", "vimco", "--m", "1", "--dataset", "mnist-sample", "--quiet"]
+        )
+        == 1
+    )
     assert "VIMCO needs m >= 2" in capsys.readouterr().err
     assert cli.main(["train", "--arch", "200X-784V", "--dataset", "mnist-sample"]) == 1
 
@@ -144,8 +208,10 @@ def test_table_beside_paper(tmp_path, capsys):
     config = TrainConfig(dataset="mnist", arch="200H~200H~784V", estimator="concrete", m=5)
     runs.write_json(str(run / runs.CONFIG), config.resolved().to_dict())
     runs.append_jsonl(str(run / runs.METRICS), {"kind": "end", "step": 100, "elapsed_s": 60})
-    runs.write_json(str(run / runs.EVAL), {"test@5000": {"split": "test", "m": 5000, "n": 10000,
-                                                         "nll": 99.5, "sem": 0.3}})
+    runs.write_json(
+        str(run / runs.EVAL),
+        {"test@5000": {"split": "test", "m": 5000, "n": 10000, "nll": 99.5, "sem": 0.3}},
+    )
     assert cli.main(["table", str(tmp_path), "--markdown"]) == 0
     out = capsys.readouterr().out
     assert "| mnist | 200H~200H~784V | 2 | 5 | Concrete | 100 | 1.0 | 99.50 ± 0.30 | 86.3 |" in out

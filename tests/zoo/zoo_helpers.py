@@ -27,7 +27,9 @@ def layer_states(units: int, arity: int):
     nodes = units // bits
     combos = torch.tensor(list(itertools.product(range(arity), repeat=nodes)))  # (K, nodes)
     onehot = F.one_hot(combos, arity).to(torch.float32)
-    corner = torch.stack([2.0 * ((torch.arange(arity) >> b) & 1) - 1 for b in range(bits)])  # (bits, n)
+    corner = torch.stack(
+        [2.0 * ((torch.arange(arity) >> b) & 1) - 1 for b in range(bits)]
+    )  # (bits, n)
     acts = (onehot @ corner.t()).flatten(-2)
     return onehot, acts
 
@@ -69,7 +71,7 @@ def relative_variance(model, x):
     log_p, log_q = joint_table(model, x)
     q, w = torch.exp(log_q), torch.exp(log_p - log_q)
     mean = (q * w).sum()
-    return ((q * w * w).sum() / mean ** 2 - 1).item()
+    return ((q * w * w).sum() / mean**2 - 1).item()
 
 
 def exact_log_likelihood(model, x):
@@ -97,7 +99,7 @@ def conditional_table(model, x):
     """(log p(x_bottom | z), log p(z | x_top)) over all K joint latent configurations of a
     ConditionalSBN, for one image x (context + target pixels)."""
     n = len(model.latent)
-    top, bottom = x[:model.context_size], x[model.context_size:]
+    top, bottom = x[: model.context_size], x[model.context_size :]
     per_layer = [layer_states(layer.units, model.arity) for layer in model.latent]
     idx = torch.tensor(list(itertools.product(*[range(len(s[0])) for s in per_layer])))
     states = [per_layer[i][0][idx[:, i]] for i in range(n)]
@@ -129,8 +131,9 @@ GROUPS = 40
 
 def flat_grad(loss, params):
     grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                      for g, p in zip(grads, params)])
+    return torch.cat(
+        [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)]
+    )
 
 
 def mc_gradient(loss_fn, params, x, n, groups=GROUPS, seed=0):
@@ -139,8 +142,9 @@ def mc_gradient(loss_fn, params, x, n, groups=GROUPS, seed=0):
     from concrete_ext.zoo.noise import NoiseSource, mix64
 
     xs = x.expand(n, -1)
-    gs = torch.stack([flat_grad(loss_fn(xs, NoiseSource(seed=mix64(seed, g))), params)
-                      for g in range(groups)])
+    gs = torch.stack(
+        [flat_grad(loss_fn(xs, NoiseSource(seed=mix64(seed, g))), params) for g in range(groups)]
+    )
     return gs.mean(0), gs.std(0) / math.sqrt(groups)
 
 
