@@ -38,7 +38,7 @@ def main():
     dst = torch.empty_like(src)
     t = bench(lambda: dst.copy_(src))[0]
     copy_gbs = 2 * src.numel() * 4 / (t * 1e-3) / 1e9
-    del src, dst
+    src = dst = None  # free the 2 GiB before the cases (rebinding: the lambda above is done)
     print(
         f"device {torch.cuda.get_device_name()}  torch {torch.__version__}  copy {copy_gbs:.0f} GB/s"
     )
@@ -87,7 +87,7 @@ def main():
                     bwd_bytes / bw / 1e6 / copy_gbs,
                 )
             )
-            del x, xr, y, g
+            x = xr = y = g = None  # free this case's tensors before the next
             torch.cuda.empty_cache()
     print(
         f"\n{'dtype':8s} {'n':>6s} {'fwd ms':>8s} {'GB/s':>7s} {'%copy':>6s} {'xEager':>7s} "
