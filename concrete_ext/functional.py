@@ -505,9 +505,27 @@ def _interior(value: Tensor, upper: bool) -> Tensor:
     """value with exact 0 (and 1 when `upper`) moved to the nearest representable point of the open
     interval (tiny, 1 - eps/2): the density is evaluated there, as the distribution classes and
     torch's relaxed distributions (clamp_probs) do; the formula is inf - inf at the ends."""
+    if _inside_already(value, upper):
+        return value
     info = torch.finfo(value.dtype)
     value = torch.where(value == 0, info.tiny, value)
     return torch.where(value == 1, 1 - info.eps / 2, value) if upper else value
+
+
+def _inside_already(value: Tensor, upper: bool) -> bool:
+    """Whether a CPU value has no 0 (and no 1 when `upper`) and no NaN, found by one read
+    (aminmax) instead of the four passes of the replacement; not decided (False) on other devices
+    (a host sync) or while tracing or under a transform."""
+    if (
+        value.device.type != "cpu"
+        or type(value) not in (Tensor, torch.nn.Parameter)
+        or value.numel() == 0
+        or torch.compiler.is_compiling()
+        or _autograd.transforms_active()
+    ):
+        return False
+    lo, hi = torch.aminmax(value.detach())
+    return bool(lo > 0) and (not upper or bool(hi < 1))
 
 
 def _density_call(op_name: str, reference_fn, value, logits, temperature, *dim, interior=None):
