@@ -177,8 +177,12 @@ class _Transformed(_Sampling):
         hard: bool = False,
     ):
         base = self._base(temperature, probs, logits, validate_args=validate_args)
-        # TransformedDistribution's constructor (torch's relaxed class's would build its own base).
-        super(self._torch, self).__init__(base, self._transform(), validate_args=validate_args)
+        # TransformedDistribution's constructor (torch's relaxed class's would build its own base),
+        # without its argument checks: the base has checked the parameters, and checking them
+        # again through this class's properties would compute the probabilities and check the
+        # simplex and the logits a second time. Samples are still validated as the caller asked.
+        super(self._torch, self).__init__(base, self._transform(), validate_args=False)
+        self._validate_args = base._validate_args
         self.hard = hard
 
     def expand(self, batch_shape, _instance=None):
