@@ -1,8 +1,8 @@
 """Run the benchmarks: `python -m benchmarks.run [--quick | --gpu] [--dry-run] [--out DIR]`.
 
 --quick      CPU, the target shapes (4096x1024 and 524288x8) and a few cases of every op;
-             under 3 minutes on 2 cores (the deadline skips what is left, and says so). The
-             reference of the random ops (int64 Philox, seconds per call here) is left to the sweep.
+             about 5 minutes on 2 cores with the small-call table (the deadline, 300 s, skips
+             what is left, and says so). The reference of the random ops (int64 Philox, seconds per call here) is left to the sweep.
 --gpu        the CUDA sweep, in priority order: the targets (sample forward/backward at 2^26
              elements, every n, fp32 then bf16), then the size scaling, the other ops, 2^28.
              Trimmed to --budget-s (180 s by default) so benchmarks/gpu_check.sh stays short.
@@ -488,7 +488,7 @@ def main(argv=None) -> int:
         type=float,
         default=None,
         help="skip the cases left after this many seconds (default 180 with --gpu, "
-        "180 with --quick, none otherwise)",
+        "300 with --quick, none otherwise)",
     )
     ap.add_argument("--ops", default="", help="comma-separated op names to keep")
     ap.add_argument(
@@ -521,7 +521,7 @@ def main(argv=None) -> int:
     budget = (
         args.budget_s
         if args.budget_s is not None
-        else (180 if args.gpu else 180 if args.quick else None)
+        else (180 if args.gpu else 300 if args.quick else None)
     )
     s = Settings(device=device, log=log, deadline=None if budget is None else start + budget)
     env = env_info(device)
