@@ -525,7 +525,7 @@ def _inside_already(value: Tensor, upper: bool) -> bool:
     ):
         return False
     lo, hi = torch.aminmax(value.detach())
-    return bool(lo > 0) and (not upper or bool(hi < 1))
+    return lo.item() > 0 and (not upper or hi.item() < 1)  # False for NaN
 
 
 def _density_call(op_name: str, reference_fn, value, logits, temperature, *dim, interior=None):
