@@ -121,11 +121,8 @@ def _validate(dist: Distribution, checks, validate_args: Optional[bool]) -> bool
 def _plainly_valid_temperature(t: Tensor) -> bool:
     """Whether a temperature on the CPU is positive and finite, read once (the constraint checks
     cost several small ops); False sends it through the checks that name what is wrong."""
-    if t.device.type != "cpu" or type(t) not in (Tensor, torch.nn.Parameter) or t.numel() == 0:
-        return False
-    v = t.detach()
-    lo, hi = (v.item(),) * 2 if v.numel() == 1 else (x.item() for x in torch.aminmax(v))
-    return 0 < lo and hi < math.inf
+    r = F.host_range(t)
+    return r is not None and 0 < r[0] and r[1] < math.inf
 
 
 def _masked_log(p: Tensor) -> Tensor:

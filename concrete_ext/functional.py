@@ -101,20 +101,30 @@ def _check_range(lo: float, hi: float, fp64: bool, like_dtype, name: str, what) 
         )
 
 
-def _check_temperature_values(t: Tensor, like: Tensor, name: str) -> None:
-    """Positive and finite (see _check_range), checked only where reading the values is cheap:
-    a CPU tensor, outside tracing (a CUDA temperature would need a device sync; the
-    distributions check those with validate_args)."""
-    if t.device.type != "cpu" or type(t) not in (Tensor, torch.nn.Parameter):
-        return
-    n = t.numel()
-    if n == 0 or torch.compiler.is_compiling() or _autograd.transforms_active():
-        return
+def host_range(t: Tensor) -> Optional[Tuple[float, float]]:
+    """(min, max) of a plain CPU tensor, read on the host in one pass; None where that is not
+    cheap or not possible (another device would sync, an empty tensor, tracing, a transform)."""
+    if t.device.type != "cpu" or type(t) not in (Tensor, torch.nn.Parameter) or t.numel() == 0:
+        return None
+    if torch.compiler.is_compiling() or _autograd.transforms_active():
+        return None
     v = t.detach()
-    if n == 1:
-        lo = hi = v.item()
-    else:
-        lo, hi = (x.item() for x in torch.aminmax(v))
+    if v.numel() == 1:
+        x = v.item()
+        return x, x
+    lo, hi = torch.aminmax(v)
+    return lo.item(), hi.item()
+
+
+def _check_temperature_values(t: Tensor, like: Tensor, name: str) -> None:
+    """Positive and finite (see _check_range), checked only where reading the values is cheap
+    (host_range: a CUDA temperature would need a device sync; the distributions check those with
+    validate_args)."""
+    r = host_range(t)
+    if r is None:
+        return
+    lo, hi = r
+    v = t.detach()
     if lo > 0 and hi < math.inf and (like.dtype == torch.float64 or 1.2e-38 < lo and hi < 3.4e38):
         return  # the common case, decided without building the message
 
@@ -513,19 +523,11 @@ def _interior(value: Tensor, upper: bool) -> Tensor:
 
 
 def _inside_already(value: Tensor, upper: bool) -> bool:
-    """Whether a CPU value has no 0 (and no 1 when `upper`) and no NaN, found by one read
-    (aminmax) instead of the four passes of the replacement; not decided (False) on other devices
-    (a host sync) or while tracing or under a transform."""
-    if (
-        value.device.type != "cpu"
-        or type(value) not in (Tensor, torch.nn.Parameter)
-        or value.numel() == 0
-        or torch.compiler.is_compiling()
-        or _autograd.transforms_active()
-    ):
-        return False
-    lo, hi = torch.aminmax(value.detach())
-    return lo.item() > 0 and (not upper or hi.item() < 1)  # False for NaN
+    """Whether a value has no 0 (and no 1 when `upper`) and no NaN, found by one read
+    (host_range) instead of the four passes of the replacement; False where that read is not
+    cheap (see host_range)."""
+    r = host_range(value)
+    return r is not None and r[0] > 0 and (not upper or r[1] < 1)  # False for NaN
 
 
 def _density_call(op_name: str, reference_fn, value, logits, temperature, *dim, interior=None):
