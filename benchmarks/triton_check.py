@@ -290,7 +290,13 @@ def binary_cases(numels, dtypes) -> List[Case]:
                                 like, kind, s, 2, None
                             ),
                             "reference": lambda kind=kind, like=like: ref.noise(
-                                like.shape, kind, s, 2, dtype=torch.float64, device=DEVICE
+                                like.shape,
+                                kind,
+                                s,
+                                2,
+                                torch.float64,
+                                DEVICE,
+                                ref.draw_bits_of(like.dtype),
                             ),
                         },
                         grad=False,
@@ -309,11 +315,12 @@ def run_case(case: Case, has_cuda_kernels: bool, bench: bool, tie_fraction: floa
     impls = ["triton"] + (["cuda"] if has_cuda_kernels and DEVICE == "cuda" else [])
     ref_args = tuple(x.double() for x in args)
     report, ok = [], True
-    if case.grad:
-        ref_out, ref_grads, up = vjp(case.fn["reference"], ref_args)
-    else:
-        ref_out = case.fn["reference"](*ref_args)
-        ref_out = ref_out if isinstance(ref_out, tuple) else (ref_out,)
+    with ref.noise_as(args[0].dtype):  # the float64 reference draws the noise of the tested call
+        if case.grad:
+            ref_out, ref_grads, up = vjp(case.fn["reference"], ref_args)
+        else:
+            ref_out = case.fn["reference"](*ref_args)
+            ref_out = ref_out if isinstance(ref_out, tuple) else (ref_out,)
     for impl in impls:
         if case.grad:
             out, grads, _ = vjp(case.fn[impl], args, lambda outs: up)
@@ -328,7 +335,9 @@ def run_case(case: Case, has_cuda_kernels: bool, bench: bool, tie_fraction: floa
             ok &= same
         elif case.argmax_scores is not None:
             a, seed = case.argmax_scores
-            g = ref.noise(a.shape, "gumbel", seed, 3, dtype=torch.float64, device=DEVICE)
+            g = ref.noise(
+                a.shape, "gumbel", seed, 3, torch.float64, DEVICE, ref.draw_bits_of(a.dtype)
+            )
             frac, ties = category_mismatch(out[0], ref_out[0], a.double() + g)
             report.append(f"{impl}: rows differing {frac:.1e}{'' if ties else ' (NOT ties)'}")
             ok &= frac <= tie_fraction and ties

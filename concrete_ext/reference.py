@@ -3,7 +3,8 @@
 Every function works in any floating dtype (float64 in the tests), differentiates through autograd,
 and reproduces the random-number contract of docs/ARCHITECTURE.md exactly: for a given
 (seed, offset) its 32-bit Philox draws equal the kernels' bit for bit (integer tensor ops), and its
-noise is computed from them in float64 and rounded to the working dtype.
+noise is computed from them in float64 and rounded to the working dtype. float64 ops draw 64 bits
+per element (two words of the same stream, ``philox_draws64``); the others 32.
 
 Conventions shared with the kernels:
 
@@ -16,6 +17,7 @@ Conventions shared with the kernels:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Optional, Tuple, Union
 
@@ -25,7 +27,10 @@ from torch import Tensor
 __all__ = [
     "philox4x32_10",
     "philox_bits",
+    "philox_draws64",
     "noise_from_bits",
+    "draw_bits_of",
+    "noise_as",
     "noise",
     "concrete_sample",
     "exp_concrete_sample",
@@ -47,6 +52,7 @@ _M0, _M1 = 0xD2511F53, 0xCD9E8D57
 _W0, _W1 = 0x9E3779B9, 0xBB67AE85
 _HALF = 0x80000000
 _TWO_M32 = 2.0**-32
+_TWO_M64 = 2.0**-64
 
 Temperature = Union[float, Tensor]
 
@@ -96,15 +102,35 @@ def philox_bits(numel: int, seed: int, offset: int = 0, device=None) -> Tensor:
     return torch.stack(out, dim=1).reshape(-1)[:numel]
 
 
-def noise_from_bits(bits: Tensor, kind: str) -> Tensor:
-    """The noise of the random-number contract (docs/ARCHITECTURE.md, "Random numbers") from 32-bit draws, in float64.
+def philox_draws64(numel: int, seed: int, offset: int = 0, device=None) -> Tensor:
+    """The 64-bit draws of an fp64 op's elements 0 .. numel-1 for the call (seed, offset): element i
+    takes the 32-bit draws 2i (low half) and 2i + 1 (high half) of ``philox_bits``, i.e. words
+    2 (i % 2) and 2 (i % 2) + 1 of group i // 2. Held in int64 as the two's complement of the
+    unsigned value (negative for draws >= 2^63)."""
+    w = philox_bits(2 * numel, seed, offset, device=device)
+    lo, hi = w[0::2], w[1::2]
+    hi = torch.where(hi >= _HALF, hi - 2**32, hi)  # the signed high word: no int64 overflow
+    return hi * 2**32 + lo
 
-    U = (r + 1/2) 2^-32; the upper half (r >= 2^31) works with V = 1 - U so nothing is lost near 1.
+
+def noise_from_bits(bits: Tensor, kind: str, draw_bits: int = 32) -> Tensor:
+    """The noise of the random-number contract (docs/ARCHITECTURE.md, "Random numbers") from draws,
+    in float64: 32-bit draws (int64 holding uint32), or ``draw_bits=64`` (``philox_draws64``).
+
+    U = (r + 1/2) 2^-w; the upper half (r >= 2^(w-1)) works with V = 1 - U, computed from the
+    integer 2^w - 1 - r, so nothing is lost near 1. The integers are rounded to float64 first (round
+    to nearest), as the kernels convert them.
     """
-    r = bits.to(torch.float64)
-    lower = bits < _HALF
-    u = (r + 0.5) * _TWO_M32
-    v = ((_MASK32 - bits).to(torch.float64) + 0.5) * _TWO_M32
+    if draw_bits == 32:
+        lower = bits < _HALF
+        u = (bits.to(torch.float64) + 0.5) * _TWO_M32
+        v = ((_MASK32 - bits).to(torch.float64) + 0.5) * _TWO_M32
+    elif draw_bits == 64:
+        lower = bits >= 0  # r < 2^63
+        u = (bits.to(torch.float64) + 0.5) * _TWO_M64
+        v = ((~bits).to(torch.float64) + 0.5) * _TWO_M64  # 2^64 - 1 - r, below 2^63 where used
+    else:
+        raise ValueError(f"draw_bits must be 32 or 64, got {draw_bits}")
     if kind == "bits":
         return bits
     if kind == "uniform":
@@ -122,6 +148,27 @@ def noise_from_bits(bits: Tensor, kind: str) -> Tensor:
     )
 
 
+_NOISE_DTYPE: list = [None]  # set by noise_as(): the op dtype whose draws the references take
+
+
+def draw_bits_of(dtype: torch.dtype) -> int:
+    """Bits per draw of an op whose working dtype is `dtype`: 64 for float64, else 32 (inside
+    ``noise_as(d)``: those of an op of dtype d, whatever `dtype` is)."""
+    dtype = _NOISE_DTYPE[-1] or dtype
+    return 64 if dtype == torch.float64 else 32
+
+
+@contextlib.contextmanager
+def noise_as(dtype: torch.dtype):
+    """Inside, the references draw the noise an op of `dtype` draws (32-bit draws unless `dtype` is
+    float64), whatever dtype they compute in: the float64 reference of a float32 call."""
+    _NOISE_DTYPE.append(dtype)
+    try:
+        yield
+    finally:
+        _NOISE_DTYPE.pop()
+
+
 def _below_one(dtype: torch.dtype) -> float:
     return 1.0 - torch.finfo(dtype).eps / 2
 
@@ -132,14 +179,25 @@ def _above_zero(dtype: torch.dtype) -> float:
     return info.smallest_normal * info.eps
 
 
-def noise(shape, kind: str, seed: int, offset: int = 0, dtype=torch.float32, device=None) -> Tensor:
-    """Noise of `shape` for the call (seed, offset): int64 draws for "bits", else `dtype`."""
+def noise(
+    shape,
+    kind: str,
+    seed: int,
+    offset: int = 0,
+    dtype=torch.float32,
+    device=None,
+    draw_bits: Optional[int] = None,
+) -> Tensor:
+    """Noise of `shape` for the call (seed, offset): int64 32-bit draws for "bits", else `dtype`,
+    from the draws an op of that dtype takes (``draw_bits_of(dtype)``) unless `draw_bits` says
+    otherwise (e.g. 32 for a float64 copy of a float32 op's noise)."""
     shape = tuple(shape)
-    bits = philox_bits(math.prod(shape), seed, offset, device=device)
-    out = noise_from_bits(bits, kind)
+    numel = math.prod(shape)
     if kind == "bits":
-        return out.reshape(shape)
-    out = out.to(dtype)
+        return philox_bits(numel, seed, offset, device=device).reshape(shape)
+    width = draw_bits_of(dtype) if draw_bits is None else draw_bits
+    bits = (philox_draws64 if width == 64 else philox_bits)(numel, seed, offset, device=device)
+    out = noise_from_bits(bits, kind, width).to(dtype)
     if kind == "uniform":
         out = out.clamp(min=_above_zero(dtype), max=_below_one(dtype))
     return out.reshape(shape)
@@ -186,7 +244,9 @@ def _row_tau(temperature: Temperature, moved: Tensor) -> Tensor:
 
 def _moved_noise(moved: Tensor, kind: str, seed, offset, generator) -> Tensor:
     s, o = resolve_seed(seed, offset, generator, moved.device)
-    return noise(moved.shape, kind, s, o, dtype=torch.float64, device=moved.device).to(moved.dtype)
+    return noise(
+        moved.shape, kind, s, o, torch.float64, moved.device, draw_bits_of(moved.dtype)
+    ).to(moved.dtype)
 
 
 def _perturbed(logits: Tensor, temperature, dim, seed, offset, generator):
@@ -395,9 +455,9 @@ def logit_binary_concrete_sample(
 ) -> Tensor:
     """y = (a + L) / tau, the logistic form of BinConcrete (Eq. 26)."""
     s, o = resolve_seed(seed, offset, generator, logits.device)
-    l = noise(logits.shape, "logistic", s, o, dtype=torch.float64, device=logits.device).to(
-        logits.dtype
-    )
+    l = noise(
+        logits.shape, "logistic", s, o, torch.float64, logits.device, draw_bits_of(logits.dtype)
+    ).to(logits.dtype)
     return (logits + l) / _temperature(temperature, logits)
 
 

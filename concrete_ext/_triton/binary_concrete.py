@@ -54,7 +54,7 @@ def _sample_kernel(
     """y = (a + L) / tau (LOGIT) or x = sigmoid(y), L the logistic noise of the element's index."""
     start, idx, mask = _block(numel, BLOCK)
     seed, lo, hi = cm.load_state(state_ptr)
-    noise = cm.logistic_from_bits(cm.draws_run(seed, lo, hi, start >> 2, BLOCK), FP64)
+    noise = cm.logistic_from_bits(cm.draws_run(seed, lo, hi, start, BLOCK, FP64), FP64)
     inv = 1.0 / _load(tau_ptr, idx * tau_stride, mask, FP64)
     y = (_load(a_ptr, idx, mask, FP64) + noise) * inv
     if not LOGIT:

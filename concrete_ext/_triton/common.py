@@ -57,34 +57,60 @@ def philox_group(seed, off_lo, off_hi, group):
 
 
 @triton.jit
-def draws_at(seed, off_lo, off_hi, idx):
-    """Draw of each element index `idx` (int64 tensor, any shape): word idx % 4 of group idx // 4.
+def draws_at(seed, off_lo, off_hi, idx, FP64: tl.constexpr):
+    """Draw of each element index `idx` (int64 tensor, any shape): word idx % 4 of group idx // 4;
+    FP64: the 64-bit draw, words 2 (idx % 2) (low) and 2 (idx % 2) + 1 (high) of group idx // 2.
     One Philox call per element; used where the indices of a tile are not one aligned run."""
-    c0, c1, c2, c3 = philox_group(seed, off_lo, off_hi, idx >> 2)
-    w = idx & 3
-    return tl.where(w == 0, c0, tl.where(w == 1, c1, tl.where(w == 2, c2, c3)))
+    if FP64:
+        c0, c1, c2, c3 = philox_group(seed, off_lo, off_hi, idx >> 1)
+        odd = (idx & 1) == 1
+        return join64(tl.where(odd, c2, c0), tl.where(odd, c3, c1))
+    else:
+        c0, c1, c2, c3 = philox_group(seed, off_lo, off_hi, idx >> 2)
+        w = idx & 3
+        return tl.where(w == 0, c0, tl.where(w == 1, c1, tl.where(w == 2, c2, c3)))
 
 
 @triton.jit
-def draws_run(seed, off_lo, off_hi, first_group, N: tl.constexpr):
-    """Draws of the N consecutive elements 4 first_group .. 4 first_group + N - 1 (N a power of two,
-    at least 4): one Philox call per group of four, the words interleaved in element order."""
-    g = first_group + tl.arange(0, N // 4).to(tl.int64)
-    c0, c1, c2, c3 = philox_group(seed, off_lo, off_hi, g)
-    return tl.reshape(tl.join(tl.join(c0, c2), tl.join(c1, c3)), [N])
+def join64(lo, hi):
+    """The 64-bit draw lo + 2^32 hi of two 32-bit words."""
+    return lo.to(tl.uint64) | (hi.to(tl.uint64) << 32)
+
+
+@triton.jit
+def draws_run(seed, off_lo, off_hi, first, N: tl.constexpr, FP64: tl.constexpr):
+    """Draws of the N consecutive elements first .. first + N - 1 (first % 4 == 0, N a power of two,
+    at least 4): one Philox call per group of four (of two for FP64's 64-bit draws), the words
+    interleaved in element order."""
+    if FP64:
+        g = (first >> 1) + tl.arange(0, N // 2).to(tl.int64)
+        c0, c1, c2, c3 = philox_group(seed, off_lo, off_hi, g)
+        return join64(tl.reshape(tl.join(c0, c2), [N]), tl.reshape(tl.join(c1, c3), [N]))
+    else:
+        g = (first >> 2) + tl.arange(0, N // 4).to(tl.int64)
+        c0, c1, c2, c3 = philox_group(seed, off_lo, off_hi, g)
+        return tl.reshape(tl.join(tl.join(c0, c2), tl.join(c1, c3)), [N])
 
 
 @triton.jit
 def draws_tile(
-    seed, off_lo, off_hi, idx, first, R: tl.constexpr, C: tl.constexpr, RUN: tl.constexpr
+    seed,
+    off_lo,
+    off_hi,
+    idx,
+    first,
+    R: tl.constexpr,
+    C: tl.constexpr,
+    RUN: tl.constexpr,
+    FP64: tl.constexpr,
 ):
     """Draws of an [R, C] tile of element indices `idx`. RUN: the tile is the aligned run
     first, first + 1, ..., first + R C - 1 in row-major order (first % 4 == 0), so one Philox call
-    serves four elements; otherwise each element computes its own group."""
+    serves four elements (two for FP64); otherwise each element computes its own group."""
     if RUN:
-        return tl.reshape(draws_run(seed, off_lo, off_hi, first >> 2, R * C), [R, C])
+        return tl.reshape(draws_run(seed, off_lo, off_hi, first, R * C, FP64), [R, C])
     else:
-        return draws_at(seed, off_lo, off_hi, idx)
+        return draws_at(seed, off_lo, off_hi, idx, FP64)
 
 
 # ---- draw -> noise (philox.h) ---------------------------------------------------------------------
@@ -100,15 +126,30 @@ def to_acc(x, FP64: tl.constexpr):
 
 
 @triton.jit
+def lower_half(r, FP64: tl.constexpr):
+    """Whether draw r is in the lower half (U < 1/2): r < 2^31, or r < 2^63 for 64-bit draws."""
+    if FP64:
+        return (r >> 63) == 0
+    else:
+        return r < 0x80000000
+
+
+@triton.jit
 def lower_uniform(r, FP64: tl.constexpr):
-    """U = (r + 1/2) 2^-32 (used for r < 2^31)."""
-    return (to_acc(r, FP64) + 0.5) * 2.3283064365386963e-10
+    """U = (r + 1/2) 2^-32 (used for r < 2^31); (r + 1/2) 2^-64 for 64-bit draws (r < 2^63)."""
+    if FP64:
+        return (r.to(tl.float64) + 0.5) * 5.421010862427522e-20
+    else:
+        return (r.to(tl.float32) + 0.5) * 2.3283064365386963e-10
 
 
 @triton.jit
 def upper_complement(r, FP64: tl.constexpr):
-    """1 - U = (2^32 - 1 - r + 1/2) 2^-32, exact (used for r >= 2^31)."""
-    return (to_acc(r ^ 0xFFFFFFFF, FP64) + 0.5) * 2.3283064365386963e-10
+    """1 - U = (2^32 - 1 - r + 1/2) 2^-32 (used for r >= 2^31); the 2^64 analogue for 64-bit draws."""
+    if FP64:
+        return ((r ^ 0xFFFFFFFFFFFFFFFF).to(tl.float64) + 0.5) * 5.421010862427522e-20
+    else:
+        return ((r ^ 0xFFFFFFFF).to(tl.float32) + 0.5) * 2.3283064365386963e-10
 
 
 @triton.jit
@@ -128,10 +169,13 @@ def log1p(v):
 
 @triton.jit
 def uniform_from_bits(r, FP64: tl.constexpr):
-    """U strictly inside (0, 1): lower half (r + 1/2) 2^-32, upper half 1 - V; in fp32 the values
-    that round to 1 are clamped to 1 - 2^-24 (in fp64 none reaches 1)."""
-    u = tl.where(r < 0x80000000, lower_uniform(r, FP64), 1.0 - upper_complement(r, FP64))
-    if not FP64:
+    """U strictly inside (0, 1): lower half (r + 1/2) 2^-32, upper half 1 - V; the values that
+    round to 1 are clamped to 1 - 2^-24 (fp32) or 1 - 2^-53 (fp64, 64-bit draws)."""
+    u = tl.where(lower_half(r, FP64), lower_uniform(r, FP64), 1.0 - upper_complement(r, FP64))
+    if FP64:
+        # A constant made in fp64 (tl.full), not a Python float that tl.minimum would take as fp32.
+        u = tl.minimum(u, tl.full(u.shape, 0.99999999999999988898, tl.float64))
+    else:
         u = tl.minimum(u, 0.999999940395355224609375)
     return u
 
@@ -139,7 +183,7 @@ def uniform_from_bits(r, FP64: tl.constexpr):
 @triton.jit
 def exponential_from_bits(r, FP64: tl.constexpr):
     """E = -log U: lower half -log U, upper half -log1p(-V) = -log(s) V / (1 - s), s = fl(1 - V)."""
-    lower = r < 0x80000000
+    lower = lower_half(r, FP64)
     v = upper_complement(r, FP64)
     s = tl.where(lower, lower_uniform(r, FP64), 1.0 - v)
     l = -tl.log(s)
@@ -155,7 +199,7 @@ def gumbel_from_bits(r, FP64: tl.constexpr):
 @triton.jit
 def logistic_from_bits(r, FP64: tl.constexpr):
     """L = log U - log(1 - U): with u = min(U, 1 - U), l = log u - log1m(u), L = l (lower), -l (upper)."""
-    lower = r < 0x80000000
+    lower = lower_half(r, FP64)
     u = tl.where(lower, lower_uniform(r, FP64), upper_complement(r, FP64))
     l = tl.log(u) - log1m(u)
     return tl.where(lower, l, -l)

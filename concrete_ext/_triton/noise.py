@@ -27,19 +27,21 @@ def _noise_kernel(
     CLAMP: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    """out[i] = f(r_i) for the flat index i, r_i the 32-bit Philox draw of element i:
+    """out[i] = f(r_i) for the flat index i, r_i the Philox draw of element i (32-bit; 64-bit for
+    fp64 variates):
     KIND 0: r_i (as int64); 1: U; 2: E = -log U; 3: G = -log E; 4: L = log U - log(1 - U)
     (transforms of common.py in fp32, or fp64 for fp64 outputs). CLAMP: fp16/bf16 uniform outputs
     that round to 1 become `below_one`. One program: BLOCK (a multiple of 4) consecutive elements,
-    one Philox call per four."""
+    one Philox call per four (per two for 64-bit draws)."""
     start = tl.program_id(0).to(tl.int64) * BLOCK
     idx = start + tl.arange(0, BLOCK)
     mask = idx < numel
     seed, lo, hi = cm.load_state(state_ptr)
-    r = cm.draws_run(seed, lo, hi, start >> 2, BLOCK)
     if KIND == 0:
+        r = cm.draws_run(seed, lo, hi, start, BLOCK, False)
         tl.store(out_ptr + idx, r.to(tl.int64), mask=mask)
     else:
+        r = cm.draws_run(seed, lo, hi, start, BLOCK, FP64)
         if KIND == 1:
             v = cm.uniform_from_bits(r, FP64)
         elif KIND == 2:

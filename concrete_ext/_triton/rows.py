@@ -59,7 +59,7 @@ def gumbel_chunk(
     """Gumbel noise G_i of the chunk's elements. RUN: the chunk's indices are one aligned run
     starting at row0 n + c0 (single-chunk tiles with C == n, n % 4 == 0; or one row per program
     with n % 4 == 0), so four elements share a Philox call."""
-    bits = cm.draws_tile(seed, off_lo, off_hi, idx, row0 * n + c0, R, C, RUN)
+    bits = cm.draws_tile(seed, off_lo, off_hi, idx, row0 * n + c0, R, C, RUN, FP64)
     return cm.gumbel_from_bits(bits, FP64)
 
 

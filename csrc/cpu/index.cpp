@@ -13,11 +13,12 @@
 // their Philox draw alone: G is non-decreasing in the draw r and G(r) <= -log(1 - U(r)) <=
 // ln 2 (24 - floor(log2 q)) with q the top 24 bits of 2^32 - 1 - r (gumbel_bound). An element whose
 // x_k + bound is below the selection's threshold (the best score, or the k-th best once k are held)
-// cannot enter it: since rounding is monotone, its computed score x_k + G_k is below too (a score
-// equal to the threshold loses the tie to the lower index already held). Only the others get their
-// noise computed, by fill_noise itself, so every score that can win is exactly the one
-// gumbel_max_sample's kernel computes. A chunk with many such candidates (the first chunks of a
-// row, while the threshold is low) is computed whole, as gumbel_max does.
+// cannot enter it (fp64 ops bound their 64-bit draw by its high word): since rounding is monotone,
+// its computed score x_k + G_k is below too (a score equal to the threshold loses the tie to the
+// lower index already held). Only the others get their noise computed, by fill_noise itself, so
+// every score that can win is exactly the one gumbel_max_sample's kernel computes. A chunk with
+// many such candidates (the first chunks of a row, while the threshold is low) is computed whole,
+// as gumbel_max does.
 //
 // gumbel_top_k with k > kMaxFusedK computes every score of the row and selects with
 // std::partial_sort under the total order (score descending, index ascending): the same result as
@@ -50,6 +51,14 @@ CE_INLINE T gumbel_bound(uint32_t r) {
   const int32_t q = static_cast<int32_t>((~r) >> 8);
   const int32_t e = ((vm::as_int(static_cast<float>(q)) >> 23) & 0xff) - 127;
   return static_cast<T>(0.693147182f * static_cast<float>(24 - e) + 0.01f);
+}
+// A 64-bit draw (fp64 ops) r = 2^32 h + l: 1 - U >= (2^32 - 1 - h) 2^-32, which is what the bound
+// of the 32-bit draw h assumes of its own 1 - U, so the bound of h holds (G <= -log(1 - U) up to
+// 45.05 here; q = 0 still gives 104). Checked in csrc/tests/check_gumbel_bound.cpp: the noise
+// reaches the bound without its margin (to 3.7e-7, where 1 - U is a power of two), never with it.
+template <typename T>
+CE_INLINE T gumbel_bound(uint64_t r) {
+  return gumbel_bound<T>(static_cast<uint32_t>(r >> 32));
 }
 
 // The k best (score, index) pairs seen so far, sorted by score descending then index ascending.
@@ -94,7 +103,7 @@ struct Job {
 template <typename T>
 struct Buffers {
   std::vector<T> x, g, val;
-  std::vector<uint32_t> bits;
+  std::vector<Draw<T>> bits;
   std::vector<int32_t> flag;
   std::vector<int64_t> idx;
   explicit Buffers(int64_t k) : x(kChunk), g(kChunk), val(k), bits(kChunk), flag(kChunk), idx(k) {}
@@ -130,7 +139,7 @@ CE_INLINE void select_row(const Job<scalar_t, T>& jb, int64_t row, Buffers<T>& b
   const int64_t base = row * n;
   const T tau = jb.scale ? jb.tau.at(row) : T(1);
   T *x = buf.x.data(), *g = buf.g.data();
-  uint32_t* bits = buf.bits.data();
+  Draw<T>* bits = buf.bits.data();
   int32_t* flag = buf.flag.data();
   for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
     const int64_t m = std::min(kChunk, n - c0);

@@ -12,7 +12,7 @@ namespace cpu {
 namespace {
 
 template <Noise kind, typename acc_t>
-inline acc_t noise_from_bits(uint32_t r) {
+inline acc_t noise_from_bits(Draw<acc_t> r) {
   if constexpr (kind == Noise::kUniform) return uniform_from_bits<acc_t>(r);
   if constexpr (kind == Noise::kExponential) return exponential_from_bits<acc_t, vm::VecOps>(r);
   if constexpr (kind == Noise::kGumbel) return gumbel_from_bits<acc_t, vm::VecOps>(r);
@@ -22,7 +22,7 @@ inline acc_t noise_from_bits(uint32_t r) {
 template <Noise kind, typename acc_t>
 inline __attribute__((always_inline)) void fill(SeedOffset so, int64_t begin, int64_t count,
                                                 acc_t* out) {
-  uint32_t bits[kBlockElems];
+  Draw<acc_t> bits[kBlockElems];
   for (int64_t c = 0; c < count; c += kBlockElems) {
     const int64_t m = std::min(kBlockElems, count - c);
     fill_bits(so, begin + c, m, bits);

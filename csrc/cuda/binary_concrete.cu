@@ -27,7 +27,7 @@ __global__ void binary_sample_kernel(const scalar_t* __restrict__ logits,
   const SeedOffset so = unpack_seed(philox);
   for_each_chunk<V>(numel, [&](int64_t i0) {
     acc_t a[V], t[V], o[V];
-    uint32_t r[V];
+    Draw<acc_t> r[V];
     load_chunk<V>(logits, i0, numel, vec_ok, a, acc_t(0));
     tau_chunk<V>(tau, i0, numel, t);
     chunk_bits<V>(so, static_cast<uint64_t>(i0), static_cast<int>(numel - i0 < V ? numel - i0 : V),

@@ -32,7 +32,7 @@ __device__ __forceinline__ void perturbed_chunk(const scalar_t* __restrict__ a, 
                                                 acc_t inv_tau, acc_t (&z)[V]) {
   acc_t av[V];
   load_chunk<V>(a + base, k0, n, vec_ok, av, neg_inf<acc_t>());
-  uint32_t r[V];
+  Draw<acc_t> r[V];
   const int valid = static_cast<int>(n - k0 < V ? n - k0 : V);
   chunk_bits<V>(so, static_cast<uint64_t>(base + k0), valid, r);
 #pragma unroll

@@ -189,6 +189,17 @@ __device__ __forceinline__ void chunk_bits(SeedOffset so, uint64_t L0, int valid
   }
 }
 
+// The 64-bit draws of an fp64 op's elements L0 .. L0 + V - 1: the 32-bit draws 2 L0 .. 2 L0 + 2V -
+// 1 of the same stream paired (philox.h), one Philox call per two elements.
+template <int V>
+__device__ __forceinline__ void chunk_bits(SeedOffset so, uint64_t L0, int valid,
+                                           uint64_t (&r)[V]) {
+  uint32_t w[2 * V];
+  chunk_bits<2 * V>(so, 2 * L0, 2 * valid, w);
+#pragma unroll
+  for (int e = 0; e < V; ++e) r[e] = static_cast<uint64_t>(w[2 * e + 1]) << 32 | w[2 * e];
+}
+
 // ---- host side of a launch
 // -------------------------------------------------------------------------
 inline bool aligned(const void* p, int64_t bytes) {

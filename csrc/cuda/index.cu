@@ -55,7 +55,7 @@ struct IndexSelect {
     for_chunks<G, C, V, true>(n, lane, [&](int, int64_t k0) {
       acc_t av[V];
       load_chunk<V>(p.logits + base, k0, n, vec_ok, av, neg_inf<acc_t>());
-      uint32_t r[V];
+      Draw<acc_t> r[V];
       const int valid = static_cast<int>(n - k0 < V ? n - k0 : V);
       chunk_bits<V>(so, static_cast<uint64_t>(base + k0), valid, r);
 #pragma unroll

@@ -27,11 +27,14 @@ __global__ void noise_kernel(scalar_t* __restrict__ out, int64_t* __restrict__ b
                                                     : std::is_same_v<scalar_t, double>  ? 0x1p-1074
                                                                                         : 0x1p-133);
   for_each_chunk<V>(numel, [&](int64_t i0) {
-    const uint4x32 q = philox_group(so.seed, so.offset, static_cast<uint64_t>(i0) >> 2);
+    // The bits kind runs as <float, float>: 32-bit draws; fp64 variates take 64-bit draws.
+    Draw<acc_t> rs[V];
+    chunk_bits<V>(so, static_cast<uint64_t>(i0), static_cast<int>(numel - i0 < V ? numel - i0 : V),
+                  rs);
 #pragma unroll
     for (int e = 0; e < V; ++e) {
       if (i0 + e >= numel) break;
-      const uint32_t r = q[e];
+      const Draw<acc_t> r = rs[e];
       if (kind == 0) {
         bits_out[i0 + e] = static_cast<int64_t>(r);
         continue;

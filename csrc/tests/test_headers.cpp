@@ -105,6 +105,68 @@ static void test_transforms(const char* name) {
   CHECK(worst_g < 4 && worst_l < 4, "%s: worst error %.2f / %.2f eps", name, worst_g, worst_l);
 }
 
+// The 64-bit draws of fp64 ops: element i is words 2 (i % 2) (low) and 2 (i % 2) + 1 (high) of
+// group i / 2, i.e. the 32-bit draws 2i and 2i + 1.
+static void test_counter_layout64() {
+  const uint64_t seed = 0x0123456789abcdefULL, offset = 0xfedcba9876543210ULL;
+  for (uint64_t i = 0; i < 64; ++i) {
+    const uint64_t want = static_cast<uint64_t>(philox_draw(seed, offset, 2 * i + 1)) << 32 |
+                          philox_draw(seed, offset, 2 * i);
+    CHECK(philox_draw64(seed, offset, i) == want, "64-bit element %" PRIu64, i);
+  }
+}
+
+// The transforms of 64-bit draws (fp64 ops): range, monotonicity and symmetry at the extremes, and
+// the textbook formulas in long double (its 64-bit significand holds (r + 1/2) 2^-64 exactly for
+// r < 2^63, and 1 - U the same way above) on random draws and the ends of both halves.
+template <typename Ops>
+static void test_transforms64(const char* name) {
+  const uint64_t extremes[] = {0ull,
+                               1ull,
+                               0x7fffffffffffffffull,
+                               0x8000000000000000ull,
+                               0xfffffffffffffbffull,
+                               0xfffffffffffffffeull,
+                               ~0ull};
+  double prev_u = -1, prev_e = std::numeric_limits<double>::infinity(), prev_g = -1e9,
+         prev_l = -1e9;
+  for (uint64_t r : extremes) {
+    const double u = uniform_from_bits<double>(r);
+    const double e = exponential_from_bits<double, Ops>(r);
+    const double g = gumbel_from_bits<double, Ops>(r);
+    const double l = logistic_from_bits<double, Ops>(r);
+    CHECK(std::isfinite(u) && u > 0 && u < 1, "%s uniform(%" PRIu64 ") = %g", name, r, u);
+    CHECK(std::isfinite(e) && e > 0 && e < 45.1, "%s exponential(%" PRIu64 ") = %g", name, r, e);
+    CHECK(std::isfinite(g) && g > -3.9 && g < 45.1, "%s gumbel(%" PRIu64 ") = %g", name, r, g);
+    CHECK(std::isfinite(l) && std::fabs(l) < 45.1, "%s logistic(%" PRIu64 ") = %g", name, r, l);
+    CHECK(u >= prev_u && e <= prev_e && g >= prev_g && l >= prev_l, "%s not monotone at %" PRIu64,
+          name, r);
+    prev_u = u, prev_e = e, prev_g = g, prev_l = l;
+    const double mirror = logistic_from_bits<double, Ops>(~r);
+    CHECK(l == -mirror, "%s logistic not odd at %" PRIu64, name, r);
+  }
+  CHECK(uniform_from_bits<double>(0ull) == std::ldexp(1.0, -65), "%s: U(0) != 2^-65", name);
+  const double e_top = exponential_from_bits<double, Ops>(~0ull);
+  CHECK(e_top == std::ldexp(1.0, -65), "%s: E(2^64 - 1) = %g", name, e_top);
+  std::mt19937_64 rng(11);
+  double worst_g = 0, worst_l = 0;
+  for (int i = 0; i < 200000; ++i) {
+    const uint64_t r = i < 64 ? (i < 32 ? static_cast<uint64_t>(i) : ~static_cast<uint64_t>(i))
+                              : (i < 128 ? 0x8000000000000000ull + (i - 96) : rng());
+    const bool lower = r < 0x8000000000000000ull;
+    const long double w = (static_cast<long double>(lower ? r : ~r) + 0.5L) * 0x1p-64L;
+    const long double e = lower ? -std::log(w) : -std::log1p(-w);
+    const double gr = static_cast<double>(-std::log(e));
+    const double lr =
+        static_cast<double>(lower ? std::log(w) - std::log1p(-w) : std::log1p(-w) - std::log(w));
+    const double tol_g = std::max(std::fabs(gr), 1.0) * std::numeric_limits<double>::epsilon();
+    const double tol_l = std::max(std::fabs(lr), 1.0) * std::numeric_limits<double>::epsilon();
+    worst_g = std::max(worst_g, std::fabs(gumbel_from_bits<double, Ops>(r) - gr) / tol_g);
+    worst_l = std::max(worst_l, std::fabs(logistic_from_bits<double, Ops>(r) - lr) / tol_l);
+  }
+  CHECK(worst_g < 4 && worst_l < 4, "%s: worst error %.2f / %.2f eps", name, worst_g, worst_l);
+}
+
 static void test_vec_math() {
   std::mt19937 rng(3);
   double worst_log = 0, worst_exp = 0;
@@ -153,6 +215,9 @@ int main(int argc, char** argv) {
   test_transforms<float, LibmOps>("float/libm");
   test_transforms<float, vm::VecOps>("float/vec");
   test_transforms<double, LibmOps>("double/libm");
+  test_counter_layout64();
+  test_transforms64<LibmOps>("double64/libm");
+  test_transforms64<vm::VecOps>("double64/vec");
   test_vec_math();
   test_maxsum();
   if (failures) {

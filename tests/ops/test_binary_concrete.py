@@ -347,7 +347,10 @@ def test_log_prob_equals_torch_distributions(temperature):
     inside = (x > torch.finfo(x.dtype).tiny) & (x < 1 - torch.finfo(x.dtype).eps)
     fin = torch.isfinite(theirs_x) & inside
     assert fin.float().mean() > 0.8
-    assert torch.allclose(ours_x[fin], theirs_x[fin], rtol=1e-10, atol=1e-10)
+    # torch goes through logit(x), which loses about 1e-10 relatively where x is tiny (x = 1.8e-9
+    # at temperature 0.1: torch 14.704209441566, ours 14.704209443381, 50-digit mpmath
+    # 14.704209443381203): 1e-8 here, 1e-10 in logit space above.
+    assert torch.allclose(ours_x[fin], theirs_x[fin], rtol=1e-8, atol=1e-10)
 
 
 def test_logit_log_prob_finite_where_torch_overflows():

@@ -75,6 +75,10 @@ def test_matches_reference_on_each_backend(device_backend, op):
             torch.float32,
             ALL,
             device=device_backend[0],
+            # The temperature gradient sums a row's terms of both signs: fp32 itself limits it
+            # (Triton sums in fp32, 7e-5 off here, as the reference run in fp32; the compiled
+            # CPU kernels sum in double).
+            grad_rule_2x=True,
         )
 
 

@@ -8,7 +8,13 @@ import torch
 
 import concrete_ext as ce
 from concrete_ext import reference as R
-from concrete_ext.testing import DEVICES, LOW_PRECISION, requires_cuda
+from concrete_ext.testing import (
+    DEVICES,
+    LOW_PRECISION,
+    backend_params,
+    requires_cuda,
+    use_backend,
+)
 
 KINDS = ("uniform", "exponential", "gumbel", "logistic")
 M32 = 2**32
@@ -94,9 +100,28 @@ def test_noise_within_few_ulps_of_reference(kind, dtype):
     for seed, offset in [(7, 3), (2**64 - 5, 2**33)]:
         k = ce.noise(kind, (n,), dtype=dtype, seed=seed, offset=offset)
         assert k.dtype == dtype
-        r = R.noise((n,), kind, seed, offset, dtype=torch.float64)
+        r = R.noise((n,), kind, seed, offset, torch.float64, draw_bits=R.draw_bits_of(dtype))
         err = _ulp_error(k, r, kind, dtype)
         assert err.max().item() <= 4.0, f"{kind} {dtype}: {err.max().item():.2f} ulps"
+
+
+@pytest.mark.parametrize("device_backend", backend_params("noise_like", python=True))
+def test_fp64_noise_takes_64_bit_draws(device_backend):
+    # 32-bit draws put every U on the grid (r + 1/2) 2^-32 (in the upper half too: 1 - (k + 1/2)
+    # 2^-32); fp64 ops draw 64 bits, so their U are off that grid, except about one in 2^21.
+    n = 4096
+    with use_backend(device_backend):
+        u = ce.noise("uniform", (n,), dtype=torch.float64, device=device_backend[0], seed=99)
+    u = u.cpu()
+    assert torch.equal(u, R.noise((n,), "uniform", 99, 0, torch.float64))  # the 64-bit layout
+    on_grid = lambda v: (v * 2**32 - 0.5) % 1 == 0  # noqa: E731
+    assert on_grid(R.noise((n,), "uniform", 99, 0, torch.float64, draw_bits=32)).all()
+    assert on_grid(u).float().mean().item() < 0.01
+    # And its Gumbel noise, within a few ulps of the reference of the same draws.
+    with use_backend(device_backend):
+        g = ce.noise("gumbel", (n,), dtype=torch.float64, device=device_backend[0], seed=99)
+    r = R.noise((n,), "gumbel", 99, 0, torch.float64)
+    assert _ulp_error(g.cpu(), r, "gumbel", torch.float64).max().item() <= 4.0
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -265,5 +290,9 @@ def test_cuda_noise_equals_cpu(kind):
     if kind == "bits":
         assert torch.equal(c.cpu(), k)
     else:
-        r = R.noise((n,), kind, 2**64 - 3, 9, dtype=torch.float64)
+        r = R.noise((n,), kind, 2**64 - 3, 9, torch.float64, draw_bits=32)
         assert _ulp_error(c.cpu(), r, kind, torch.float32).max().item() <= 4.0
+        # fp64: the 64-bit draws, as the CPU kernel and the reference take them
+        c64 = ce.noise(kind, (n,), dtype=torch.float64, device="cuda", seed=2**64 - 3, offset=9)
+        r64 = R.noise((n,), kind, 2**64 - 3, 9, torch.float64)
+        assert _ulp_error(c64.cpu(), r64, kind, torch.float64).max().item() <= 4.0

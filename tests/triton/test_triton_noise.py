@@ -42,16 +42,27 @@ def _kat_kernel(state_ptr, group_ptr, out_ptr):
 
 
 @triton.jit
-def _draws_at_kernel(state_ptr, idx_ptr, out_ptr, N: tl.constexpr):
+def _draws_at_kernel(state_ptr, idx_ptr, out_ptr, N: tl.constexpr, FP64: tl.constexpr):
     seed, lo, hi = cm.load_state(state_ptr)
-    r = cm.draws_at(seed, lo, hi, tl.load(idx_ptr + tl.arange(0, N)))
+    r = cm.draws_at(seed, lo, hi, tl.load(idx_ptr + tl.arange(0, N)), FP64)
+    tl.store(out_ptr + tl.arange(0, N), r.to(tl.int64))
+
+
+@triton.jit
+def _draws_run_kernel(state_ptr, first, out_ptr, N: tl.constexpr, FP64: tl.constexpr):
+    seed, lo, hi = cm.load_state(state_ptr)
+    r = cm.draws_run(seed, lo, hi, first, N, FP64)
     tl.store(out_ptr + tl.arange(0, N), r.to(tl.int64))
 
 
 @triton.jit
 def _transform_kernel(bits_ptr, out_ptr, KIND: tl.constexpr, FP64: tl.constexpr, N: tl.constexpr):
-    """The noise transform KIND (1 uniform .. 4 logistic) of given 32-bit draws."""
-    r = tl.load(bits_ptr + tl.arange(0, N)).to(tl.uint32)
+    """The noise transform KIND (1 uniform .. 4 logistic) of given draws: 32-bit, or 64-bit for
+    FP64 (int64 holding the unsigned draw's bits)."""
+    if FP64:
+        r = tl.load(bits_ptr + tl.arange(0, N)).to(tl.uint64, bitcast=True)
+    else:
+        r = tl.load(bits_ptr + tl.arange(0, N)).to(tl.uint32)
     if KIND == 1:
         v = cm.uniform_from_bits(r, FP64)
     elif KIND == 2:
@@ -84,7 +95,7 @@ def test_draws_at_large_indices(device):
     seed, offset = 0x0123456789ABCDEF, 5
     idx = torch.tensor([0, 1, 2, 3, 2**34 + 1, 2**40 + 6, 2**62 + 3, 12345], dtype=torch.int64)
     out = torch.empty(8, dtype=torch.int64, device=device)
-    _draws_at_kernel[(1,)](_state(seed, offset, device), idx.to(device), out, N=8)
+    _draws_at_kernel[(1,)](_state(seed, offset, device), idx.to(device), out, N=8, FP64=False)
     g = idx >> 2
     words = ref.philox4x32_10(
         torch.full_like(g, offset),
@@ -96,6 +107,33 @@ def test_draws_at_large_indices(device):
     )
     expected = torch.stack(words, 1).gather(1, (idx & 3)[:, None]).squeeze(1)
     assert out.cpu().tolist() == expected.tolist()
+
+
+def test_64_bit_draws_equal_reference(device):
+    # fp64 ops' draws: element i takes words 2 (i % 2), 2 (i % 2) + 1 of group i // 2, per element
+    # (draws_at, including indices past 2^32 groups) and as an aligned run (draws_run).
+    seed, offset = 0x0123456789ABCDEF, 5
+    idx = torch.tensor([0, 1, 2, 3, 2**34 + 1, 2**40 + 6, 2**62 + 3, 12345], dtype=torch.int64)
+    out = torch.empty(8, dtype=torch.int64, device=device)
+    _draws_at_kernel[(1,)](_state(seed, offset, device), idx.to(device), out, N=8, FP64=True)
+    g = idx >> 1
+    words = ref.philox4x32_10(
+        torch.full_like(g, offset),
+        torch.zeros_like(g),
+        g & 0xFFFFFFFF,
+        g >> 32,
+        seed & 0xFFFFFFFF,
+        seed >> 32,
+    )
+    w = torch.stack(words, 1)
+    lo = w.gather(1, (2 * (idx & 1))[:, None]).squeeze(1)
+    hi = w.gather(1, (2 * (idx & 1) + 1)[:, None]).squeeze(1)
+    expected = [(int(h) << 32 | int(l)) - (2**64 if h >= 2**31 else 0) for l, h in zip(lo, hi)]
+    assert out.cpu().tolist() == expected
+    assert expected[:4] == ref.philox_draws64(4, seed, offset).tolist()
+    run = torch.empty(16, dtype=torch.int64, device=device)
+    _draws_run_kernel[(1,)](_state(seed, offset, device), 8, run, N=16, FP64=True)
+    assert run.cpu().tolist() == ref.philox_draws64(24, seed, offset)[8:].tolist()
 
 
 @pytest.mark.parametrize("numel", [1, 3, 4, 5, 37, 1030])
@@ -128,6 +166,22 @@ EDGE_BITS = [
     0x9E3779B9,
     12345,
 ]
+# The 64-bit draws of fp64 ops, as int64 (two's complement): both ends, both sides of 2^63, the
+# top 2^10 (where 1 - V rounds to 1 and U is clamped) and a few others.
+EDGE_DRAWS64 = [
+    0,
+    1,
+    2**63 - 2,
+    2**63 - 1,
+    -(2**63),
+    -(2**63) + 1,
+    -1025,
+    -1024,
+    -2,
+    -1,
+    0x1E3779B97F4A7C15,
+    12345,
+]
 
 
 @pytest.mark.parametrize(
@@ -137,10 +191,14 @@ EDGE_BITS = [
 def test_transforms_at_the_edges(kind, code, dtype, device):
     """The transforms of the extreme draws (both ends, both sides of 2^31) and a few others, in
     the math type, against the float64 formulas of the reference."""
-    bits = torch.tensor(EDGE_BITS + [7] * (16 - len(EDGE_BITS)), dtype=torch.int64)
+    fp64 = dtype == torch.float64
+    edges = EDGE_DRAWS64 if fp64 else EDGE_BITS
+    bits = torch.tensor(edges + [7] * (16 - len(edges)), dtype=torch.int64)
     out = torch.empty(16, dtype=dtype, device=device)
-    _transform_kernel[(1,)](bits.to(device), out, KIND=code, FP64=dtype == torch.float64, N=16)
-    expected = ref.noise_from_bits(bits, kind)
+    _transform_kernel[(1,)](bits.to(device), out, KIND=code, FP64=fp64, N=16)
+    expected = ref.noise_from_bits(bits, kind, 64 if fp64 else 32)
+    if kind == "uniform" and fp64:
+        expected = expected.clamp(max=1 - 2**-53)
     if kind == "uniform" and dtype == torch.float32:
         expected = expected.clamp(max=1 - 2**-24)
     assert torch.isfinite(out).all()
@@ -159,7 +217,9 @@ def test_noise_matches_reference(kind, dtype, device):
     like = torch.empty(5, 41, dtype=dtype, device=device)
     out = KERNELS["noise_like"](like, kind, 2024, 9, None)
     assert out.dtype == dtype and out.shape == like.shape
-    expected = ref.noise(like.shape, kind, 2024, 9, dtype=torch.float64)
+    expected = ref.noise(
+        like.shape, kind, 2024, 9, torch.float64, draw_bits=ref.draw_bits_of(dtype)
+    )
     # A few ulps of max(1, |x|) in the output dtype: fp32 math, rounded once more for fp16/bf16.
     ulps = (4 if dtype in (torch.float32, torch.float64) else 1) * torch.finfo(dtype).eps
     err = (out.cpu().double() - expected).abs() / expected.abs().clamp(min=1.0)
