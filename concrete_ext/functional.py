@@ -732,7 +732,8 @@ def noise(
     offset: int = 0,
 ) -> Tensor:
     """Noise of the package's random-number contract: "uniform", "exponential", "gumbel",
-    "logistic" (in `dtype`) or "bits" (the raw 32-bit Philox draws, as int64)."""
+    "logistic" (in `dtype`; from 64-bit draws when `dtype` is float64, 32-bit otherwise, exactly
+    the noise the ops of that dtype use) or "bits" (the raw 32-bit Philox draws, as int64)."""
     if kind not in ("bits", "uniform", "exponential", "gumbel", "logistic"):
         raise ValueError(
             f"noise kind must be one of 'bits', 'uniform', 'exponential', 'gumbel', "
