@@ -187,8 +187,12 @@ inline Temperature prepare_temperature(const at::Tensor& temperature, at::IntArr
     const at::Tensor expanded = temperature.expand(shape);
     const at::Tensor distinct = drop_broadcast_dims(expanded, expanded.dim());
     t.values = distinct.to(acc).contiguous().view({-1});
-    t.stride = 1;
-    if (distinct.numel() < expanded.numel()) t.period = distinct.numel();
+    if (distinct.numel() == 1) {  // one value broadcast everywhere: read it once, as a scalar's
+      t.stride = 0;
+    } else {
+      t.stride = 1;
+      if (distinct.numel() < expanded.numel()) t.period = distinct.numel();
+    }
   } else {
     t.values = temperature.to(acc).expand(shape).contiguous().view({-1});
     t.stride = 1;
