@@ -409,6 +409,57 @@ def example_args(
     return tuple(values)
 
 
+# ---- inputs broadcast over sample dims (stride 0), as rsample((S,)) passes its parameters ----------
+STRIDE0_MODES = ("lead", "lead2", "middle", "mixed")
+
+
+def stride0_args(args: tuple, mode: str, samples: int = 3) -> tuple:
+    """`args` with every tensor of 2 or more dims broadcast over new sample dims without a copy
+    (stride 0): "lead" one leading dim of `samples`; "lead2" two leading dims (2, samples);
+    "middle" a new dim 1 (a stride-0 dim that is not leading: the kernels copy it); "mixed" as
+    "lead" but the first argument (the value or upstream gradient of densities and backward ops,
+    the logits of samples) copied out to its full size, so that only the others are broadcast.
+    Tensors of fewer dims (a per-category temperature, rng_state) are left as they are: they
+    broadcast already. Compare with `contiguous_args` of the result."""
+    out = []
+    for i, a in enumerate(args):
+        if isinstance(a, Tensor) and a.dim() >= 2:
+            if mode in ("lead", "mixed"):
+                a = a.expand(samples, *a.shape)
+            elif mode == "lead2":
+                a = a.expand(2, samples, *a.shape)
+            elif mode == "middle":
+                a = a.unsqueeze(1).expand(a.shape[0], samples, *a.shape[1:])
+            else:
+                raise ValueError(mode)
+            if mode == "mixed" and i == 0:
+                a = a.contiguous()
+        out.append(a)
+    return tuple(out)
+
+
+def contiguous_args(args: tuple) -> tuple:
+    """`args` with every tensor copied out contiguous (the same values)."""
+    return tuple(a.contiguous() if isinstance(a, Tensor) else a for a in args)
+
+
+def assert_bit_equal(x, y) -> None:
+    """x and y (tensors, or tuples of them) are the same bit for bit: shape, dtype, strides, and
+    every value (NaN where the other has NaN)."""
+    if isinstance(x, (tuple, list)):
+        assert len(x) == len(y)
+        for u, v in zip(x, y):
+            assert_bit_equal(u, v)
+        return
+    assert (x.shape, x.dtype, x.stride()) == (y.shape, y.dtype, y.stride())
+    if x.is_floating_point():
+        xi, yi = x.detach().cpu(), y.detach().cpu()
+        bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[xi.element_size()]
+        assert torch.equal(xi.contiguous().view(bits), yi.contiguous().view(bits))
+    else:
+        assert torch.equal(x, y)
+
+
 def _triton_args(sig, fwd_args: tuple) -> tuple:
     """Forward arguments in the Triton namespace's form: (seed, offset, generator) -> rng_state."""
     if not sig.random:

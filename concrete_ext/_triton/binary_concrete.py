@@ -2,7 +2,7 @@
 paper Eq. 16, 17, 26): BinConcrete samples on (0, 1) and in logit form, their log-densities, and
 all the backward passes. Elementwise over the flattened (row-major) tensors: each program takes
 BLOCK consecutive elements (a multiple of 4, so the logistic noise of four elements comes from one
-Philox call); the temperature is read per element (stride 1) or once (stride 0).
+Philox call); the temperature is read at i % its period (one value: period 1).
 
 a = logit, L = Logistic(0, 1) noise, tau = temperature, t = a - tau y:
     y = (a + L) / tau,  x = sigmoid(y)
@@ -44,19 +44,22 @@ def _sample_kernel(
     a_ptr,
     out_ptr,
     tau_ptr,
-    tau_stride,
+    tau_period,
     state_ptr,
     numel,
+    a_period,
     LOGIT: tl.constexpr,
     FP64: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    """y = (a + L) / tau (LOGIT) or x = sigmoid(y), L the logistic noise of the element's index."""
+    """y = (a + L) / tau (LOGIT) or x = sigmoid(y), L the logistic noise of the element's index;
+    element i reads a at i % a_period (logits broadcast over leading dims hold their distinct
+    elements only)."""
     start, idx, mask = _block(numel, BLOCK)
     seed, lo, hi = cm.load_state(state_ptr)
     noise = cm.logistic_from_bits(cm.draws_run(seed, lo, hi, start, BLOCK, FP64), FP64)
-    inv = 1.0 / _load(tau_ptr, idx * tau_stride, mask, FP64)
-    y = (_load(a_ptr, idx, mask, FP64) + noise) * inv
+    inv = 1.0 / _load(tau_ptr, idx % tau_period, mask, FP64)
+    y = (_load(a_ptr, idx % a_period, mask, FP64) + noise) * inv
     if not LOGIT:
         y = cm.sigmoid(y)
     tl.store(out_ptr + idx, y.to(out_ptr.dtype.element_ty), mask=mask)
@@ -69,7 +72,7 @@ def _sample_backward_kernel(
     da_ptr,
     gt_ptr,
     tau_ptr,
-    tau_stride,
+    tau_period,
     numel,
     LOGIT: tl.constexpr,
     WANT_T: tl.constexpr,
@@ -79,7 +82,7 @@ def _sample_backward_kernel(
     """From the saved sample: logit form d a = dy / tau, d tau = -dy y / tau (0 where y = +-inf);
     on (0, 1) dy = dx x (1 - x) first, and saturated elements (x (1 - x) = 0) get 0."""
     start, idx, mask = _block(numel, BLOCK)
-    inv = 1.0 / _load(tau_ptr, idx * tau_stride, mask, FP64)
+    inv = 1.0 / _load(tau_ptr, idx % tau_period, mask, FP64)
     g = _load(g_ptr, idx, mask, FP64)
     s = _load(s_ptr, idx, mask, FP64)
     if LOGIT:
@@ -111,24 +114,31 @@ def _log_prob_kernel(
     a_ptr,
     out_ptr,
     tau_ptr,
-    tau_stride,
+    tau_period,
     numel,
+    v_period,
+    a_period,
     LOGIT: tl.constexpr,
     FP64: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    """log p(y) (LOGIT) or log p(x) = log p(log x - log1p(-x)) - log x - log1p(-x)."""
+    """log p(y) (LOGIT) or log p(x) = log p(log x - log1p(-x)) - log x - log1p(-x); v and a read at
+    i % their period."""
     start, idx, mask = _block(numel, BLOCK)
-    v = _load(v_ptr, idx, mask, FP64)
+    v = _load(v_ptr, idx % v_period, mask, FP64)
     if LOGIT:
         lp, dy, da, dt = _logit_grads(
-            v, _load(a_ptr, idx, mask, FP64), _load(tau_ptr, idx * tau_stride, mask, FP64)
+            v,
+            _load(a_ptr, idx % a_period, mask, FP64),
+            _load(tau_ptr, idx % tau_period, mask, FP64),
         )
     else:
         lx = tl.log(v)
         l1x = cm.log1p(-v)
         lp, dy, da, dt = _logit_grads(
-            lx - l1x, _load(a_ptr, idx, mask, FP64), _load(tau_ptr, idx * tau_stride, mask, FP64)
+            lx - l1x,
+            _load(a_ptr, idx % a_period, mask, FP64),
+            _load(tau_ptr, idx % tau_period, mask, FP64),
         )
         lp = lp - lx - l1x
     tl.store(out_ptr + idx, lp.to(out_ptr.dtype.element_ty), mask=mask)
@@ -143,8 +153,10 @@ def _log_prob_backward_kernel(
     ga_ptr,
     gt_ptr,
     tau_ptr,
-    tau_stride,
+    tau_period,
     numel,
+    v_period,
+    a_period,
     LOGIT: tl.constexpr,
     WANT_V: tl.constexpr,
     WANT_A: tl.constexpr,
@@ -155,9 +167,9 @@ def _log_prob_backward_kernel(
     """grad times (d value, d logit, d tau) of the log-density (module docstring)."""
     start, idx, mask = _block(numel, BLOCK)
     g = _load(g_ptr, idx, mask, FP64)
-    v = _load(v_ptr, idx, mask, FP64)
-    a = _load(a_ptr, idx, mask, FP64)
-    tau = _load(tau_ptr, idx * tau_stride, mask, FP64)
+    v = _load(v_ptr, idx % v_period, mask, FP64)
+    a = _load(a_ptr, idx % a_period, mask, FP64)
+    tau = _load(tau_ptr, idx % tau_period, mask, FP64)
     if LOGIT:
         lp, dv, da, dt = _logit_grads(v, a, tau)
     else:
@@ -178,18 +190,19 @@ def _temperature(temperature: Tensor, like: Tensor) -> Tuple[Tensor, int]:
 
 def _sample(logits: Tensor, temperature: Tensor, rng_state: Tensor, logit: bool) -> Tensor:
     cm.check_floating(logits, "logits")
-    tau, stride = _temperature(temperature, logits)
-    a = logits.contiguous()
-    out = torch.empty_like(a, memory_format=torch.contiguous_format)
-    if a.numel() == 0:
+    tau, period = _temperature(temperature, logits)
+    a = cm.to_elems(logits, periodic=True)
+    out = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+    if out.numel() == 0:
         return out
-    grid, block, warps = cm.elem_launch(a.numel())
+    grid, block, warps = cm.elem_launch(out.numel())
     cm.launch(_sample_kernel)[grid](
         a,
         out,
         tau,
-        stride,
+        period,
         rng_state,
+        out.numel(),
         a.numel(),
         LOGIT=logit,
         FP64=a.dtype == torch.float64,
@@ -204,7 +217,7 @@ def _sample_backward(
 ) -> Tuple[Tensor, Tensor]:
     cm.check_same(grad, sample, "grad", "sample")
     acc = cm.acc_dtype(sample.dtype)
-    tau, stride = _temperature(temperature, sample)
+    tau, period = _temperature(temperature, sample)
     s = sample.contiguous()
     grad_logits = torch.empty_like(s, memory_format=torch.contiguous_format)
     grad_tau = s.new_empty(s.shape if temperature_grad else [0], dtype=acc)
@@ -217,7 +230,7 @@ def _sample_backward(
         grad_logits,
         grad_tau if temperature_grad else cm.dummy(s.device, acc),
         tau,
-        stride,
+        period,
         s.numel(),
         LOGIT=logit,
         WANT_T=temperature_grad,
@@ -231,18 +244,21 @@ def _sample_backward(
 def _log_prob(value: Tensor, logits: Tensor, temperature: Tensor, logit: bool) -> Tensor:
     cm.check_floating(logits, "logits")
     cm.check_same(value, logits, "value", "logits")
-    tau, stride = _temperature(temperature, logits)
-    a = logits.contiguous()
-    out = torch.empty_like(a, memory_format=torch.contiguous_format)
-    if a.numel() == 0:
+    tau, period = _temperature(temperature, logits)
+    a = cm.to_elems(logits, periodic=True)
+    v = cm.to_elems(value, periodic=True)
+    out = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+    if out.numel() == 0:
         return out
-    grid, block, warps = cm.elem_launch(a.numel())
+    grid, block, warps = cm.elem_launch(out.numel())
     cm.launch(_log_prob_kernel)[grid](
-        value.contiguous(),
+        v,
         a,
         out,
         tau,
-        stride,
+        period,
+        out.numel(),
+        v.numel(),
         a.numel(),
         LOGIT=logit,
         FP64=a.dtype == torch.float64,
@@ -266,25 +282,29 @@ def _log_prob_backward(
             f"grad has shape {tuple(grad.shape)} but logits has shape {tuple(logits.shape)}"
         )
     acc = cm.acc_dtype(logits.dtype)
-    tau, stride = _temperature(temperature, logits)
+    tau, period = _temperature(temperature, logits)
     want_v, want_a, want_t = (bool(b) for b in output_mask)
-    a = logits.contiguous()
-    gv = torch.empty_like(a, memory_format=torch.contiguous_format) if want_v else a.new_empty([0])
-    ga = torch.empty_like(a, memory_format=torch.contiguous_format) if want_a else a.new_empty([0])
-    gt = a.new_empty(a.shape if want_t else [0], dtype=acc)
-    if a.numel() == 0:
+    shape, numel = logits.shape, logits.numel()
+    a = cm.to_elems(logits, periodic=True)
+    v = cm.to_elems(value, periodic=True)
+    gv = logits.new_empty(shape) if want_v else a.new_empty([0])
+    ga = logits.new_empty(shape) if want_a else a.new_empty([0])
+    gt = a.new_empty(shape if want_t else [0], dtype=acc)
+    if numel == 0:
         return gv, ga, gt
     fill = cm.dummy(a.device, a.dtype)
-    grid, block, warps = cm.elem_launch(a.numel())
+    grid, block, warps = cm.elem_launch(numel)
     cm.launch(_log_prob_backward_kernel)[grid](
         grad.to(acc).contiguous(),
-        value.contiguous(),
+        v,
         a,
         gv if want_v else fill,
         ga if want_a else fill,
         gt if want_t else cm.dummy(a.device, acc),
         tau,
-        stride,
+        period,
+        numel,
+        v.numel(),
         a.numel(),
         LOGIT=logit,
         WANT_V=want_v,

@@ -371,10 +371,36 @@ def batch_shape(t: Tensor, d: int) -> list:
     return [s for i, s in enumerate(t.shape) if i != d]
 
 
-def to_rows(t: Tensor, d: int) -> Tensor:
-    """t as a contiguous (rows, n) tensor with the category dim last."""
+def drop_broadcast_dims(t: Tensor, max_dims: int) -> Tensor:
+    """t without its leading broadcast dims: t[0, ..., 0] over the longest prefix of at most
+    `max_dims` dims that have stride 0 (or size 1); a view (the compiled host code's twin)."""
+    k = 0
+    while k < max_dims and (t.stride(k) == 0 or t.shape[k] == 1):
+        k += 1
+    return t if k == 0 else t.as_strided(t.shape[k:], t.stride()[k:], t.storage_offset())
+
+
+def to_rows(t: Tensor, d: int, periodic: bool = False) -> Tensor:
+    """t as a contiguous (rows, n) tensor with the category dim last. With `periodic`, leading
+    dims broadcast with stride 0 are not copied out: the result holds the distinct rows only, P of
+    them, and the kernel reads row r at row r % P (P = its shape[0], passed as the input's period)."""
     n = t.shape[d]
-    return t.movedim(d, -1).contiguous().view(-1, n)
+    moved = t.movedim(d, -1)
+    if periodic and t.numel() > 0:
+        moved = drop_broadcast_dims(moved, moved.dim() - 1)
+    return moved.contiguous().view(-1, n)
+
+
+def to_elems(t: Tensor, periodic: bool = False) -> Tensor:
+    """t flat and contiguous; with `periodic`, only its distinct elements (read at i % numel)."""
+    if periodic and t.numel() > 0 and not t.is_contiguous():
+        t = drop_broadcast_dims(t, t.dim())
+    return t.contiguous().view(-1)
+
+
+def count_rows(t: Tensor, d: int) -> int:
+    """The number of rows of t's (rows, n) layout."""
+    return t.numel() // t.shape[d] if t.shape[d] else 0
 
 
 def rows_of(out: Tensor, d: int) -> Tensor:
@@ -389,14 +415,16 @@ def prepare_temperature(
     acc: torch.dtype,
     name: str = "temperature",
 ) -> Tuple[Tensor, int]:
-    """(values, stride): the temperature as the kernels read it, tau(i) = values[i * stride], in
-    the op's math type on the op's device: one value (stride 0) or one per row / element (stride 1).
+    """(values, period): the temperature as the kernels read it, tau(i) = values[i % period], in
+    the op's math type on the op's device: one value (period 1) or one per row / element, where
+    the leading dims of `shape` it broadcasts over are not copied out (period = its distinct
+    values; the number of rows / elements when it has one value for each).
 
     A single value on the CPU (a host scalar) is allowed with device tensors; in eager mode it is
     written on the device with torch.full (no copy, no sync, capturable in a CUDA graph)."""
     check_floating(temperature, name)
     if temperature.numel() == 1 and temperature.device.type == "cpu" and device.type != "cpu":
-        return torch.full((1,), temperature.item(), dtype=acc, device=device), 0
+        return torch.full((1,), temperature.item(), dtype=acc, device=device), 1
     if temperature.device != device:
         raise ValueError(
             f"{name} is on {temperature.device} but the op's tensors are on {device} "
@@ -412,8 +440,10 @@ def prepare_temperature(
             f"batch shape {tuple(shape)}"
         )
     if temperature.numel() == 1:
-        return temperature.to(acc).reshape(1), 0
-    return temperature.to(acc).expand(tuple(shape)).contiguous().view(-1), 1
+        return temperature.to(acc).reshape(1), 1
+    expanded = temperature.expand(tuple(shape))
+    values = drop_broadcast_dims(expanded, expanded.dim()).to(acc).contiguous().view(-1)
+    return values, values.numel()
 
 
 def rng_state(

@@ -28,14 +28,15 @@ INF = tl.constexpr(float("inf"))
 
 # ---- kernels --------------------------------------------------------------------------------------
 @triton.jit
-def _w_chunk(v_ptr, a_ptr, idx, m, tau, LOG_SPACE: tl.constexpr, FP64: tl.constexpr):
-    """(w = a - tau y with -inf where masked, y, masked) of one chunk; y = v (LOG_SPACE) or log v."""
-    a = rw.load_acc(a_ptr, idx, m, -INF, FP64)
+def _w_chunk(v_ptr, a_ptr, iv, ia, m, tau, LOG_SPACE: tl.constexpr, FP64: tl.constexpr):
+    """(w = a - tau y with -inf where masked, y, masked) of one chunk; y = v (LOG_SPACE) or log v.
+    iv, ia: the chunk's element indices in v and a (rows r % their period)."""
+    a = rw.load_acc(a_ptr, ia, m, -INF, FP64)
     masked = a == -INF
     if LOG_SPACE:
-        y = rw.load_acc(v_ptr, idx, m, 0.0, FP64)
+        y = rw.load_acc(v_ptr, iv, m, 0.0, FP64)
     else:
-        y = tl.log(tl.where(masked, 1.0, rw.load_acc(v_ptr, idx, m, 1.0, FP64)))
+        y = tl.log(tl.where(masked, 1.0, rw.load_acc(v_ptr, iv, m, 1.0, FP64)))
     w = tl.where(masked, -INF, a - tau[:, None] * y)
     return w, y, masked
 
@@ -53,9 +54,11 @@ def _log_prob_kernel(
     a_ptr,
     out_ptr,
     tau_ptr,
-    tau_stride,
+    tau_period,
     rows,
     n,
+    v_period,
+    a_period,
     LOG_SPACE: tl.constexpr,
     FP64: tl.constexpr,
     R: tl.constexpr,
@@ -65,10 +68,14 @@ def _log_prob_kernel(
     """out[r] = log kappa(y_r) (LOG_SPACE) or log kappa(log x_r) - sum_k log x_rk, over the row's
     unmasked categories; a row with none gives NaN."""
     row0, r, row_ok = rw.program_rows(rows, R)
-    tau = rw.load_tau(tau_ptr, tau_stride, r, row_ok, FP64)
+    rv = r % v_period
+    ra = r % a_period
+    tau = rw.load_tau(tau_ptr, tau_period, r, row_ok, FP64)
     if ONE_CHUNK:
         idx, m, k = rw.chunk(r, row_ok, n, 0, C)
-        w, y, masked = _w_chunk(v_ptr, a_ptr, idx, m, tau, LOG_SPACE, FP64)
+        iv, _, _ = rw.chunk(rv, row_ok, n, 0, C)
+        ia, _, _ = rw.chunk(ra, row_ok, n, 0, C)
+        w, y, masked = _w_chunk(v_ptr, a_ptr, iv, ia, m, tau, LOG_SPACE, FP64)
         mx = tl.max(w, axis=1)
         lse = mx + tl.log(tl.sum(tl.exp(w - mx[:, None]), axis=1))
         count = tl.sum(tl.where(masked, 0, 1), axis=1)
@@ -82,7 +89,9 @@ def _log_prob_kernel(
         count = tl.zeros([R], tl.int32)
         for c0 in range(0, n, C):
             idx, m, k = rw.chunk(r, row_ok, n, c0, C)
-            w, y, masked = _w_chunk(v_ptr, a_ptr, idx, m, tau, LOG_SPACE, FP64)
+            iv, _, _ = rw.chunk(rv, row_ok, n, c0, C)
+            ia, _, _ = rw.chunk(ra, row_ok, n, c0, C)
+            w, y, masked = _w_chunk(v_ptr, a_ptr, iv, ia, m, tau, LOG_SPACE, FP64)
             mx, s = cm.lse_update(mx, s, w)
             count += tl.sum(tl.where(masked, 0, 1), axis=1)
             sum_w += tl.sum(tl.where(masked, 0.0, w), axis=1)
@@ -118,9 +127,11 @@ def _log_prob_backward_kernel(
     ga_ptr,
     gt_ptr,
     tau_ptr,
-    tau_stride,
+    tau_period,
     rows,
     n,
+    v_period,
+    a_period,
     LOG_SPACE: tl.constexpr,
     WANT_V: tl.constexpr,
     WANT_A: tl.constexpr,
@@ -132,15 +143,19 @@ def _log_prob_backward_kernel(
 ):
     """Gradients of the log-densities (module docstring), scaled by the upstream grad[r]."""
     row0, r, row_ok = rw.program_rows(rows, R)
-    tau = rw.load_tau(tau_ptr, tau_stride, r, row_ok, FP64)
+    rv = r % v_period
+    ra = r % a_period
+    tau = rw.load_tau(tau_ptr, tau_period, r, row_ok, FP64)
     gr = cm.to_acc(tl.load(g_ptr + r, mask=row_ok, other=0.0), FP64)
     if ONE_CHUNK:
         idx, m, k = rw.chunk(r, row_ok, n, 0, C)
-        w, y, masked = _w_chunk(v_ptr, a_ptr, idx, m, tau, LOG_SPACE, FP64)
+        iv, _, _ = rw.chunk(rv, row_ok, n, 0, C)
+        ia, _, _ = rw.chunk(ra, row_ok, n, 0, C)
+        w, y, masked = _w_chunk(v_ptr, a_ptr, iv, ia, m, tau, LOG_SPACE, FP64)
         mx = tl.max(w, axis=1)
         lse = mx + tl.log(tl.sum(tl.exp(w - mx[:, None]), axis=1))
         count = tl.sum(tl.where(masked, 0, 1), axis=1)
-        c, dv, da = _log_prob_grads(gr, tau, w, v_ptr, idx, m, masked, count, lse, LOG_SPACE, FP64)
+        c, dv, da = _log_prob_grads(gr, tau, w, v_ptr, iv, m, masked, count, lse, LOG_SPACE, FP64)
         if WANT_V:
             tl.store(gv_ptr + idx, dv.to(gv_ptr.dtype.element_ty), mask=m)
         if WANT_A:
@@ -152,16 +167,20 @@ def _log_prob_backward_kernel(
         count = tl.zeros([R], tl.int32)
         for c0 in range(0, n, C):
             idx, m, k = rw.chunk(r, row_ok, n, c0, C)
-            w, y, masked = _w_chunk(v_ptr, a_ptr, idx, m, tau, LOG_SPACE, FP64)
+            iv, _, _ = rw.chunk(rv, row_ok, n, c0, C)
+            ia, _, _ = rw.chunk(ra, row_ok, n, c0, C)
+            w, y, masked = _w_chunk(v_ptr, a_ptr, iv, ia, m, tau, LOG_SPACE, FP64)
             mx, s = cm.lse_update(mx, s, w)
             count += tl.sum(tl.where(masked, 0, 1), axis=1)
         lse = mx + tl.log(s)
         syc = rw.full_rows(0.0, R, FP64)
         for c0 in range(0, n, C):
             idx, m, k = rw.chunk(r, row_ok, n, c0, C)
-            w, y, masked = _w_chunk(v_ptr, a_ptr, idx, m, tau, LOG_SPACE, FP64)
+            iv, _, _ = rw.chunk(rv, row_ok, n, c0, C)
+            ia, _, _ = rw.chunk(ra, row_ok, n, c0, C)
+            w, y, masked = _w_chunk(v_ptr, a_ptr, iv, ia, m, tau, LOG_SPACE, FP64)
             c, dv, da = _log_prob_grads(
-                gr, tau, w, v_ptr, idx, m, masked, count, lse, LOG_SPACE, FP64
+                gr, tau, w, v_ptr, iv, m, masked, count, lse, LOG_SPACE, FP64
             )
             if WANT_V:
                 tl.store(gv_ptr + idx, dv.to(gv_ptr.dtype.element_ty), mask=m)
@@ -188,21 +207,24 @@ def _log_prob(
     d = cm.category_dim(logits, dim, "logits")
     bshape = cm.batch_shape(logits, d)
     acc = cm.acc_dtype(logits.dtype)
-    tau, stride = cm.prepare_temperature(temperature, bshape, logits.device, acc)
+    tau, period = cm.prepare_temperature(temperature, bshape, logits.device, acc)
     out = logits.new_empty(bshape)
-    a = cm.to_rows(logits, d)
-    rows, n = a.shape
+    a = cm.to_rows(logits, d, periodic=True)
+    rows, n = cm.count_rows(logits, d), a.shape[1]
     if rows == 0:
         return out
+    v = cm.to_rows(value, d, periodic=True)
     launch = cm.row_launch(rows, n, acc == torch.float64)
     cm.launch(_log_prob_kernel)[launch.grid](
-        cm.to_rows(value, d),
+        v,
         a,
         out.view(-1),
         tau,
-        stride,
+        period,
         rows,
         n,
+        v.shape[0],
+        a.shape[0],
         LOG_SPACE=log_space,
         **_launch_kw(launch, acc == torch.float64),
     )
@@ -226,28 +248,31 @@ def _log_prob_backward(
             f"grad has shape {tuple(grad.shape)} but the log-density has shape {tuple(bshape)}"
         )
     acc = cm.acc_dtype(logits.dtype)
-    tau, stride = cm.prepare_temperature(temperature, bshape, logits.device, acc)
+    tau, period = cm.prepare_temperature(temperature, bshape, logits.device, acc)
     want_v, want_a, want_t = (bool(b) for b in output_mask)
     gv = _layout.empty_rows_like(logits, d) if want_v else logits.new_empty([0])
     ga = _layout.empty_rows_like(logits, d) if want_a else logits.new_empty([0])
     gt = logits.new_empty(bshape if want_t else [0], dtype=acc)
-    a = cm.to_rows(logits, d)
-    rows, n = a.shape
+    a = cm.to_rows(logits, d, periodic=True)
+    rows, n = cm.count_rows(logits, d), a.shape[1]
     if rows == 0:
         return gv, ga, gt
+    v = cm.to_rows(value, d, periodic=True)
     fill = cm.dummy(logits.device, logits.dtype)
     launch = cm.row_launch(rows, n, acc == torch.float64)
     cm.launch(_log_prob_backward_kernel)[launch.grid](
         grad.to(acc).contiguous().view(-1),
-        cm.to_rows(value, d),
+        v,
         a,
         cm.rows_of(gv, d) if want_v else fill,
         cm.rows_of(ga, d) if want_a else fill,
         gt if want_t else cm.dummy(logits.device, acc),
         tau,
-        stride,
+        period,
         rows,
         n,
+        v.shape[0],
+        a.shape[0],
         LOG_SPACE=log_space,
         WANT_V=want_v,
         WANT_A=want_a,

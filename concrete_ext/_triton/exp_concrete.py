@@ -31,10 +31,11 @@ def _sample_kernel(
     a_ptr,
     out_ptr,
     tau_ptr,
-    tau_stride,
+    tau_period,
     state_ptr,
     rows,
     n,
+    a_period,
     LOG_SPACE: tl.constexpr,
     FP64: tl.constexpr,
     R: tl.constexpr,
@@ -46,12 +47,13 @@ def _sample_kernel(
     y_k = z_k - LSE(z) (LOG_SPACE) or x_k = softmax(z)_k = exp(z_k - max z) / sum_j exp(z_j - max z).
     Masked categories (a = -inf) give y = -inf, x = 0; a row of all -inf gives NaN."""
     row0, r, row_ok = rw.program_rows(rows, R)
-    inv = 1.0 / rw.load_tau(tau_ptr, tau_stride, r, row_ok, FP64)
+    ra = r % a_period
+    inv = 1.0 / rw.load_tau(tau_ptr, tau_period, r, row_ok, FP64)
     seed, lo, hi = cm.load_state(state_ptr)
     out_ty = out_ptr.dtype.element_ty
     if ONE_CHUNK:
         z, a, idx, m = rw.perturbed(
-            a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, 0, R, C, RUN, FP64
+            a_ptr, seed, lo, hi, row0, r, ra, row_ok, inv, n, 0, R, C, RUN, FP64
         )
         zs = z - tl.max(z, axis=1)[:, None]
         e = tl.exp(zs)
@@ -66,13 +68,13 @@ def _sample_kernel(
         s = rw.full_rows(0.0, R, FP64)
         for c0 in range(0, n, C):
             z, a, idx, m = rw.perturbed(
-                a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C, RUN, FP64
+                a_ptr, seed, lo, hi, row0, r, ra, row_ok, inv, n, c0, R, C, RUN, FP64
             )
             mx, s = cm.lse_update(mx, s, z)
         ls = tl.log(s)
         for c0 in range(0, n, C):
             z, a, idx, m = rw.perturbed(
-                a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C, RUN, FP64
+                a_ptr, seed, lo, hi, row0, r, ra, row_ok, inv, n, c0, R, C, RUN, FP64
             )
             zs = z - mx[:, None]
             if LOG_SPACE:
@@ -113,7 +115,7 @@ def _sample_backward_kernel(
     da_ptr,
     gt_ptr,
     tau_ptr,
-    tau_stride,
+    tau_period,
     rows,
     n,
     LOG_SPACE: tl.constexpr,
@@ -126,7 +128,7 @@ def _sample_backward_kernel(
     """Backward of the samples from the saved sample only (sum_k dz_k = 0, so z may be replaced by
     y): d a_k = dz_k / tau and d tau = -(1/tau) sum_k dz_k y_k (dz from _dz_term)."""
     row0, r, row_ok = rw.program_rows(rows, R)
-    inv = 1.0 / rw.load_tau(tau_ptr, tau_stride, r, row_ok, FP64)
+    inv = 1.0 / rw.load_tau(tau_ptr, tau_period, r, row_ok, FP64)
     if LOG_SPACE:
         pad = -INF
     else:
@@ -167,6 +169,7 @@ def _argmax_chunk(
     hi,
     row0,
     r,
+    ra,
     row_ok,
     n,
     c0,
@@ -176,9 +179,10 @@ def _argmax_chunk(
     FP64: tl.constexpr,
 ):
     """(max_k (a_k + G_k), its lowest index) over one chunk; NaN never wins (counted as -inf), and
-    a chunk of all -inf gives (-inf, its first index)."""
+    a chunk of all -inf gives (-inf, its first index). ra: the rows of a that rows r read."""
     idx, m, k = rw.chunk(r, row_ok, n, c0, C)
-    a = rw.load_acc(a_ptr, idx, m, -INF, FP64)
+    ia, _, _ = rw.chunk(ra, row_ok, n, c0, C)
+    a = rw.load_acc(a_ptr, ia, m, -INF, FP64)
     v = a + rw.gumbel_chunk(seed, lo, hi, idx, row0, n, c0, R, C, RUN, FP64)
     v = tl.where(v == v, v, -INF)
     best = tl.max(v, axis=1)
@@ -193,6 +197,7 @@ def _argmax_kernel(
     state_ptr,
     rows,
     n,
+    a_period,
     FP64: tl.constexpr,
     R: tl.constexpr,
     C: tl.constexpr,
@@ -203,14 +208,15 @@ def _argmax_kernel(
     index, NaN never wins; a row where no category beats -inf (all logits -inf) has no
     distribution and samples NaN, as the Concrete samples do (and the CPU and CUDA kernels)."""
     row0, r, row_ok = rw.program_rows(rows, R)
+    ra = r % a_period
     seed, lo, hi = cm.load_state(state_ptr)
     if ONE_CHUNK:
-        best, pick = _argmax_chunk(a_ptr, seed, lo, hi, row0, r, row_ok, n, 0, R, C, RUN, FP64)
+        best, pick = _argmax_chunk(a_ptr, seed, lo, hi, row0, r, ra, row_ok, n, 0, R, C, RUN, FP64)
     else:
         best = rw.full_rows(-INF, R, FP64)
         pick = tl.zeros([R], tl.int32)
         for c0 in range(0, n, C):
-            cb, ci = _argmax_chunk(a_ptr, seed, lo, hi, row0, r, row_ok, n, c0, R, C, RUN, FP64)
+            cb, ci = _argmax_chunk(a_ptr, seed, lo, hi, row0, r, ra, row_ok, n, c0, R, C, RUN, FP64)
             better = cb > best
             best = tl.where(better, cb, best)
             pick = tl.where(better, ci, pick)
@@ -230,10 +236,11 @@ def _hard_backward_kernel(
     da_ptr,
     gt_ptr,
     tau_ptr,
-    tau_stride,
+    tau_period,
     state_ptr,
     rows,
     n,
+    a_period,
     WANT_T: tl.constexpr,
     FP64: tl.constexpr,
     R: tl.constexpr,
@@ -245,12 +252,13 @@ def _hard_backward_kernel(
     recomputed from the saved (seed, offset): dz_k = x_k (g_k - sum_j x_j g_j), d a_k = dz_k / tau,
     d tau = -(1/tau) sum_k dz_k (z_k - max z) over x_k > 0."""
     row0, r, row_ok = rw.program_rows(rows, R)
-    inv = 1.0 / rw.load_tau(tau_ptr, tau_stride, r, row_ok, FP64)
+    ra = r % a_period
+    inv = 1.0 / rw.load_tau(tau_ptr, tau_period, r, row_ok, FP64)
     seed, lo, hi = cm.load_state(state_ptr)
     da_ty = da_ptr.dtype.element_ty
     if ONE_CHUNK:
         z, a, idx, m = rw.perturbed(
-            a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, 0, R, C, RUN, FP64
+            a_ptr, seed, lo, hi, row0, r, ra, row_ok, inv, n, 0, R, C, RUN, FP64
         )
         zs = z - tl.max(z, axis=1)[:, None]
         e = tl.exp(zs)
@@ -265,20 +273,20 @@ def _hard_backward_kernel(
         s = rw.full_rows(0.0, R, FP64)
         for c0 in range(0, n, C):
             z, a, idx, m = rw.perturbed(
-                a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C, RUN, FP64
+                a_ptr, seed, lo, hi, row0, r, ra, row_ok, inv, n, c0, R, C, RUN, FP64
             )
             mx, s = cm.lse_update(mx, s, z)
         sxg = rw.full_rows(0.0, R, FP64)
         for c0 in range(0, n, C):
             z, a, idx, m = rw.perturbed(
-                a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C, RUN, FP64
+                a_ptr, seed, lo, hi, row0, r, ra, row_ok, inv, n, c0, R, C, RUN, FP64
             )
             x = tl.exp(z - mx[:, None]) / s[:, None]
             sxg += tl.sum(x * rw.load_acc(g_ptr, idx, m, 0.0, FP64), axis=1)
         acc = rw.full_rows(0.0, R, FP64)
         for c0 in range(0, n, C):
             z, a, idx, m = rw.perturbed(
-                a_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C, RUN, FP64
+                a_ptr, seed, lo, hi, row0, r, ra, row_ok, inv, n, c0, R, C, RUN, FP64
             )
             zs = z - mx[:, None]
             x = tl.exp(zs) / s[:, None]
@@ -305,10 +313,10 @@ def _sample(
     cm.check_floating(logits, "logits")
     d = cm.category_dim(logits, dim, "logits")
     acc = cm.acc_dtype(logits.dtype)
-    tau, stride = cm.prepare_temperature(temperature, cm.batch_shape(logits, d), logits.device, acc)
+    tau, period = cm.prepare_temperature(temperature, cm.batch_shape(logits, d), logits.device, acc)
     out = _layout.empty_rows_like(logits, d)
-    x = cm.to_rows(logits, d)
-    rows, n = x.shape
+    x = cm.to_rows(logits, d, periodic=True)
+    rows, n = cm.count_rows(logits, d), x.shape[1]
     if rows == 0:
         return out
     launch = cm.row_launch(rows, n, acc == torch.float64)
@@ -316,10 +324,11 @@ def _sample(
         x,
         cm.rows_of(out, d),
         tau,
-        stride,
+        period,
         rng_state,
         rows,
         n,
+        x.shape[0],
         LOG_SPACE=log_space,
         **_launch_kw(launch, acc == torch.float64),
     )
@@ -338,7 +347,7 @@ def _sample_backward(
     cm.check_same(grad, sample, "grad", "sample")
     acc = cm.acc_dtype(sample.dtype)
     bshape = cm.batch_shape(sample, d)
-    tau, stride = cm.prepare_temperature(temperature, bshape, sample.device, acc)
+    tau, period = cm.prepare_temperature(temperature, bshape, sample.device, acc)
     grad_logits = _layout.empty_rows_like(sample, d)
     grad_tau = sample.new_empty(bshape if temperature_grad else [0], dtype=acc)
     s = cm.to_rows(sample, d)
@@ -352,7 +361,7 @@ def _sample_backward(
         cm.rows_of(grad_logits, d),
         grad_tau if temperature_grad else cm.dummy(sample.device, acc),
         tau,
-        stride,
+        period,
         rows,
         n,
         LOG_SPACE=log_space,
@@ -364,14 +373,14 @@ def _sample_backward(
 
 def _argmax(logits: Tensor, d: int, rng_state: Tensor) -> Tensor:
     out = _layout.empty_rows_like(logits, d)
-    x = cm.to_rows(logits, d)
-    rows, n = x.shape
+    x = cm.to_rows(logits, d, periodic=True)
+    rows, n = cm.count_rows(logits, d), x.shape[1]
     if rows == 0:
         return out
     fp64 = logits.dtype == torch.float64
     launch = cm.row_launch(rows, n, fp64)
     cm.launch(_argmax_kernel)[launch.grid](
-        x, cm.rows_of(out, d), rng_state, rows, n, **_launch_kw(launch, fp64)
+        x, cm.rows_of(out, d), rng_state, rows, n, x.shape[0], **_launch_kw(launch, fp64)
     )
     return out
 
@@ -432,11 +441,11 @@ def gumbel_softmax_hard_backward_op(
         raise ValueError("rng_state must be the int64 [seed, offset] tensor the forward returned")
     acc = cm.acc_dtype(logits.dtype)
     bshape = cm.batch_shape(logits, d)
-    tau, stride = cm.prepare_temperature(temperature, bshape, logits.device, acc)
+    tau, period = cm.prepare_temperature(temperature, bshape, logits.device, acc)
     grad_logits = _layout.empty_rows_like(logits, d)
     grad_tau = logits.new_empty(bshape if temperature_grad else [0], dtype=acc)
-    x = cm.to_rows(logits, d)
-    rows, n = x.shape
+    x = cm.to_rows(logits, d, periodic=True)
+    rows, n = cm.count_rows(logits, d), x.shape[1]
     if rows == 0:
         return grad_logits, grad_tau.zero_()
     launch = cm.row_launch(rows, n, acc == torch.float64)
@@ -446,10 +455,11 @@ def gumbel_softmax_hard_backward_op(
         cm.rows_of(grad_logits, d),
         grad_tau if temperature_grad else cm.dummy(logits.device, acc),
         tau,
-        stride,
+        period,
         rng_state,
         rows,
         n,
+        x.shape[0],
         WANT_T=temperature_grad,
         **_launch_kw(launch, acc == torch.float64),
     )

@@ -31,6 +31,7 @@ def _scores(
     hi,
     row0,
     r,
+    ra,
     row_ok,
     n,
     c0,
@@ -40,9 +41,11 @@ def _scores(
     FP64: tl.constexpr,
     SCALE: tl.constexpr,
 ):
-    """(scores [R, C], category indices [C]) of one chunk; -inf outside the rows and categories."""
+    """(scores [R, C], category indices [C]) of one chunk; -inf outside the rows and categories.
+    ra: the rows of a that rows r read (r % its period)."""
     idx, m, k = rw.chunk(r, row_ok, n, c0, C)
-    a = tl.load(a_ptr + idx, mask=m, other=-INF)
+    ia, _, _ = rw.chunk(ra, row_ok, n, c0, C)
+    a = tl.load(a_ptr + ia, mask=m, other=-INF)
     if SCALE:  # a / tau in the math type, rounded to the logits' dtype (logits / temperature)
         a = (cm.to_acc(a, FP64) / tau[:, None]).to(a_ptr.dtype.element_ty)
     v = cm.to_acc(a, FP64) + rw.gumbel_chunk(seed, lo, hi, idx, row0, n, c0, R, C, RUN, FP64)
@@ -70,10 +73,11 @@ def _select_kernel(
     a_ptr,
     out_ptr,
     tau_ptr,
-    tau_stride,
+    tau_period,
     state_ptr,
     rows,
     n,
+    a_period,
     K: tl.constexpr,
     FP64: tl.constexpr,
     SCALE: tl.constexpr,
@@ -86,18 +90,21 @@ def _select_kernel(
     """For each row: the index of the largest score (categorical_sample: -1 when every score is
     -inf), or the indices of the K largest in decreasing order (TOPK)."""
     row0, r, row_ok = rw.program_rows(rows, R)
+    ra = r % a_period
     seed, lo, hi = cm.load_state(state_ptr)
-    tau = rw.load_tau(tau_ptr, tau_stride, r, row_ok, FP64)
+    tau = rw.load_tau(tau_ptr, tau_period, r, row_ok, FP64)
     for j in range(0, K):
         if ONE_CHUNK:
-            v, k = _scores(a_ptr, tau, seed, lo, hi, row0, r, row_ok, n, 0, R, C, RUN, FP64, SCALE)
+            v, k = _scores(
+                a_ptr, tau, seed, lo, hi, row0, r, ra, row_ok, n, 0, R, C, RUN, FP64, SCALE
+            )
             best, pick = _best(v, k, n, out_ptr, r, row_ok, j, K, TOPK)
         else:
             best = rw.full_rows(-INF, R, FP64)
             pick = tl.full([R], n, tl.int32)
             for c0 in range(0, n, C):
                 v, k = _scores(
-                    a_ptr, tau, seed, lo, hi, row0, r, row_ok, n, c0, R, C, RUN, FP64, SCALE
+                    a_ptr, tau, seed, lo, hi, row0, r, ra, row_ok, n, c0, R, C, RUN, FP64, SCALE
                 )
                 cb, ci = _best(v, k, n, out_ptr, r, row_ok, j, K, TOPK)
                 better = (cb > best) | ((cb == best) & (ci < pick))
@@ -116,12 +123,12 @@ def _select(logits: Tensor, temperature, k: int, dim: int, rng_state: Tensor, to
     acc = cm.acc_dtype(logits.dtype)
     out = logits.new_empty(bshape + ([k] if topk else []), dtype=torch.int64)
     if temperature is None:
-        tau, stride, scale = torch.ones(1, dtype=acc, device=logits.device), 0, False
+        tau, period, scale = torch.ones(1, dtype=acc, device=logits.device), 1, False
     else:
-        tau, stride = cm.prepare_temperature(temperature, bshape, logits.device, acc)
+        tau, period = cm.prepare_temperature(temperature, bshape, logits.device, acc)
         scale = True
-    x = cm.to_rows(logits, d)
-    rows, n = x.shape
+    x = cm.to_rows(logits, d, periodic=True)
+    rows, n = cm.count_rows(logits, d), x.shape[1]
     if rows == 0:
         return out
     launch = cm.row_launch(rows, n, fp64)
@@ -129,10 +136,11 @@ def _select(logits: Tensor, temperature, k: int, dim: int, rng_state: Tensor, to
         x,
         out,
         tau,
-        stride,
+        period,
         rng_state,
         rows,
         n,
+        x.shape[0],
         K=k if topk else 1,
         FP64=fp64,
         SCALE=scale,

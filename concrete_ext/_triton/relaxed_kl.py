@@ -31,12 +31,14 @@ def _relaxed_kl_kernel(
     lq_ptr,
     lp_ptr,
     tq_ptr,
-    tq_stride,
+    tq_period,
     tp_ptr,
-    tp_stride,
+    tp_period,
     state_ptr,
     rows,
     n,
+    q_period,
+    p_period,
     FP64: tl.constexpr,
     R: tl.constexpr,
     C: tl.constexpr,
@@ -45,24 +47,28 @@ def _relaxed_kl_kernel(
 ):
     """y ~ ExpConcrete(a_q, tau_q): y_k = z_k - LSE(z), z_k = (a_q,k + G_k) / tau_q; then
     log kappa_q(y) and log kappa_p(y) at y rounded to the output dtype, both over the categories
-    q does not mask (w^p_k = a_p,k - tau_p y_k there)."""
+    q does not mask (w^p_k = a_p,k - tau_p y_k there). q_period, p_period: the logits' rows
+    (row r reads row r % period)."""
     row0, r, row_ok = rw.program_rows(rows, R)
-    tq = rw.load_tau(tq_ptr, tq_stride, r, row_ok, FP64)
-    tp = rw.load_tau(tp_ptr, tp_stride, r, row_ok, FP64)
+    ra = r % q_period
+    rp = r % p_period
+    tq = rw.load_tau(tq_ptr, tq_period, r, row_ok, FP64)
+    tp = rw.load_tau(tp_ptr, tp_period, r, row_ok, FP64)
     inv = 1.0 / tq
     seed, lo, hi = cm.load_state(state_ptr)
     y_ty = y_ptr.dtype.element_ty
     if ONE_CHUNK:
         z, a, idx, m = rw.perturbed(
-            aq_ptr, seed, lo, hi, row0, r, row_ok, inv, n, 0, R, C, RUN, FP64
+            aq_ptr, seed, lo, hi, row0, r, ra, row_ok, inv, n, 0, R, C, RUN, FP64
         )
+        ip, _, _ = rw.chunk(rp, row_ok, n, 0, C)
         zs = z - tl.max(z, axis=1)[:, None]
         yo = (zs - tl.log(tl.sum(tl.exp(zs), axis=1))[:, None]).to(y_ty)
         tl.store(y_ptr + idx, yo, mask=m)
         masked = a == -INF
         wq = tl.where(masked, -INF, a - tq[:, None] * cm.to_acc(yo, FP64))
         wp = tl.where(
-            masked, -INF, rw.load_acc(ap_ptr, idx, m, 0.0, FP64) - tp[:, None] * cm.to_acc(yo, FP64)
+            masked, -INF, rw.load_acc(ap_ptr, ip, m, 0.0, FP64) - tp[:, None] * cm.to_acc(yo, FP64)
         )
         mq = tl.max(wq, axis=1)
         lse_q = mq + tl.log(tl.sum(tl.exp(wq - mq[:, None]), axis=1))
@@ -76,7 +82,7 @@ def _relaxed_kl_kernel(
         s = rw.full_rows(0.0, R, FP64)
         for c0 in range(0, n, C):
             z, a, idx, m = rw.perturbed(
-                aq_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C, RUN, FP64
+                aq_ptr, seed, lo, hi, row0, r, ra, row_ok, inv, n, c0, R, C, RUN, FP64
             )
             mx, s = cm.lse_update(mx, s, z)
         ls = tl.log(s)
@@ -89,8 +95,9 @@ def _relaxed_kl_kernel(
         count = tl.zeros([R], tl.int32)
         for c0 in range(0, n, C):
             z, a, idx, m = rw.perturbed(
-                aq_ptr, seed, lo, hi, row0, r, row_ok, inv, n, c0, R, C, RUN, FP64
+                aq_ptr, seed, lo, hi, row0, r, ra, row_ok, inv, n, c0, R, C, RUN, FP64
             )
+            ip, _, _ = rw.chunk(rp, row_ok, n, c0, C)
             yo = (z - mx[:, None] - ls[:, None]).to(y_ty)
             tl.store(y_ptr + idx, yo, mask=m)
             masked = a == -INF
@@ -98,7 +105,7 @@ def _relaxed_kl_kernel(
             wp = tl.where(
                 masked,
                 -INF,
-                rw.load_acc(ap_ptr, idx, m, 0.0, FP64) - tp[:, None] * cm.to_acc(yo, FP64),
+                rw.load_acc(ap_ptr, ip, m, 0.0, FP64) - tp[:, None] * cm.to_acc(yo, FP64),
             )
             mq, sq = cm.lse_update(mq, sq, wq)
             mp, sp = cm.lse_update(mp, sp, wp)
@@ -113,14 +120,15 @@ def _relaxed_kl_kernel(
 
 
 @triton.jit
-def _kl_chunk(y_ptr, aq_ptr, ap_ptr, idx, m, tq, tp, FP64: tl.constexpr):
-    """(y, y with 0 where q masks, the mask, w^q, w^p) of one chunk of the relaxed-KL backward."""
-    aq = rw.load_acc(aq_ptr, idx, m, -INF, FP64)
+def _kl_chunk(y_ptr, aq_ptr, ap_ptr, idx, iq, ip, m, tq, tp, FP64: tl.constexpr):
+    """(y, y with 0 where q masks, the mask, w^q, w^p) of one chunk of the relaxed-KL backward;
+    iq, ip: the chunk's element indices in the q and p logits (rows r % their period)."""
+    aq = rw.load_acc(aq_ptr, iq, m, -INF, FP64)
     masked = aq == -INF
     y = rw.load_acc(y_ptr, idx, m, -INF, FP64)
     ys = tl.where(masked, 0.0, y)
     wq = tl.where(masked, -INF, aq - tq[:, None] * ys)
-    wp = tl.where(masked, -INF, rw.load_acc(ap_ptr, idx, m, 0.0, FP64) - tp[:, None] * ys)
+    wp = tl.where(masked, -INF, rw.load_acc(ap_ptr, ip, m, 0.0, FP64) - tp[:, None] * ys)
     return y, ys, masked, wq, wp
 
 
@@ -166,11 +174,13 @@ def _relaxed_kl_backward_kernel(
     gap_ptr,
     gtp_ptr,
     tq_ptr,
-    tq_stride,
+    tq_period,
     tp_ptr,
-    tp_stride,
+    tp_period,
     rows,
     n,
+    q_period,
+    p_period,
     HAS_GY: tl.constexpr,
     HAS_GQ: tl.constexpr,
     HAS_GP: tl.constexpr,
@@ -187,10 +197,12 @@ def _relaxed_kl_backward_kernel(
     """Backward of the relaxed-KL pass with upstream (gy, g_q, g_p), dY from _kl_dy, x = exp(y):
     dz_k = dY_k - x_k sum_j dY_j,  d a_q,k = dz_k / tau_q + g_q c^q_k,  d a_p,k = g_p c^p_k,
     d tau_q = -(1/tau_q) (sum dY y - (sum x y)(sum dY)) + g_q ((n-1)/tau_q - sum_k y_k c^q_k),
-    d tau_p = g_p ((n-1)/tau_p - sum_k y_k c^p_k)."""
+    d tau_p = g_p ((n-1)/tau_p - sum_k y_k c^p_k). The q and p logits: row r at r % their period."""
     row0, r, row_ok = rw.program_rows(rows, R)
-    tq = rw.load_tau(tq_ptr, tq_stride, r, row_ok, FP64)
-    tp = rw.load_tau(tp_ptr, tp_stride, r, row_ok, FP64)
+    rq = r % q_period
+    rp = r % p_period
+    tq = rw.load_tau(tq_ptr, tq_period, r, row_ok, FP64)
+    tp = rw.load_tau(tp_ptr, tp_period, r, row_ok, FP64)
     zero = rw.full_rows(0.0, R, FP64)
     gq = zero
     gp = zero
@@ -201,7 +213,9 @@ def _relaxed_kl_backward_kernel(
     # Pass 1: LSE(w^q), LSE(w^p) and the number of unmasked categories.
     if ONE_CHUNK:
         idx, m, k = rw.chunk(r, row_ok, n, 0, C)
-        y, ys, masked, wq, wp = _kl_chunk(y_ptr, aq_ptr, ap_ptr, idx, m, tq, tp, FP64)
+        iq, _, _ = rw.chunk(rq, row_ok, n, 0, C)
+        ip, _, _ = rw.chunk(rp, row_ok, n, 0, C)
+        y, ys, masked, wq, wp = _kl_chunk(y_ptr, aq_ptr, ap_ptr, idx, iq, ip, m, tq, tp, FP64)
         mq = tl.max(wq, axis=1)
         lse_q = mq + tl.log(tl.sum(tl.exp(wq - mq[:, None]), axis=1))
         mp = tl.max(wp, axis=1)
@@ -215,7 +229,9 @@ def _relaxed_kl_backward_kernel(
         count = tl.zeros([R], tl.int32)
         for c0 in range(0, n, C):
             idx, m, k = rw.chunk(r, row_ok, n, c0, C)
-            y, ys, masked, wq, wp = _kl_chunk(y_ptr, aq_ptr, ap_ptr, idx, m, tq, tp, FP64)
+            iq, _, _ = rw.chunk(rq, row_ok, n, c0, C)
+            ip, _, _ = rw.chunk(rp, row_ok, n, c0, C)
+            y, ys, masked, wq, wp = _kl_chunk(y_ptr, aq_ptr, ap_ptr, idx, iq, ip, m, tq, tp, FP64)
             mq, sq = cm.lse_update(mq, sq, wq)
             mp, sp = cm.lse_update(mp, sp, wp)
             count += tl.sum(tl.where(masked, 0, 1), axis=1)
@@ -239,7 +255,9 @@ def _relaxed_kl_backward_kernel(
         syp = zero
         for c0 in range(0, n, C):
             idx, m, k = rw.chunk(r, row_ok, n, c0, C)
-            y, ys, masked, wq, wp = _kl_chunk(y_ptr, aq_ptr, ap_ptr, idx, m, tq, tp, FP64)
+            iq, _, _ = rw.chunk(rq, row_ok, n, c0, C)
+            ip, _, _ = rw.chunk(rp, row_ok, n, c0, C)
+            y, ys, masked, wq, wp = _kl_chunk(y_ptr, aq_ptr, ap_ptr, idx, iq, ip, m, tq, tp, FP64)
             cq, cp, d = _kl_dy(
                 gy_ptr, idx, m, masked, wq, wp, lse_q, lse_p, count, gq, gp, tq, tp, HAS_GY, FP64
             )
@@ -261,7 +279,11 @@ def _relaxed_kl_backward_kernel(
         else:
             for c0 in range(0, n, C):
                 idx, m, k = rw.chunk(r, row_ok, n, c0, C)
-                y, ys, masked, wq, wp = _kl_chunk(y_ptr, aq_ptr, ap_ptr, idx, m, tq, tp, FP64)
+                iq, _, _ = rw.chunk(rq, row_ok, n, c0, C)
+                ip, _, _ = rw.chunk(rp, row_ok, n, c0, C)
+                y, ys, masked, wq, wp = _kl_chunk(
+                    y_ptr, aq_ptr, ap_ptr, idx, iq, ip, m, tq, tp, FP64
+                )
                 cq, cp, d = _kl_dy(
                     gy_ptr,
                     idx,
@@ -319,14 +341,15 @@ def relaxed_kl_sample_op(
     y = _layout.empty_rows_like(q_logits, d)
     log_q = q_logits.new_empty(bshape)
     log_p = q_logits.new_empty(bshape)
-    aq = cm.to_rows(q_logits, d)
-    rows, n = aq.shape
+    aq = cm.to_rows(q_logits, d, periodic=True)
+    rows, n = cm.count_rows(q_logits, d), aq.shape[1]
     if rows == 0:
         return y, log_q, log_p
+    ap = cm.to_rows(p_logits, d, periodic=True)
     launch = cm.row_launch(rows, n, acc == torch.float64)
     cm.launch(_relaxed_kl_kernel)[launch.grid](
         aq,
-        cm.to_rows(p_logits, d),
+        ap,
         cm.rows_of(y, d),
         log_q.view(-1),
         log_p.view(-1),
@@ -337,6 +360,8 @@ def relaxed_kl_sample_op(
         rng_state,
         rows,
         n,
+        aq.shape[0],
+        ap.shape[0],
         RUN=launch.run,
         **_launch_kw(launch, acc == torch.float64),
     )
@@ -388,14 +413,16 @@ def relaxed_kl_sample_backward_op(
         gy = cm.to_rows(grad_sample, d)
     glq, glp = per_row(grad_log_q, "grad_log_q"), per_row(grad_log_p, "grad_log_p")
     fill, fill_acc = cm.dummy(dev, q_logits.dtype), cm.dummy(dev, acc)
+    aq = cm.to_rows(q_logits, d, periodic=True)
+    ap = cm.to_rows(p_logits, d, periodic=True)
     launch = cm.row_launch(rows, n, acc == torch.float64)
     cm.launch(_relaxed_kl_backward_kernel)[launch.grid](
         gy if gy is not None else fill,
         glq if glq is not None else fill_acc,
         glp if glp is not None else fill_acc,
         y,
-        cm.to_rows(q_logits, d),
-        cm.to_rows(p_logits, d),
+        aq,
+        ap,
         cm.rows_of(gaq, d) if want[0] else fill,
         gtq if want[1] else fill_acc,
         cm.rows_of(gap, d) if want[2] else fill,
@@ -406,6 +433,8 @@ def relaxed_kl_sample_backward_op(
         sp,
         rows,
         n,
+        aq.shape[0],
+        ap.shape[0],
         HAS_GY=gy is not None,
         HAS_GQ=glq is not None,
         HAS_GP=glp is not None,

@@ -23,9 +23,10 @@ def program_rows(rows, R: tl.constexpr):
 
 
 @triton.jit
-def load_tau(tau_ptr, tau_stride, r, row_ok, FP64: tl.constexpr):
-    """tau of each row: tau_ptr[r * tau_stride] (stride 0: one value for every row)."""
-    return cm.to_acc(tl.load(tau_ptr + r * tau_stride, mask=row_ok, other=1.0), FP64)
+def load_tau(tau_ptr, tau_period, r, row_ok, FP64: tl.constexpr):
+    """tau of each row: tau_ptr[r % tau_period] (period 1: one value for every row; a temperature
+    broadcast over leading sample dims holds its distinct values only)."""
+    return cm.to_acc(tl.load(tau_ptr + r % tau_period, mask=row_ok, other=1.0), FP64)
 
 
 @triton.jit
@@ -71,6 +72,7 @@ def perturbed(
     off_hi,
     row0,
     r,
+    ra,
     row_ok,
     inv_tau,
     n,
@@ -81,9 +83,10 @@ def perturbed(
     FP64: tl.constexpr,
 ):
     """z = (a + G) / tau of one chunk (-inf where a = -inf and outside the rows), its logits a,
-    element indices and mask."""
+    element indices and mask. ra: the rows of a that rows r read (r % its period)."""
     idx, m, k = chunk(r, row_ok, n, c0, C)
-    a = load_acc(a_ptr, idx, m, float("-inf"), FP64)
+    ia, _, _ = chunk(ra, row_ok, n, c0, C)
+    a = load_acc(a_ptr, ia, m, float("-inf"), FP64)
     g = gumbel_chunk(seed, off_lo, off_hi, idx, row0, n, c0, R, C, RUN, FP64)
     return (a + g) * inv_tau[:, None], a, idx, m
 

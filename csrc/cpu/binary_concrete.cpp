@@ -162,6 +162,7 @@ void binary_sample(const BinarySampleArgs& a) {
   CE_CPU_DISPATCH(a.dtype, [&] {
     const BinarySample::Params<T> p{tau_view<T>(a.tau), a.so, a.logit_space};
     Io<scalar_t> io;
+    io.period[io.n_in] = a.logits_period;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.logits);
     io.out[io.n_out++] = static_cast<scalar_t*>(a.out);
     CE_RUN_ROW_BLOCKS(BinarySample, scalar_t, p, io, a.numel, 1);
@@ -174,6 +175,7 @@ void binary_sample_backward(const BinarySampleBackwardArgs& a) {
                                             a.logit_space};
     Io<scalar_t> io;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.sample);
+    io.period[io.n_in] = a.grad_period;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.grad);
     io.out[io.n_out++] = static_cast<scalar_t*>(a.grad_logits);
     CE_RUN_ROW_BLOCKS(BinarySampleBackward, scalar_t, p, io, a.numel, 1);
@@ -184,7 +186,9 @@ void binary_log_prob(const BinaryLogProbArgs& a) {
   CE_CPU_DISPATCH(a.dtype, [&] {
     const BinaryLogProb::Params<T> p{tau_view<T>(a.tau), a.logit_space};
     Io<scalar_t> io;
+    io.period[io.n_in] = a.value_period;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.value);
+    io.period[io.n_in] = a.logits_period;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.logits);
     io.out[io.n_out++] = static_cast<scalar_t*>(a.out);
     CE_RUN_ROW_BLOCKS(BinaryLogProb, scalar_t, p, io, a.numel, 1);
@@ -197,7 +201,9 @@ void binary_log_prob_backward(const BinaryLogProbBackwardArgs& a) {
                                              static_cast<T*>(a.grad_tau), tau_view<T>(a.tau),
                                              a.logit_space};
     Io<scalar_t> io;
+    io.period[io.n_in] = a.value_period;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.value);
+    io.period[io.n_in] = a.logits_period;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.logits);
     io.out[io.n_out++] = static_cast<scalar_t*>(a.grad_value);
     io.out[io.n_out++] = static_cast<scalar_t*>(a.grad_logits);

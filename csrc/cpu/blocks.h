@@ -114,11 +114,14 @@ struct Block {
 };
 
 // The tensors of the op's dtype a kernel reads and writes (null pointers are absent outputs).
+// period[k] > 0: input k holds that many rows and row r reads its row r % period[k]
+// (kernel_args.h).
 template <typename scalar_t>
 struct Io {
   const scalar_t* in[4] = {};
   scalar_t* out[4] = {};
   scalar_t* row_out[2] = {};
+  int64_t period[4] = {};
   int n_in = 0, n_out = 0, n_row_out = 0;
 };
 
@@ -131,6 +134,21 @@ inline void round_to(T* x, int64_t count) {
   if constexpr (!std::is_same_v<scalar_t, T>) {
     for (int64_t i = 0; i < count; ++i) x[i] = static_cast<T>(static_cast<scalar_t>(x[i]));
   }
+}
+
+// Row r of input k (io.in[k] not null): row r % period of a periodic input.
+template <typename scalar_t>
+inline const scalar_t* in_row(const Io<scalar_t>& io, int k, int64_t n, int64_t r) {
+  const int64_t p = io.period[k];
+  return io.in[k] + (p ? r % p : r) * n;
+}
+
+// Whether the rows [r0, r0 + R) of input k are not consecutive in memory (a periodic input whose
+// period ends inside them).
+template <typename scalar_t>
+inline bool wraps(const Io<scalar_t>& io, int k, int64_t r0, int64_t R) {
+  const int64_t p = io.period[k];
+  return p && r0 % p + R > p;
 }
 
 // Calls the body for every block of rows, in parallel over blocks (blocks of about kBlockElems
@@ -151,9 +169,21 @@ void for_row_blocks(const Io<scalar_t>& io, int64_t rows, int64_t n, const Body&
       Block<T> b{r0, R, n, {}, {}, {}, {}, 0};
       const int64_t next_rows = std::min(R, rows - (r0 + R));
       b.next_bytes = next_rows * n * static_cast<int64_t>(sizeof(scalar_t));
-      for (int k = 0; k < io.n_in; ++k) b.next_in[k] = io.in[k] ? io.in[k] + e0 + count : nullptr;
+      for (int k = 0; k < io.n_in; ++k) {
+        b.next_in[k] = io.in[k] ? in_row(io, k, n, r0 + R) : nullptr;
+      }
       if constexpr (std::is_same_v<scalar_t, T>) {
-        for (int k = 0; k < io.n_in; ++k) b.in[k] = io.in[k] ? io.in[k] + e0 : nullptr;
+        for (int k = 0; k < io.n_in; ++k) {
+          if (!io.in[k]) {
+            b.in[k] = nullptr;
+          } else if (!wraps(io, k, r0, R)) {
+            b.in[k] = in_row(io, k, n, r0);
+          } else {  // a periodic input whose period ends inside the block: its rows gathered
+            T* c = scratch.take<T>();
+            for (int64_t r = 0; r < R; ++r) std::copy_n(in_row(io, k, n, r0 + r), n, c + r * n);
+            b.in[k] = c;
+          }
+        }
         for (int k = 0; k < io.n_out; ++k) b.out[k] = io.out[k] ? io.out[k] + e0 : nullptr;
         for (int k = 0; k < io.n_row_out; ++k) b.row_out[k] = io.row_out[k] + r0;
         body(b, scratch);
@@ -163,8 +193,15 @@ void for_row_blocks(const Io<scalar_t>& io, int64_t rows, int64_t n, const Body&
         for (int k = 0; k < io.n_in; ++k) {
           if (!io.in[k]) continue;
           T* c = scratch.take<T>();
-          const scalar_t* src = io.in[k] + e0;
-          for (int64_t i = 0; i < count; ++i) c[i] = static_cast<T>(src[i]);
+          if (!wraps(io, k, r0, R)) {
+            const scalar_t* src = in_row(io, k, n, r0);
+            for (int64_t i = 0; i < count; ++i) c[i] = static_cast<T>(src[i]);
+          } else {
+            for (int64_t r = 0; r < R; ++r) {
+              const scalar_t* src = in_row(io, k, n, r0 + r);
+              for (int64_t i = 0; i < n; ++i) c[r * n + i] = static_cast<T>(src[i]);
+            }
+          }
           b.in[k] = c;
         }
         for (int k = 0; k < io.n_out; ++k) b.out[k] = io.out[k] ? scratch.take<T>() : nullptr;

@@ -151,7 +151,9 @@ void concrete_log_prob(const LogProbArgs& a) {
   CE_CPU_DISPATCH(a.dtype, [&] {
     const LogProb::Params<T> p{tau_view<T>(a.tau), a.log_space};
     Io<scalar_t> io;
+    io.period[io.n_in] = a.value_period;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.value);
+    io.period[io.n_in] = a.logits_period;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.logits);
     io.row_out[io.n_row_out++] = static_cast<scalar_t*>(a.out);
     CE_RUN_ROW_BLOCKS(LogProb, scalar_t, p, io, a.rows, a.n);
@@ -163,7 +165,9 @@ void concrete_log_prob_backward(const LogProbBackwardArgs& a) {
     const LogProbBackward::Params<T> p{static_cast<const T*>(a.grad), static_cast<T*>(a.grad_tau),
                                        tau_view<T>(a.tau), a.log_space};
     Io<scalar_t> io;
+    io.period[io.n_in] = a.value_period;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.value);
+    io.period[io.n_in] = a.logits_period;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.logits);
     io.out[io.n_out++] = static_cast<scalar_t*>(a.grad_value);
     io.out[io.n_out++] = static_cast<scalar_t*>(a.grad_logits);

@@ -104,6 +104,7 @@ void concrete_sample(const SampleArgs& a) {
   CE_CPU_DISPATCH(a.dtype, [&] {
     const Sample::Params<T> p{tau_view<T>(a.tau), a.so, a.log_space};
     Io<scalar_t> io;
+    io.period[io.n_in] = a.logits_period;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.logits);
     io.out[io.n_out++] = static_cast<scalar_t*>(a.out);
     CE_RUN_ROW_BLOCKS(Sample, scalar_t, p, io, a.rows, a.n);
@@ -115,6 +116,7 @@ void concrete_sample_backward(const SampleBackwardArgs& a) {
     const SampleBackward::Params<T> p{static_cast<T*>(a.grad_tau), tau_view<T>(a.tau), a.log_space};
     Io<scalar_t> io;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.sample);
+    io.period[io.n_in] = a.grad_period;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.grad);
     io.out[io.n_out++] = static_cast<scalar_t*>(a.grad_logits);
     CE_RUN_ROW_BLOCKS(SampleBackward, scalar_t, p, io, a.rows, a.n);

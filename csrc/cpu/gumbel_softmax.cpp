@@ -91,6 +91,7 @@ void gumbel_max(const GumbelMaxArgs& a) {
   CE_CPU_DISPATCH(a.dtype, [&] {
     const GumbelMax::Params<T> p{a.so};
     Io<scalar_t> io;
+    io.period[io.n_in] = a.logits_period;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.logits);
     io.out[io.n_out++] = static_cast<scalar_t*>(a.out);
     CE_RUN_ROW_BLOCKS(GumbelMax, scalar_t, p, io, a.rows, a.n);
@@ -101,7 +102,9 @@ void gumbel_softmax_hard_backward(const HardBackwardArgs& a) {
   CE_CPU_DISPATCH(a.dtype, [&] {
     const HardBackward::Params<T> p{static_cast<T*>(a.grad_tau), tau_view<T>(a.tau), a.so};
     Io<scalar_t> io;
+    io.period[io.n_in] = a.logits_period;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.logits);
+    io.period[io.n_in] = a.grad_period;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.grad);
     io.out[io.n_out++] = static_cast<scalar_t*>(a.grad_logits);
     CE_RUN_ROW_BLOCKS(HardBackward, scalar_t, p, io, a.rows, a.n);

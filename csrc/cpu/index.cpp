@@ -97,6 +97,8 @@ struct Job {
   bool topk, scale;
   TauView<T> tau;
   SeedOffset so;
+  int64_t period;  // > 0: `a` holds that many rows, row r reads row r % period
+  const scalar_t* row_logits(int64_t row) const { return a + (period ? row % period : row) * n; }
 };
 
 // Per-task scratch.
@@ -135,7 +137,7 @@ template <typename scalar_t, typename T>
 CE_INLINE void select_row(const Job<scalar_t, T>& jb, int64_t row, Buffers<T>& buf,
                           Selection<T>& sel) {
   const int64_t n = jb.n;
-  const scalar_t* a = jb.a + row * n;
+  const scalar_t* a = jb.row_logits(row);
   const int64_t base = row * n;
   const T tau = jb.scale ? jb.tau.at(row) : T(1);
   T *x = buf.x.data(), *g = buf.g.data();
@@ -188,7 +190,7 @@ template <typename scalar_t, typename T>
 CE_INLINE void sort_row(const Job<scalar_t, T>& jb, int64_t row, std::vector<T>& s,
                         std::vector<int64_t>& order, int64_t* out) {
   const int64_t n = jb.n;
-  const scalar_t* a = jb.a + row * n;
+  const scalar_t* a = jb.row_logits(row);
   T* sc = s.data();
   for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
     const int64_t m = std::min(kChunk, n - c0);
@@ -245,7 +247,8 @@ void run(const IndexArgs& a, F rows_fn) {
                             a.topk,
                             a.scale,
                             tau_view<T>(a.tau),
-                            a.so};
+                            a.so,
+                            a.logits_period};
   // Rows are independent, so the result does not depend on the split.
   const int64_t grain = std::max<int64_t>(1, kTaskElems / a.n);
   at::parallel_for(0, a.rows, grain, [&](int64_t r0, int64_t r1) { rows_fn(jb, r0, r1); });

@@ -228,7 +228,15 @@ CE_INLINE void tau_values(const TauView<acc_t>& tv, int64_t i0, int64_t count, b
     for (int64_t i = 0; i < count; ++i) out[i] = v;
     return;
   }
-  const acc_t* p = tv.ptr + i0 * tv.stride;
+  if (tv.period && i0 % tv.period + count > tv.period) {  // a period ends inside: value by value
+    for (int64_t i = 0, j = i0 % tv.period; i < count; ++i) {
+      const acc_t t = tv.ptr[j * tv.stride];
+      out[i] = inverse ? acc_t(1) / t : t;
+      if (++j == tv.period) j = 0;
+    }
+    return;
+  }
+  const acc_t* p = tv.ptr + (tv.period ? i0 % tv.period : i0) * tv.stride;
   const int64_t st = tv.stride;
   if (inverse) {
     for (int64_t i = 0; i < count; ++i) out[i] = acc_t(1) / p[i * st];

@@ -164,7 +164,9 @@ void relaxed_kl(const RelaxedKlArgs& a) {
   CE_CPU_DISPATCH(a.dtype, [&] {
     const RelaxedKl::Params<T> p{tau_view<T>(a.tq), tau_view<T>(a.tp), a.so, a.dtype};
     Io<scalar_t> io;
+    io.period[io.n_in] = a.q_period;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.q_logits);
+    io.period[io.n_in] = a.p_period;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.p_logits);
     io.out[io.n_out++] = static_cast<scalar_t*>(a.y);
     io.row_out[io.n_row_out++] = static_cast<scalar_t*>(a.log_q);
@@ -183,8 +185,11 @@ void relaxed_kl_backward(const RelaxedKlBackwardArgs& a) {
                                          tau_view<T>(a.tp)};
     Io<scalar_t> io;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.y);
+    io.period[io.n_in] = a.q_period;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.q_logits);
+    io.period[io.n_in] = a.p_period;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.p_logits);
+    io.period[io.n_in] = a.grad_y_period;
     io.in[io.n_in++] = static_cast<const scalar_t*>(a.grad_y);
     io.out[io.n_out++] = static_cast<scalar_t*>(a.grad_q_logits);
     io.out[io.n_out++] = static_cast<scalar_t*>(a.grad_p_logits);

@@ -11,17 +11,18 @@ at::Tensor binary_sample_op(const at::Tensor& logits, const at::Tensor& temperat
   check_floating(logits, "logits");
   const Temperature tau = prepare_temperature(temperature, logits.sizes(), logits.device(),
                                               acc_type(logits.scalar_type()));
-  const at::Tensor a = logits.contiguous();
-  at::Tensor out = at::empty_like(a, at::MemoryFormat::Contiguous);
-  if (a.numel() == 0) return out;
-  BinarySampleArgs args{cptr(a),
+  const Rows a = to_elems(logits, /*periodic=*/true);
+  at::Tensor out = at::empty(logits.sizes(), logits.options());
+  if (a.rows == 0) return out;
+  BinarySampleArgs args{cptr(a.data),
                         mptr(out),
-                        a.numel(),
+                        a.rows,
                         tau.arg(),
                         {},
                         logit_space,
-                        dtype_of(a, "binary_concrete_sample")};
-  launch(args, a, &rng, CE_KERNEL(binary_sample));
+                        dtype_of(logits, "binary_concrete_sample")};
+  args.logits_period = a.period_arg();
+  launch(args, logits, &rng, CE_KERNEL(binary_sample));
   return out;
 }
 
@@ -39,10 +40,11 @@ std::tuple<at::Tensor, at::Tensor> binary_sample_backward_op(const at::Tensor& g
   at::Tensor grad_tau = temperature_grad ? at::empty(s.sizes(), s.options().dtype(acc))
                                          : at::empty({0}, s.options().dtype(acc));
   if (s.numel() == 0) return {grad_logits, grad_tau};
-  const at::Tensor g = grad.contiguous();
+  const Rows g = to_elems(grad, /*periodic=*/true);
   BinarySampleBackwardArgs args{
-      cptr(g),   cptr(s),   mptr(grad_logits), temperature_grad ? mptr(grad_tau) : nullptr,
-      s.numel(), tau.arg(), logit_space,       dtype_of(s, "binary_concrete_sample_backward")};
+      cptr(g.data), cptr(s),   mptr(grad_logits), temperature_grad ? mptr(grad_tau) : nullptr,
+      s.numel(),    tau.arg(), logit_space,       dtype_of(s, "binary_concrete_sample_backward")};
+  args.grad_period = g.period_arg();
   launch(args, s, nullptr, CE_KERNEL(binary_sample_backward));
   return {grad_logits, grad_tau};
 }
@@ -54,18 +56,20 @@ at::Tensor binary_log_prob_op(const at::Tensor& value, const at::Tensor& logits,
   check_same_shape(value, logits, "value", "logits");
   const Temperature tau = prepare_temperature(temperature, logits.sizes(), logits.device(),
                                               acc_type(logits.scalar_type()));
-  const at::Tensor a = logits.contiguous();
-  at::Tensor out = at::empty_like(a, at::MemoryFormat::Contiguous);
-  if (a.numel() == 0) return out;
-  const at::Tensor v = value.contiguous();
-  BinaryLogProbArgs args{cptr(v),
-                         cptr(a),
+  const Rows a = to_elems(logits, /*periodic=*/true);
+  at::Tensor out = at::empty(logits.sizes(), logits.options());
+  if (a.rows == 0) return out;
+  const Rows v = to_elems(value, /*periodic=*/true);
+  BinaryLogProbArgs args{cptr(v.data),
+                         cptr(a.data),
                          mptr(out),
-                         a.numel(),
+                         a.rows,
                          tau.arg(),
                          logit_space,
-                         dtype_of(a, "binary_concrete_log_prob")};
-  launch(args, a, nullptr, CE_KERNEL(binary_log_prob));
+                         dtype_of(logits, "binary_concrete_log_prob")};
+  args.value_period = v.period_arg();
+  args.logits_period = a.period_arg();
+  launch(args, logits, nullptr, CE_KERNEL(binary_log_prob));
   return out;
 }
 
@@ -77,28 +81,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> binary_log_prob_backward_op(
   check_same_shape(grad, logits, "grad", "logits");
   const at::ScalarType acc = acc_type(logits.scalar_type());
   const Temperature tau = prepare_temperature(temperature, logits.sizes(), logits.device(), acc);
-  const at::Tensor a = logits.contiguous();
-  at::Tensor gv = at::empty_like(a, at::MemoryFormat::Contiguous);
-  at::Tensor ga = at::empty_like(a, at::MemoryFormat::Contiguous);
-  at::Tensor gt = at::empty(a.sizes(), a.options().dtype(acc));
-  if (a.numel() > 0) {
+  const Rows a = to_elems(logits, /*periodic=*/true);
+  at::Tensor gv = at::empty(logits.sizes(), logits.options());
+  at::Tensor ga = at::empty(logits.sizes(), logits.options());
+  at::Tensor gt = at::empty(logits.sizes(), logits.options().dtype(acc));
+  if (a.rows > 0) {
     const at::Tensor g = grad.to(acc).contiguous();
-    const at::Tensor v = value.contiguous();
+    const Rows v = to_elems(value, /*periodic=*/true);
     BinaryLogProbBackwardArgs args{cptr(g),
-                                   cptr(v),
-                                   cptr(a),
+                                   cptr(v.data),
+                                   cptr(a.data),
                                    mask[0] ? mptr(gv) : nullptr,
                                    mask[1] ? mptr(ga) : nullptr,
                                    mask[2] ? mptr(gt) : nullptr,
-                                   a.numel(),
+                                   a.rows,
                                    tau.arg(),
                                    logit_space,
-                                   dtype_of(a, "binary_concrete_log_prob_backward")};
-    launch(args, a, nullptr, CE_KERNEL(binary_log_prob_backward));
+                                   dtype_of(logits, "binary_concrete_log_prob_backward")};
+    args.value_period = v.period_arg();
+    args.logits_period = a.period_arg();
+    launch(args, logits, nullptr, CE_KERNEL(binary_log_prob_backward));
   }
   // Gradients not asked for are empty tensors, each its own: outputs of an op must not alias.
-  auto none = [&](at::ScalarType t) { return at::empty({0}, a.options().dtype(t)); };
-  const at::ScalarType st = a.scalar_type();
+  auto none = [&](at::ScalarType t) { return at::empty({0}, logits.options().dtype(t)); };
+  const at::ScalarType st = logits.scalar_type();
   return {mask[0] ? gv : none(st), mask[1] ? ga : none(st), mask[2] ? gt : none(acc)};
 }
 

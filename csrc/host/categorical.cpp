@@ -24,10 +24,11 @@ at::Tensor sample_op(const at::Tensor& logits, const at::Tensor& temperature, in
   auto [out, out2d] = empty_rows_like(logits, d, logits.scalar_type());
   const Temperature tau = prepare_temperature(temperature, batch_shape(logits, d), logits.device(),
                                               acc_type(logits.scalar_type()));
-  const Rows x = to_rows(logits, d);
+  const Rows x = to_rows(logits, d, /*periodic=*/true);
   if (x.rows == 0) return out;
   SampleArgs a{rows_ptr(x), mptr(out2d), x.rows,    logits.size(d),
                tau.arg(),   {},          log_space, dtype_of(logits, "concrete_sample")};
+  a.logits_period = x.period_arg();
   launch(a, logits, &rng, CE_KERNEL(concrete_sample));
   return out;
 }
@@ -47,10 +48,11 @@ std::tuple<at::Tensor, at::Tensor> sample_backward_op(const at::Tensor& grad,
   const Temperature tau = prepare_temperature(temperature, bshape, sample.device(), acc);
   const Rows s = to_rows(sample, d);
   if (s.rows == 0) return {grad_logits, grad_tau.zero_()};
-  const Rows g = to_rows(grad, d);
+  const Rows g = to_rows(grad, d, /*periodic=*/true);
   SampleBackwardArgs a{
       rows_ptr(g),    rows_ptr(s), mptr(gl2d), temperature_grad ? mptr(grad_tau) : nullptr, s.rows,
       sample.size(d), tau.arg(),   log_space,  dtype_of(sample, "concrete_sample_backward")};
+  a.grad_period = g.period_arg();
   launch(a, sample, nullptr, CE_KERNEL(concrete_sample_backward));
   return {grad_logits, grad_tau};
 }
@@ -67,7 +69,7 @@ std::tuple<at::Tensor, at::Tensor> gumbel_softmax_hard_op(const at::Tensor& logi
                       acc_type(logits.scalar_type()));
   auto [out, out2d] = empty_rows_like(logits, d, logits.scalar_type());
   at::Tensor state = at::empty({2}, logits.options().dtype(at::kLong));
-  const Rows x = to_rows(logits, d);
+  const Rows x = to_rows(logits, d, /*periodic=*/true);
   GumbelMaxArgs a{rows_ptr(x),
                   mptr(out2d),
                   x.rows,
@@ -75,6 +77,7 @@ std::tuple<at::Tensor, at::Tensor> gumbel_softmax_hard_op(const at::Tensor& logi
                   {},
                   logits.is_cuda() ? state.mutable_data_ptr<int64_t>() : nullptr,
                   dtype_of(logits, "gumbel_max")};
+  a.logits_period = x.period_arg();
   launch(a, logits, &rng, CE_KERNEL(gumbel_max));
   if (!logits.is_cuda()) {  // the CUDA kernel writes the state on the device
     int64_t* p = state.mutable_data_ptr<int64_t>();
@@ -99,9 +102,9 @@ std::tuple<at::Tensor, at::Tensor> gumbel_softmax_hard_backward_op(
   at::Tensor grad_tau = temperature_grad ? at::empty(bshape, logits.options().dtype(acc))
                                          : at::empty({0}, logits.options().dtype(acc));
   const Temperature tau = prepare_temperature(temperature, bshape, logits.device(), acc);
-  const Rows x = to_rows(logits, d);
+  const Rows x = to_rows(logits, d, /*periodic=*/true);
   if (x.rows == 0) return {grad_logits, grad_tau.zero_()};
-  const Rows g = to_rows(grad, d);
+  const Rows g = to_rows(grad, d, /*periodic=*/true);
   // CPU: the [seed, offset] read on the host; CUDA: read by the kernel from device memory.
   const at::Tensor state = rng_state.contiguous();
   HardBackwardArgs a{rows_ptr(g), rows_ptr(x),
@@ -109,6 +112,8 @@ std::tuple<at::Tensor, at::Tensor> gumbel_softmax_hard_backward_op(
                      x.rows,      logits.size(d),
                      tau.arg(),   {},
                      nullptr,     dtype_of(logits, "gumbel_softmax_hard_backward")};
+  a.grad_period = g.period_arg();
+  a.logits_period = x.period_arg();
   if (logits.is_cuda()) {
     a.rng_state = state.const_data_ptr<int64_t>();
   } else {
@@ -122,7 +127,7 @@ at::Tensor gumbel_max_op(const at::Tensor& logits, int64_t dim, const RngArgs& r
   check_floating(logits, "logits");
   const int64_t d = category_dim(logits, dim, "logits");
   auto [out, out2d] = empty_rows_like(logits, d, logits.scalar_type());
-  const Rows x = to_rows(logits, d);
+  const Rows x = to_rows(logits, d, /*periodic=*/true);
   GumbelMaxArgs a{rows_ptr(x),
                   mptr(out2d),
                   x.rows,
@@ -130,6 +135,7 @@ at::Tensor gumbel_max_op(const at::Tensor& logits, int64_t dim, const RngArgs& r
                   {},
                   nullptr,
                   dtype_of(logits, "gumbel_max")};
+  a.logits_period = x.period_arg();
   launch(a, logits, &rng, CE_KERNEL(gumbel_max));
   return out;
 }
@@ -147,11 +153,13 @@ at::Tensor log_prob_op(const at::Tensor& value, const at::Tensor& logits,
   const Temperature tau =
       prepare_temperature(temperature, bshape, logits.device(), acc_type(logits.scalar_type()));
   at::Tensor out = at::empty(bshape, logits.options());
-  const Rows a = to_rows(logits, d);
+  const Rows a = to_rows(logits, d, /*periodic=*/true);
   if (a.rows == 0) return out;
-  const Rows v = to_rows(value, d);
+  const Rows v = to_rows(value, d, /*periodic=*/true);
   LogProbArgs args{rows_ptr(v),    rows_ptr(a), mptr(out), a.rows,
                    logits.size(d), tau.arg(),   log_space, dtype_of(logits, "concrete_log_prob")};
+  args.value_period = v.period_arg();
+  args.logits_period = a.period_arg();
   launch(args, logits, nullptr, CE_KERNEL(concrete_log_prob));
   return out;
 }
@@ -170,9 +178,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> log_prob_backward_op(
   auto [gv, gv2d] = empty_rows_like(logits, d, logits.scalar_type());
   auto [ga, ga2d] = empty_rows_like(logits, d, logits.scalar_type());
   at::Tensor gt = at::empty(bshape, logits.options().dtype(acc));
-  const Rows a = to_rows(logits, d);
+  const Rows a = to_rows(logits, d, /*periodic=*/true);
   if (a.rows > 0) {
-    const Rows v = to_rows(value, d);
+    const Rows v = to_rows(value, d, /*periodic=*/true);
     const at::Tensor g = grad.to(acc).contiguous().view({-1});
     LogProbBackwardArgs args{cptr(g),
                              rows_ptr(v),
@@ -185,6 +193,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> log_prob_backward_op(
                              tau.arg(),
                              log_space,
                              dtype_of(logits, "concrete_log_prob_backward")};
+    args.value_period = v.period_arg();
+    args.logits_period = a.period_arg();
     launch(args, logits, nullptr, CE_KERNEL(concrete_log_prob_backward));
   }
   const at::ScalarType st = logits.scalar_type();
@@ -210,9 +220,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> relaxed_kl_op(const at::Tensor& q
   auto [y, y2d] = empty_rows_like(q_logits, d, q_logits.scalar_type());
   at::Tensor log_q = at::empty(bshape, q_logits.options());
   at::Tensor log_p = at::empty(bshape, q_logits.options());
-  const Rows aq = to_rows(q_logits, d);
+  const Rows aq = to_rows(q_logits, d, /*periodic=*/true);
   if (aq.rows == 0) return {y, log_q, log_p};
-  const Rows ap = to_rows(p_logits, d);
+  const Rows ap = to_rows(p_logits, d, /*periodic=*/true);
   RelaxedKlArgs a{rows_ptr(aq),
                   rows_ptr(ap),
                   mptr(y2d),
@@ -224,6 +234,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> relaxed_kl_op(const at::Tensor& q
                   tp.arg(),
                   {},
                   dtype_of(q_logits, "relaxed_kl_sample")};
+  a.q_period = aq.period_arg();
+  a.p_period = ap.period_arg();
   launch(a, q_logits, &rng, CE_KERNEL(relaxed_kl));
   return {y, log_q, log_p};
 }
@@ -248,11 +260,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> relaxed_kl_backward_o
   at::Tensor gtp = at::empty(bshape, q_logits.options().dtype(acc));
   const Rows y = to_rows(sample, d);
   if (y.rows > 0) {
-    at::Tensor gy;
+    Rows gy{at::Tensor(), y.rows, y.rows};
     if (grad_sample.has_value() && grad_sample->defined()) {
       check_same(*grad_sample, sample, "grad_sample", "sample");
       check_same_shape(*grad_sample, sample, "grad_sample", "sample");
-      gy = to_rows(*grad_sample, d).data;
+      gy = to_rows(*grad_sample, d, /*periodic=*/true);
     }
     auto per_row = [&](const std::optional<at::Tensor>& g, const char* name) {
       if (!g.has_value() || !g->defined()) return at::Tensor();
@@ -262,13 +274,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> relaxed_kl_backward_o
     };
     const at::Tensor glq = per_row(grad_log_q, "grad_log_q");
     const at::Tensor glp = per_row(grad_log_p, "grad_log_p");
-    const at::Tensor aq = to_rows(q_logits, d).data, ap = to_rows(p_logits, d).data;
-    RelaxedKlBackwardArgs a{cptr(gy),
+    const Rows aq = to_rows(q_logits, d, /*periodic=*/true);
+    const Rows ap = to_rows(p_logits, d, /*periodic=*/true);
+    RelaxedKlBackwardArgs a{cptr(gy.data),
                             cptr(glq),
                             cptr(glp),
                             rows_ptr(y),
-                            cptr(aq),
-                            cptr(ap),
+                            cptr(aq.data),
+                            cptr(ap.data),
                             mask[0] ? mptr(gaq2d) : nullptr,
                             mask[1] ? mptr(gtq) : nullptr,
                             mask[2] ? mptr(gap2d) : nullptr,
@@ -278,6 +291,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> relaxed_kl_backward_o
                             tq.arg(),
                             tp.arg(),
                             dtype_of(q_logits, "relaxed_kl_sample_backward")};
+    a.grad_y_period = gy.period_arg();
+    a.q_period = aq.period_arg();
+    a.p_period = ap.period_arg();
     launch(a, q_logits, nullptr, CE_KERNEL(relaxed_kl_backward));
   }
   const at::ScalarType st = q_logits.scalar_type();

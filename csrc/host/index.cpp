@@ -11,7 +11,7 @@ namespace {
 // `out` is contiguous: rows x k int64.
 at::Tensor run_index(const at::Tensor& logits, int64_t d, const Temperature* tau, int64_t k,
                      const RngArgs& rng, at::Tensor out, const char* name) {
-  const Rows x = to_rows(logits, d);
+  const Rows x = to_rows(logits, d, /*periodic=*/true);
   if (x.rows == 0) return out;
   IndexArgs a{x.data.const_data_ptr(),
               out.mutable_data_ptr<int64_t>(),
@@ -23,6 +23,7 @@ at::Tensor run_index(const at::Tensor& logits, int64_t d, const Temperature* tau
               tau == nullptr,
               {},
               dtype_of(logits, name)};
+  a.logits_period = x.period_arg();
   // Dividing by a temperature of exactly 1 changes nothing: the CPU kernel skips it.
   a.scale = tau != nullptr && (tau->values.defined() || tau->scalar != 1.0);
   launch(a, logits, &rng, CE_KERNEL(index_sample));
@@ -55,7 +56,7 @@ at::Tensor gumbel_top_k_op(const at::Tensor& logits, int64_t k, int64_t dim, con
   }
   // CUDA, k above what the fused kernel selects: the kernel writes every score (NaN as -inf) and
   // a stable descending sort orders them (equal scores by index, as the reference's sort).
-  const Rows x = to_rows(logits, d);
+  const Rows x = to_rows(logits, d, /*periodic=*/true);
   if (x.rows == 0) return out;
   at::Tensor scores =
       at::empty({x.rows, logits.size(d)}, logits.options().dtype(acc_type(logits.scalar_type())));
@@ -70,6 +71,7 @@ at::Tensor gumbel_top_k_op(const at::Tensor& logits, int64_t k, int64_t dim, con
               {},
               dtype_of(logits, "gumbel_top_k"),
               scores.mutable_data_ptr()};
+  a.logits_period = x.period_arg();
   launch(a, logits, &rng, CE_KERNEL(index_sample));
   const at::Tensor order = std::get<1>(at::sort(scores, /*stable=*/true, /*dim=*/-1,
                                                 /*descending=*/true));

@@ -52,20 +52,59 @@ inline const void* cptr(const at::Tensor& t) { return t.defined() ? t.const_data
 inline void* mptr(const at::Tensor& t) { return t.defined() ? t.mutable_data_ptr() : nullptr; }
 inline void* mptr(at::Tensor* t) { return t ? t->mutable_data_ptr() : nullptr; }
 
+// Whether the kernels of t's device read inputs with a period (kernel_args.h): row r of an input
+// broadcast over leading dims read at row r % period of its distinct rows, without a copy.
+inline bool reads_periodic(const at::Tensor& t) { return !t.is_cuda(); }
+
+// t without its leading broadcast dims: t[0, ..., 0] over the longest prefix of at most `max_dims`
+// dims that have stride 0 (or size 1); t itself when there is none. A view, nothing is copied.
+inline at::Tensor drop_broadcast_dims(const at::Tensor& t, int64_t max_dims) {
+  int64_t k = 0;
+  while (k < max_dims && (t.stride(k) == 0 || t.size(k) == 1)) ++k;
+  if (k == 0) return t;
+  return t.as_strided(t.sizes().slice(k), t.strides().slice(k), t.storage_offset());
+}
+
 // A tensor seen as (rows, n) with the category dim last, contiguous: a copy only if that view of
-// the tensor is not contiguous already.
+// the tensor is not contiguous already. With `periodic` (an input whose kernel reads a period),
+// leading dims broadcast with stride 0 are not copied out: `data` holds the distinct rows only
+// (`period` of them; row r of the op reads row r % period), copied only if those are not
+// contiguous. A stride-0 dim that is not leading is copied out as before.
 struct Rows {
-  at::Tensor data;  // (rows, n), contiguous
+  at::Tensor data;  // (period, n), contiguous
   int64_t rows;
+  int64_t period;  // == rows unless leading dims are broadcast
+  // The kernels' period argument: 0 when every row is stored.
+  int64_t period_arg() const { return period < rows ? period : 0; }
 };
 
-inline Rows to_rows(const at::Tensor& t, int64_t dim) {
+inline Rows to_rows(const at::Tensor& t, int64_t dim, bool periodic = false) {
   // The common case (category dim last, contiguous) is the tensor itself: no view to build, which
   // a small call would pay for in dispatcher round trips.
-  if (dim == t.dim() - 1 && t.is_contiguous()) return Rows{t, t.numel() / t.size(dim)};
-  const at::Tensor moved = t.movedim(dim, -1).contiguous();
+  if (dim == t.dim() - 1 && t.is_contiguous()) {
+    const int64_t rows = t.numel() / t.size(dim);
+    return Rows{t, rows, rows};
+  }
+  const at::Tensor moved = t.movedim(dim, -1);
   const int64_t n = t.size(dim);
-  return Rows{moved.view({-1, n}), moved.numel() / n};
+  const int64_t rows = moved.numel() / n;
+  if (periodic && rows > 0 && reads_periodic(t)) {
+    const at::Tensor distinct = drop_broadcast_dims(moved, moved.dim() - 1).contiguous();
+    return Rows{distinct.view({-1, n}), rows, distinct.numel() / n};
+  }
+  return Rows{moved.contiguous().view({-1, n}), rows, rows};
+}
+
+// The elements of a binary op's input, flat and contiguous: the same with n = 1 (the periodic
+// form keeps the distinct elements of an input broadcast over leading dims).
+inline Rows to_elems(const at::Tensor& t, bool periodic = false) {
+  const int64_t numel = t.numel();
+  if (t.is_contiguous()) return Rows{t, numel, numel};
+  if (periodic && numel > 0 && reads_periodic(t)) {
+    const at::Tensor distinct = drop_broadcast_dims(t, t.dim()).contiguous();
+    return Rows{distinct, numel, distinct.numel()};
+  }
+  return Rows{t.contiguous(), numel, numel};
 }
 
 // An empty output whose strides are those of a contiguous tensor in the layout with the category
@@ -99,9 +138,10 @@ struct Temperature {
   at::Tensor values;  // undefined when the temperature is a host scalar
   double scalar = 1.0;
   int64_t stride = 0;
+  int64_t period = 0;  // > 0: values holds that many, broadcast over the leading dims
   TauArg arg() const {
-    return values.defined() ? TauArg{values.const_data_ptr(), stride, 0.0}
-                            : TauArg{nullptr, 0, scalar};
+    return values.defined() ? TauArg{values.const_data_ptr(), stride, 0.0, period}
+                            : TauArg{nullptr, 0, scalar, 0};
   }
 };
 
@@ -141,6 +181,18 @@ inline Temperature prepare_temperature(const at::Tensor& temperature, at::IntArr
   if (temperature.numel() == 1) {
     t.values = temperature.to(acc).reshape({1});
     t.stride = 0;
+  } else if (reads_periodic(temperature)) {
+    // Leading dims of `shape` that the temperature broadcasts over are not copied out: the kernels
+    // read value i % period.
+    const at::Tensor expanded = temperature.expand(shape);
+    const at::Tensor distinct = drop_broadcast_dims(expanded, expanded.dim());
+    t.values = distinct.to(acc).contiguous().view({-1});
+    if (distinct.numel() == 1) {  // one value broadcast everywhere: read it once, as a scalar's
+      t.stride = 0;
+    } else {
+      t.stride = 1;
+      if (distinct.numel() < expanded.numel()) t.period = distinct.numel();
+    }
   } else {
     t.values = temperature.to(acc).expand(shape).contiguous().view({-1});
     t.stride = 1;

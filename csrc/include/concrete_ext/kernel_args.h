@@ -6,6 +6,10 @@
 // noise kernels see `numel` elements. Pointers to the op's data have the op's dtype (`dtype`);
 // pointers marked "acc" hold the math type (double for fp64 ops, float otherwise). A null output
 // pointer means that output was not asked for; a null gradient pointer means a zero gradient.
+//
+// An input with a period P > 0 (its `*_period` field; 0: none) holds only P rows (elements) and
+// row r reads its row r % P: an input broadcast (stride 0) over leading sample dims, read without
+// copying it out to the op's size. Outputs always have every row.
 #pragma once
 
 #include <cstdint>
@@ -17,17 +21,18 @@ namespace concrete_ext {
 enum class DType : int8_t { kFloat64, kFloat32, kFloat16, kBFloat16 };
 
 // The temperature of each row (or element): a host value, or acc values at ptr[i * stride]
-// (stride 0: one value for all).
+// (stride 0: one value for all); with a period P > 0, at ptr[(i % P) * stride].
 struct TauArg {
   const void* ptr = nullptr;
   int64_t stride = 0;
   double value = 1.0;
+  int64_t period = 0;
 };
 
 template <typename acc_t>
 TauView<acc_t> tau_view(const TauArg& t) {
-  if (t.ptr == nullptr) return TauView<acc_t>{nullptr, 0, static_cast<acc_t>(t.value)};
-  return TauView<acc_t>{static_cast<const acc_t*>(t.ptr), t.stride, acc_t(0)};
+  if (t.ptr == nullptr) return TauView<acc_t>{nullptr, 0, static_cast<acc_t>(t.value), 0};
+  return TauView<acc_t>{static_cast<const acc_t*>(t.ptr), t.stride, acc_t(0), t.period};
 }
 
 // ---- categorical: concrete_sample, exp_concrete_sample
@@ -40,6 +45,7 @@ struct SampleArgs {
   SeedOffset so;   // CPU; the CUDA kernels take the launch's Philox state
   bool log_space;  // ExpConcrete (log of the sample) or Concrete
   DType dtype;
+  int64_t logits_period = 0;
 };
 
 struct SampleBackwardArgs {
@@ -51,6 +57,7 @@ struct SampleBackwardArgs {
   TauArg tau;
   bool log_space;
   DType dtype;
+  int64_t grad_period = 0;
 };
 
 // ---- hard Gumbel-softmax: gumbel_max_sample and the straight-through backward
@@ -62,6 +69,7 @@ struct GumbelMaxArgs {
   SeedOffset so;       // CPU
   int64_t* rng_state;  // CUDA: the kernel writes [seed, offset] here when not null
   DType dtype;
+  int64_t logits_period = 0;
 };
 
 struct HardBackwardArgs {
@@ -74,6 +82,7 @@ struct HardBackwardArgs {
   SeedOffset so;             // CPU: the forward's [seed, offset]
   const int64_t* rng_state;  // CUDA: the same, in device memory
   DType dtype;
+  int64_t grad_period = 0, logits_period = 0;
 };
 
 // ---- categorical densities: exp_concrete_log_prob, concrete_log_prob
@@ -86,6 +95,7 @@ struct LogProbArgs {
   TauArg tau;
   bool log_space;
   DType dtype;
+  int64_t value_period = 0, logits_period = 0;
 };
 
 struct LogProbBackwardArgs {
@@ -99,6 +109,7 @@ struct LogProbBackwardArgs {
   TauArg tau;
   bool log_space;
   DType dtype;
+  int64_t value_period = 0, logits_period = 0;
 };
 
 // ---- relaxed KL: y ~ ExpConcrete(q), log kappa_q(y), log kappa_p(y) -----------------------------
@@ -112,6 +123,7 @@ struct RelaxedKlArgs {
   TauArg tq, tp;
   SeedOffset so;  // CPU
   DType dtype;
+  int64_t q_period = 0, p_period = 0;  // q_logits, p_logits
 };
 
 struct RelaxedKlBackwardArgs {
@@ -128,6 +140,7 @@ struct RelaxedKlBackwardArgs {
   int64_t rows, n;
   TauArg tq, tp;
   DType dtype;
+  int64_t grad_y_period = 0, q_period = 0, p_period = 0;
 };
 
 // ---- binary, elementwise
@@ -140,6 +153,7 @@ struct BinarySampleArgs {
   SeedOffset so;     // CPU
   bool logit_space;  // the logistic form on R (Eq. 26) or the sample on (0, 1)
   DType dtype;
+  int64_t logits_period = 0;
 };
 
 struct BinarySampleBackwardArgs {
@@ -151,6 +165,7 @@ struct BinarySampleBackwardArgs {
   TauArg tau;
   bool logit_space;
   DType dtype;
+  int64_t grad_period = 0;
 };
 
 struct BinaryLogProbArgs {
@@ -161,6 +176,7 @@ struct BinaryLogProbArgs {
   TauArg tau;
   bool logit_space;
   DType dtype;
+  int64_t value_period = 0, logits_period = 0;
 };
 
 struct BinaryLogProbBackwardArgs {
@@ -174,6 +190,7 @@ struct BinaryLogProbBackwardArgs {
   TauArg tau;
   bool logit_space;
   DType dtype;
+  int64_t value_period = 0, logits_period = 0;
 };
 
 // ---- index samplers: categorical_sample, gumbel_top_k (csrc/cpu/index.cpp, csrc/cuda/index.cu)
@@ -189,6 +206,7 @@ struct IndexArgs {
   DType dtype;
   void* scores =
       nullptr;  // CUDA top-k with k > kIndexMaxFusedK: acc scores (rows x n), no selection
+  int64_t logits_period = 0;
 };
 // The largest k the fused top-k kernels select in one pass (larger k: every score, then a sort).
 constexpr int64_t kIndexMaxFusedK = 64;
