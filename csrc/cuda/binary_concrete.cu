@@ -22,13 +22,14 @@ __device__ __forceinline__ void tau_chunk(TauView<acc_t> tau, int64_t i0, int64_
 template <typename scalar_t, typename acc_t>
 __global__ void binary_sample_kernel(const scalar_t* __restrict__ logits,
                                      scalar_t* __restrict__ out, int64_t numel, TauView<acc_t> tau,
-                                     at::PhiloxCudaState philox, bool logit_space, bool vec_ok) {
+                                     at::PhiloxCudaState philox, bool logit_space, bool vec_ok,
+                                     int64_t logits_period) {
   constexpr int V = vec_size<scalar_t>();
   const SeedOffset so = unpack_seed(philox);
   for_each_chunk<V>(numel, [&](int64_t i0) {
     acc_t a[V], t[V], o[V];
     Draw<acc_t> r[V];
-    load_chunk<V>(logits, i0, numel, vec_ok, a, acc_t(0));
+    load_elems<V>(logits, i0, numel, logits_period, vec_ok, a, acc_t(0));
     tau_chunk<V>(tau, i0, numel, t);
     chunk_bits<V>(so, static_cast<uint64_t>(i0), static_cast<int>(numel - i0 < V ? numel - i0 : V),
                   r);
@@ -47,11 +48,12 @@ __global__ void binary_sample_backward_kernel(const scalar_t* __restrict__ grad,
                                               const scalar_t* __restrict__ sample,
                                               scalar_t* __restrict__ grad_logits,
                                               acc_t* __restrict__ grad_tau, int64_t numel,
-                                              TauView<acc_t> tau, bool logit_space, bool vec_ok) {
+                                              TauView<acc_t> tau, bool logit_space, bool vec_ok,
+                                              int64_t grad_period) {
   constexpr int V = vec_size<scalar_t>();
   for_each_chunk<V>(numel, [&](int64_t i0) {
     acc_t g[V], s[V], t[V], d[V], dt[V];
-    load_chunk<V>(grad, i0, numel, vec_ok, g, acc_t(0));
+    load_elems<V>(grad, i0, numel, grad_period, vec_ok, g, acc_t(0));
     load_chunk<V>(sample, i0, numel, vec_ok, s, acc_t(0.5));
     tau_chunk<V>(tau, i0, numel, t);
 #pragma unroll
@@ -77,12 +79,13 @@ template <typename scalar_t, typename acc_t>
 __global__ void binary_log_prob_kernel(const scalar_t* __restrict__ value,
                                        const scalar_t* __restrict__ logits,
                                        scalar_t* __restrict__ out, int64_t numel,
-                                       TauView<acc_t> tau, bool logit_space, bool vec_ok) {
+                                       TauView<acc_t> tau, bool logit_space, bool vec_ok,
+                                       int64_t value_period, int64_t logits_period) {
   constexpr int V = vec_size<scalar_t>();
   for_each_chunk<V>(numel, [&](int64_t i0) {
     acc_t v[V], a[V], t[V], o[V];
-    load_chunk<V>(value, i0, numel, vec_ok, v, acc_t(0.5));
-    load_chunk<V>(logits, i0, numel, vec_ok, a, acc_t(0));
+    load_elems<V>(value, i0, numel, value_period, vec_ok, v, acc_t(0.5));
+    load_elems<V>(logits, i0, numel, logits_period, vec_ok, a, acc_t(0));
     tau_chunk<V>(tau, i0, numel, t);
 #pragma unroll
     for (int e = 0; e < V; ++e) {
@@ -99,12 +102,13 @@ __global__ void binary_log_prob_backward_kernel(const acc_t* __restrict__ grad,
                                                 scalar_t* __restrict__ grad_value,
                                                 scalar_t* __restrict__ grad_logits,
                                                 acc_t* __restrict__ grad_tau, int64_t numel,
-                                                TauView<acc_t> tau, bool logit_space, bool vec_ok) {
+                                                TauView<acc_t> tau, bool logit_space, bool vec_ok,
+                                                int64_t value_period, int64_t logits_period) {
   constexpr int V = vec_size<scalar_t>();
   for_each_chunk<V>(numel, [&](int64_t i0) {
     acc_t v[V], a[V], t[V], dv[V], da[V], dt[V];
-    load_chunk<V>(value, i0, numel, vec_ok, v, acc_t(0.5));
-    load_chunk<V>(logits, i0, numel, vec_ok, a, acc_t(0));
+    load_elems<V>(value, i0, numel, value_period, vec_ok, v, acc_t(0.5));
+    load_elems<V>(logits, i0, numel, logits_period, vec_ok, a, acc_t(0));
     tau_chunk<V>(tau, i0, numel, t);
 #pragma unroll
     for (int e = 0; e < V; ++e) {
@@ -138,7 +142,9 @@ cudaError_t binary_sample(const BinarySampleArgs& a, const Launch& l) {
     auto* o = static_cast<scalar_t*>(a.out);
     binary_sample_kernel<scalar_t, acc_t><<<chunk_grid(l, a.numel, V), kThreads, 0, l.stream>>>(
         logits, o, a.numel, tau_view<acc_t>(a.tau), l.philox, a.logit_space,
-        rows_vectorizable<scalar_t>(a.numel, {logits, o}));
+        rows_vectorizable<scalar_t>(a.numel, {logits, o}) &&
+            periodic_vectorizable<scalar_t>({a.logits_period}),
+        a.logits_period);
     return cudaGetLastError();
   });
 }
@@ -152,7 +158,10 @@ cudaError_t binary_sample_backward(const BinarySampleBackwardArgs& a, const Laun
     binary_sample_backward_kernel<scalar_t, acc_t>
         <<<chunk_grid(l, a.numel, V), kThreads, 0, l.stream>>>(
             g, s, d, static_cast<acc_t*>(a.grad_tau), a.numel, tau_view<acc_t>(a.tau),
-            a.logit_space, rows_vectorizable<scalar_t>(a.numel, {g, s, d}));
+            a.logit_space,
+            rows_vectorizable<scalar_t>(a.numel, {g, s, d}) &&
+                periodic_vectorizable<scalar_t>({a.grad_period}),
+            a.grad_period);
     return cudaGetLastError();
   });
 }
@@ -165,7 +174,9 @@ cudaError_t binary_log_prob(const BinaryLogProbArgs& a, const Launch& l) {
     auto* o = static_cast<scalar_t*>(a.out);
     binary_log_prob_kernel<scalar_t, acc_t><<<chunk_grid(l, a.numel, V), kThreads, 0, l.stream>>>(
         v, logits, o, a.numel, tau_view<acc_t>(a.tau), a.logit_space,
-        rows_vectorizable<scalar_t>(a.numel, {v, logits, o}));
+        rows_vectorizable<scalar_t>(a.numel, {v, logits, o}) &&
+            periodic_vectorizable<scalar_t>({a.value_period, a.logits_period}),
+        a.value_period, a.logits_period);
     return cudaGetLastError();
   });
 }
@@ -181,7 +192,9 @@ cudaError_t binary_log_prob_backward(const BinaryLogProbBackwardArgs& a, const L
         <<<chunk_grid(l, a.numel, V), kThreads, 0, l.stream>>>(
             static_cast<const acc_t*>(a.grad), v, logits, gv, ga, static_cast<acc_t*>(a.grad_tau),
             a.numel, tau_view<acc_t>(a.tau), a.logit_space,
-            rows_vectorizable<scalar_t>(a.numel, {v, logits, gv, ga}));
+            rows_vectorizable<scalar_t>(a.numel, {v, logits, gv, ga}) &&
+                periodic_vectorizable<scalar_t>({a.value_period, a.logits_period}),
+            a.value_period, a.logits_period);
     return cudaGetLastError();
   });
 }

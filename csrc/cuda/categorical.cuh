@@ -25,13 +25,14 @@ __device__ __forceinline__ void online_add(MaxSum<T>& st, T v) {
   }
 }
 
-// The perturbed logits z = (a + g) / tau of one chunk (-inf beyond the row end).
+// The perturbed logits z = (a + g) / tau of one chunk (-inf beyond the row end): the logits at
+// a_base (their stored row), the noise of the output row at base (row * n).
 template <int V, typename scalar_t, typename acc_t>
-__device__ __forceinline__ void perturbed_chunk(const scalar_t* __restrict__ a, int64_t base,
-                                                int64_t k0, int64_t n, bool vec_ok, SeedOffset so,
-                                                acc_t inv_tau, acc_t (&z)[V]) {
+__device__ __forceinline__ void perturbed_chunk(const scalar_t* __restrict__ a, int64_t a_base,
+                                                int64_t base, int64_t k0, int64_t n, bool vec_ok,
+                                                SeedOffset so, acc_t inv_tau, acc_t (&z)[V]) {
   acc_t av[V];
-  load_chunk<V>(a + base, k0, n, vec_ok, av, neg_inf<acc_t>());
+  load_chunk<V>(a + a_base, k0, n, vec_ok, av, neg_inf<acc_t>());
   Draw<acc_t> r[V];
   const int valid = static_cast<int>(n - k0 < V ? n - k0 : V);
   chunk_bits<V>(so, static_cast<uint64_t>(base + k0), valid, r);

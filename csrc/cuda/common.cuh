@@ -142,6 +142,31 @@ __device__ __forceinline__ void load_chunk(const scalar_t* __restrict__ p, int64
   }
 }
 
+// Row (or element) i of an input with a period P (kernel_args.h): its stored row i % P; i itself
+// when P = 0 (every row stored).
+__device__ __forceinline__ int64_t wrap(int64_t i, int64_t period) {
+  return period ? i % period : i;
+}
+
+// The elements i0 .. i0 + V - 1 of a flat input with a period P (element i at p[i % P]): a chunk
+// of the stored elements when vec_ok, which then also needs P % V == 0 (periodic_vectorizable), so
+// that a chunk never wraps; else element loads.
+template <int V, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void load_elems(const scalar_t* __restrict__ p, int64_t i0,
+                                           int64_t numel, int64_t period, bool vec_ok,
+                                           acc_t (&out)[V], acc_t pad) {
+  if (period == 0) {
+    load_chunk<V>(p, i0, numel, vec_ok, out, pad);
+  } else if (vec_ok) {
+    load_chunk<V>(p, i0 % period, period, true, out, pad);
+  } else {
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      out[e] = i0 + e < numel ? static_cast<acc_t>(ldg(p + (i0 + e) % period)) : pad;
+    }
+  }
+}
+
 template <int V, typename scalar_t, typename acc_t>
 __device__ __forceinline__ void store_chunk(scalar_t* __restrict__ p, int64_t k0, int64_t n,
                                             bool vec_ok, const acc_t (&v)[V]) {
@@ -214,6 +239,17 @@ bool rows_vectorizable(int64_t n, std::initializer_list<const void*> ptrs) {
   if (n % V != 0) return false;
   for (const void* p : ptrs) {
     if (p != nullptr && !aligned(p, static_cast<int64_t>(V) * sizeof(scalar_t))) return false;
+  }
+  return true;
+}
+
+// Whether chunks of V elements of flat inputs with these periods (0: none) never wrap: every
+// period a multiple of V. Row inputs need no such check: their stored rows are whole rows.
+template <typename scalar_t>
+bool periodic_vectorizable(std::initializer_list<int64_t> periods) {
+  constexpr int V = vec_size<scalar_t>();
+  for (const int64_t p : periods) {
+    if (p % V != 0) return false;
   }
   return true;
 }

@@ -7,16 +7,17 @@ namespace concrete_ext {
 namespace cuda {
 namespace {
 
-// y and w = a - tau y of one chunk; masked (and padding) entries get w = -inf.
+// y and w = a - tau y of one chunk (value and logits at their stored rows v_base, a_base); masked
+// (and padding) entries get w = -inf.
 template <int V, typename scalar_t, typename acc_t>
 __device__ __forceinline__ void density_chunk(const scalar_t* __restrict__ value,
-                                              const scalar_t* __restrict__ logits, int64_t base,
-                                              int64_t k0, int64_t n, bool vec_ok, acc_t tau,
-                                              bool log_space, acc_t (&y)[V], acc_t (&w)[V],
-                                              bool (&live)[V]) {
+                                              const scalar_t* __restrict__ logits, int64_t v_base,
+                                              int64_t a_base, int64_t k0, int64_t n, bool vec_ok,
+                                              acc_t tau, bool log_space, acc_t (&y)[V],
+                                              acc_t (&w)[V], bool (&live)[V]) {
   acc_t a[V];
-  load_chunk<V>(value + base, k0, n, vec_ok, y, acc_t(1));
-  load_chunk<V>(logits + base, k0, n, vec_ok, a, neg_inf<acc_t>());
+  load_chunk<V>(value + v_base, k0, n, vec_ok, y, acc_t(1));
+  load_chunk<V>(logits + a_base, k0, n, vec_ok, a, neg_inf<acc_t>());
 #pragma unroll
   for (int e = 0; e < V; ++e) {
     if (!log_space) y[e] = LibmOps::log(y[e]);
@@ -34,6 +35,7 @@ struct LogProb : Stateless {
     int64_t rows, n;
     TauView<acc_type<scalar_t>> tau;
     bool log_space, vec_ok;
+    int64_t value_period, logits_period;
   };
   static constexpr Ladder kLadder = Ladder::kLooped;
   static constexpr int kArrays = 1;
@@ -42,7 +44,8 @@ struct LogProb : Stateless {
   __device__ __forceinline__ static void row(const Params<scalar_t>& p, const NoState&, int64_t row,
                                              int lane, Reduce<G, acc_t>& red) {
     constexpr int V = vec_size<scalar_t>();
-    const int64_t n = p.n, base = row * n;
+    const int64_t n = p.n;
+    const int64_t v_base = wrap(row, p.value_period) * n, a_base = wrap(row, p.logits_period) * n;
     const acc_t t = p.tau.at(row);
     MaxSum<acc_t> st = MaxSum<acc_t>::identity();
     // Row sums that feed cancelling differences: in double.
@@ -51,7 +54,8 @@ struct LogProb : Stateless {
     for_chunks<G, C, V, true>(n, lane, [&](int, int64_t k0) {
       acc_t y[V], w[V];
       bool live[V];
-      density_chunk<V>(p.value, p.logits, base, k0, n, p.vec_ok, t, p.log_space, y, w, live);
+      density_chunk<V>(p.value, p.logits, v_base, a_base, k0, n, p.vec_ok, t, p.log_space, y, w,
+                       live);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
         online_add<LibmOps>(st, w[e]);
@@ -85,6 +89,7 @@ struct LogProbBackward : Stateless {
     int64_t rows, n;
     TauView<acc_type<scalar_t>> tau;
     bool log_space, vec_ok;
+    int64_t value_period, logits_period;
   };
   static constexpr Ladder kLadder = Ladder::kLooped;
   static constexpr int kArrays = 1;
@@ -94,6 +99,7 @@ struct LogProbBackward : Stateless {
                                              int lane, Reduce<G, acc_t>& red) {
     constexpr int V = vec_size<scalar_t>();
     const int64_t n = p.n, base = row * n;
+    const int64_t v_base = wrap(row, p.value_period) * n, a_base = wrap(row, p.logits_period) * n;
     const bool vec_ok = p.vec_ok, log_space = p.log_space;
     const acc_t t = p.tau.at(row), g = ldg(p.grad + row);
     MaxSum<acc_t> st = MaxSum<acc_t>::identity();
@@ -101,7 +107,7 @@ struct LogProbBackward : Stateless {
     for_chunks<G, C, V, true>(n, lane, [&](int, int64_t k0) {
       acc_t y[V], w[V];
       bool live[V];
-      density_chunk<V>(p.value, p.logits, base, k0, n, vec_ok, t, log_space, y, w, live);
+      density_chunk<V>(p.value, p.logits, v_base, a_base, k0, n, vec_ok, t, log_space, y, w, live);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
         online_add<LibmOps>(st, w[e]);
@@ -115,7 +121,7 @@ struct LogProbBackward : Stateless {
     for_chunks<G, C, V, true>(n, lane, [&](int, int64_t k0) {
       acc_t y[V], w[V], dv[V], da[V];
       bool live[V];
-      density_chunk<V>(p.value, p.logits, base, k0, n, vec_ok, t, log_space, y, w, live);
+      density_chunk<V>(p.value, p.logits, v_base, a_base, k0, n, vec_ok, t, log_space, y, w, live);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
         const acc_t c = live[e] ? ec::one_minus_ns<acc_t>(nc, LibmOps::exp(w[e] - lse)) : acc_t(0);
@@ -148,7 +154,9 @@ cudaError_t concrete_log_prob(const LogProbArgs& a, const Launch& l) {
                                       a.n,
                                       tau_view<acc_t>(a.tau),
                                       a.log_space,
-                                      rows_vectorizable<scalar_t>(a.n, {v, logits})};
+                                      rows_vectorizable<scalar_t>(a.n, {v, logits}),
+                                      a.value_period,
+                                      a.logits_period};
     return launch_rows<LogProb>(p, l);
   });
 }
@@ -159,18 +167,19 @@ cudaError_t concrete_log_prob_backward(const LogProbBackwardArgs& a, const Launc
     const auto* logits = static_cast<const scalar_t*>(a.logits);
     auto* gv = static_cast<scalar_t*>(a.grad_value);
     auto* ga = static_cast<scalar_t*>(a.grad_logits);
-    const LogProbBackward::Params<scalar_t> p{
-        static_cast<const acc_t*>(a.grad),
-        v,
-        logits,
-        gv,
-        ga,
-        static_cast<acc_t*>(a.grad_tau),
-        a.rows,
-        a.n,
-        tau_view<acc_t>(a.tau),
-        a.log_space,
-        rows_vectorizable<scalar_t>(a.n, {v, logits, gv, ga})};
+    const LogProbBackward::Params<scalar_t> p{static_cast<const acc_t*>(a.grad),
+                                              v,
+                                              logits,
+                                              gv,
+                                              ga,
+                                              static_cast<acc_t*>(a.grad_tau),
+                                              a.rows,
+                                              a.n,
+                                              tau_view<acc_t>(a.tau),
+                                              a.log_space,
+                                              rows_vectorizable<scalar_t>(a.n, {v, logits, gv, ga}),
+                                              a.value_period,
+                                              a.logits_period};
     return launch_rows<LogProbBackward>(p, l);
   });
 }

@@ -16,6 +16,7 @@ struct Sample {
     TauView<acc_type<scalar_t>> tau;
     at::PhiloxCudaState philox;
     bool log_space, vec_ok;
+    int64_t logits_period;
   };
   static constexpr Ladder kLadder = Ladder::kFull;
   static constexpr int kArrays = 1;
@@ -30,7 +31,7 @@ struct Sample {
                                              int64_t row, int lane, Reduce<G, acc_t>& red) {
     constexpr int V = vec_size<scalar_t>();
     constexpr int CC = LOOPED ? 1 : C;
-    const int64_t n = p.n, base = row * n;
+    const int64_t n = p.n, base = row * n, a_base = wrap(row, p.logits_period) * n;
     const bool vec_ok = p.vec_ok, log_space = p.log_space;
     const acc_t inv = acc_t(1) / p.tau.at(row);
     acc_t z[CC][V];
@@ -39,7 +40,7 @@ struct Sample {
       MaxSum<acc_t> st = MaxSum<acc_t>::identity();
       for_chunks<G, C, V, LOOPED>(n, lane, [&](int, int64_t k0) {
         acc_t zc[V];
-        perturbed_chunk<V>(p.logits, base, k0, n, vec_ok, so, inv, zc);
+        perturbed_chunk<V>(p.logits, a_base, base, k0, n, vec_ok, so, inv, zc);
 #pragma unroll
         for (int e = 0; e < V; ++e) online_add<FastNoiseOps>(st, zc[e]);
       });
@@ -54,7 +55,7 @@ struct Sample {
         for (int e = 0; e < V; ++e) z[c][e] = neg_inf<acc_t>();
       }
       for_chunks<G, C, V, LOOPED>(n, lane, [&](int c, int64_t k0) {
-        perturbed_chunk<V>(p.logits, base, k0, n, vec_ok, so, inv, z[c]);
+        perturbed_chunk<V>(p.logits, a_base, base, k0, n, vec_ok, so, inv, z[c]);
 #pragma unroll
         for (int e = 0; e < V; ++e) mx = z[c][e] > mx ? z[c][e] : mx;
       });
@@ -76,7 +77,7 @@ struct Sample {
     for_chunks<G, C, V, LOOPED>(n, lane, [&](int c, int64_t k0) {
       acc_t o[V];
       if constexpr (LOOPED) {
-        perturbed_chunk<V>(p.logits, base, k0, n, vec_ok, so, inv, o);
+        perturbed_chunk<V>(p.logits, a_base, base, k0, n, vec_ok, so, inv, o);
 #pragma unroll
         for (int e = 0; e < V; ++e)
           o[e] = log_space ? o[e] - lse : FastNoiseOps::exp(o[e] - m) * inv_s;
@@ -99,6 +100,7 @@ struct SampleBackward : Stateless {
     int64_t rows, n;
     TauView<acc_type<scalar_t>> tau;
     bool log_space, vec_ok;
+    int64_t grad_period;
   };
   static constexpr Ladder kLadder = Ladder::kFull;
   static constexpr int kArrays = 2;
@@ -108,7 +110,7 @@ struct SampleBackward : Stateless {
                                              int lane, Reduce<G, acc_t>& red) {
     constexpr int V = vec_size<scalar_t>();
     constexpr int CC = LOOPED ? 1 : C;
-    const int64_t n = p.n, base = row * n;
+    const int64_t n = p.n, base = row * n, g_base = wrap(row, p.grad_period) * n;
     const bool vec_ok = p.vec_ok, log_space = p.log_space;
     const acc_t inv = acc_t(1) / p.tau.at(row);
     acc_t sv[CC][V], gv[CC][V];
@@ -118,7 +120,7 @@ struct SampleBackward : Stateless {
     for_chunks<G, C, V, LOOPED>(n, lane, [&](int c, int64_t k0) {
       acc_t s[V], g[V];
       load_chunk<V>(p.sample + base, k0, n, vec_ok, s, log_space ? neg_inf<acc_t>() : acc_t(0));
-      load_chunk<V>(p.grad + base, k0, n, vec_ok, g, acc_t(0));
+      load_chunk<V>(p.grad + g_base, k0, n, vec_ok, g, acc_t(0));
 #pragma unroll
       for (int e = 0; e < V; ++e) {
         part += log_space ? ec::unmasked_dy(g[e], s[e]) : s[e] * g[e];
@@ -135,7 +137,7 @@ struct SampleBackward : Stateless {
       acc_t s[V], g[V], d[V];
       if constexpr (LOOPED) {
         load_chunk<V>(p.sample + base, k0, n, vec_ok, s, log_space ? neg_inf<acc_t>() : acc_t(0));
-        load_chunk<V>(p.grad + base, k0, n, vec_ok, g, acc_t(0));
+        load_chunk<V>(p.grad + g_base, k0, n, vec_ok, g, acc_t(0));
       } else {
 #pragma unroll
         for (int e = 0; e < V; ++e) {
@@ -178,7 +180,8 @@ cudaError_t concrete_sample(const SampleArgs& a, const Launch& l) {
                                      tau_view<acc_t>(a.tau),
                                      l.philox,
                                      a.log_space,
-                                     rows_vectorizable<scalar_t>(a.n, {logits, out})};
+                                     rows_vectorizable<scalar_t>(a.n, {logits, out}),
+                                     a.logits_period};
     return launch_rows<Sample>(p, l);
   });
 }
@@ -196,7 +199,8 @@ cudaError_t concrete_sample_backward(const SampleBackwardArgs& a, const Launch& 
                                              a.n,
                                              tau_view<acc_t>(a.tau),
                                              a.log_space,
-                                             rows_vectorizable<scalar_t>(a.n, {g, s, d})};
+                                             rows_vectorizable<scalar_t>(a.n, {g, s, d}),
+                                             a.grad_period};
     return launch_rows<SampleBackward>(p, l);
   });
 }

@@ -16,6 +16,7 @@ struct GumbelMax {
     at::PhiloxCudaState philox;
     int64_t* rng_state;  // nullable: [seed, offset] of the call, for the straight-through backward
     bool vec_ok;
+    int64_t logits_period;
   };
   static constexpr Ladder kLadder = Ladder::kLooped;
   static constexpr int kArrays = 1;
@@ -34,13 +35,13 @@ struct GumbelMax {
   __device__ __forceinline__ static void row(const Params<scalar_t>& p, const SeedOffset& so,
                                              int64_t row, int lane, Reduce<G, acc_t>& red) {
     constexpr int V = vec_size<scalar_t>();
-    const int64_t n = p.n, base = row * n;
+    const int64_t n = p.n, base = row * n, a_base = wrap(row, p.logits_period) * n;
     const bool vec_ok = p.vec_ok;
     ArgMax<acc_t> best = ArgMax<acc_t>::identity();
     // The same chunks as the register configurations, but nothing needs keeping.
     for_chunks<G, C, V, true>(n, lane, [&](int, int64_t k0) {
       acc_t z[V];
-      perturbed_chunk<V>(p.logits, base, k0, n, vec_ok, so, acc_t(1), z);
+      perturbed_chunk<V>(p.logits, a_base, base, k0, n, vec_ok, so, acc_t(1), z);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
         // NaN never wins (a NaN score counts as -inf), as on the CPU.
@@ -75,6 +76,7 @@ struct HardBackward {
     TauView<acc_type<scalar_t>> tau;
     const int64_t* rng_state;  // [seed, offset] of the forward
     bool vec_ok;
+    int64_t grad_period, logits_period;
   };
   static constexpr Ladder kLadder = Ladder::kShort;
   static constexpr int kArrays = 1;
@@ -91,6 +93,7 @@ struct HardBackward {
     constexpr int V = vec_size<scalar_t>();
     constexpr int CC = LOOPED ? 1 : C;
     const int64_t n = p.n, base = row * n;
+    const int64_t g_base = wrap(row, p.grad_period) * n, a_base = wrap(row, p.logits_period) * n;
     const bool vec_ok = p.vec_ok;
     const acc_t inv = acc_t(1) / p.tau.at(row);
     acc_t z[CC][V];
@@ -98,7 +101,7 @@ struct HardBackward {
     MaxSum<acc_t> st = MaxSum<acc_t>::identity();
     for_chunks<G, C, V, LOOPED>(n, lane, [&](int c, int64_t k0) {
       acc_t zc[V];
-      perturbed_chunk<V>(p.logits, base, k0, n, vec_ok, so, inv, zc);
+      perturbed_chunk<V>(p.logits, a_base, base, k0, n, vec_ok, so, inv, zc);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
         online_add<FastNoiseOps>(st, zc[e]);
@@ -109,7 +112,7 @@ struct HardBackward {
     const acc_t lse = st.lse();
     auto soft = [&](int c, int64_t k0, acc_t(&zc)[V]) {
       if constexpr (LOOPED) {
-        perturbed_chunk<V>(p.logits, base, k0, n, vec_ok, so, inv, zc);
+        perturbed_chunk<V>(p.logits, a_base, base, k0, n, vec_ok, so, inv, zc);
       } else {
 #pragma unroll
         for (int e = 0; e < V; ++e) zc[e] = z[c][e];
@@ -120,7 +123,7 @@ struct HardBackward {
     for_chunks<G, C, V, LOOPED>(n, lane, [&](int c, int64_t k0) {
       acc_t zc[V], g[V];
       soft(c, k0, zc);
-      load_chunk<V>(p.grad + base, k0, n, vec_ok, g, acc_t(0));
+      load_chunk<V>(p.grad + g_base, k0, n, vec_ok, g, acc_t(0));
 #pragma unroll
       for (int e = 0; e < V; ++e) part += FastNoiseOps::exp(zc[e] - lse) * g[e];
     });
@@ -130,7 +133,7 @@ struct HardBackward {
     for_chunks<G, C, V, LOOPED>(n, lane, [&](int c, int64_t k0) {
       acc_t zc[V], g[V], d[V];
       soft(c, k0, zc);
-      load_chunk<V>(p.grad + base, k0, n, vec_ok, g, acc_t(0));
+      load_chunk<V>(p.grad + g_base, k0, n, vec_ok, g, acc_t(0));
 #pragma unroll
       for (int e = 0; e < V; ++e) {
         const acc_t x = FastNoiseOps::exp(zc[e] - lse);
@@ -160,7 +163,8 @@ cudaError_t gumbel_max(const GumbelMaxArgs& a, const Launch& l) {
                                         a.n,
                                         l.philox,
                                         a.rng_state,
-                                        rows_vectorizable<scalar_t>(a.n, {logits, out})};
+                                        rows_vectorizable<scalar_t>(a.n, {logits, out}),
+                                        a.logits_period};
     return launch_rows<GumbelMax>(p, l);
   });
 }
@@ -178,7 +182,9 @@ cudaError_t gumbel_softmax_hard_backward(const HardBackwardArgs& a, const Launch
                                            a.n,
                                            tau_view<acc_t>(a.tau),
                                            a.rng_state,
-                                           rows_vectorizable<scalar_t>(a.n, {g, logits, d})};
+                                           rows_vectorizable<scalar_t>(a.n, {g, logits, d}),
+                                           a.grad_period,
+                                           a.logits_period};
     return launch_rows<HardBackward>(p, l);
   });
 }

@@ -32,6 +32,7 @@ struct IndexSelect {
     bool scale, topk;
     at::PhiloxCudaState philox;
     bool vec_ok;
+    int64_t logits_period;
   };
   static constexpr Ladder kLadder = Ladder::kLooped;
   static constexpr int kArrays = 1;
@@ -45,7 +46,7 @@ struct IndexSelect {
   __device__ __forceinline__ static void row(const Params<scalar_t>& p, const SeedOffset& so,
                                              int64_t row, int lane, Reduce<G, acc_t>& red) {
     constexpr int V = vec_size<scalar_t>();
-    const int64_t n = p.n, base = row * n, k = p.k;
+    const int64_t n = p.n, base = row * n, k = p.k, a_base = wrap(row, p.logits_period) * n;
     const bool vec_ok = p.vec_ok;
     const acc_t tau = p.scale ? p.tau.at(row) : acc_t(1);
     // This thread's best scores, sorted (score descending, index ascending).
@@ -54,7 +55,7 @@ struct IndexSelect {
     int count = 0;
     for_chunks<G, C, V, true>(n, lane, [&](int, int64_t k0) {
       acc_t av[V];
-      load_chunk<V>(p.logits + base, k0, n, vec_ok, av, neg_inf<acc_t>());
+      load_chunk<V>(p.logits + a_base, k0, n, vec_ok, av, neg_inf<acc_t>());
       Draw<acc_t> r[V];
       const int valid = static_cast<int>(n - k0 < V ? n - k0 : V);
       chunk_bits<V>(so, static_cast<uint64_t>(base + k0), valid, r);
@@ -117,7 +118,8 @@ cudaError_t launch_index(const IndexArgs& a, const Launch& l) {
       a.scale,
       a.topk,
       l.philox,
-      rows_vectorizable<scalar_t>(a.n, {logits})};
+      rows_vectorizable<scalar_t>(a.n, {logits}),
+      a.logits_period};
   return launch_rows<IndexSelect<KMAX>>(p, l);
 }
 

@@ -18,6 +18,7 @@ struct RelaxedKl {
     TauView<acc_type<scalar_t>> tq, tp;
     at::PhiloxCudaState philox;
     bool vec_ok;
+    int64_t q_period, p_period;  // q_logits, p_logits
   };
   static constexpr Ladder kLadder = Ladder::kShort;
   static constexpr int kArrays = 1;
@@ -33,13 +34,14 @@ struct RelaxedKl {
     constexpr int V = vec_size<scalar_t>();
     constexpr int CC = LOOPED ? 1 : C;
     const int64_t n = p.n, base = row * n;
+    const int64_t q_base = wrap(row, p.q_period) * n, p_base = wrap(row, p.p_period) * n;
     const bool vec_ok = p.vec_ok;
     const acc_t tauq = p.tq.at(row), taup = p.tp.at(row), inv = acc_t(1) / tauq;
     acc_t z[CC][V];
     MaxSum<acc_t> st = MaxSum<acc_t>::identity();
     for_chunks<G, C, V, LOOPED>(n, lane, [&](int c, int64_t k0) {
       acc_t zc[V];
-      perturbed_chunk<V>(p.q_logits, base, k0, n, vec_ok, so, inv, zc);
+      perturbed_chunk<V>(p.q_logits, q_base, base, k0, n, vec_ok, so, inv, zc);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
         online_add<FastNoiseOps>(st, zc[e]);
@@ -56,13 +58,13 @@ struct RelaxedKl {
     for_chunks<G, C, V, LOOPED>(n, lane, [&](int c, int64_t k0) {
       acc_t zc[V], aq[V], ap[V], y[V];
       if constexpr (LOOPED) {
-        perturbed_chunk<V>(p.q_logits, base, k0, n, vec_ok, so, inv, zc);
+        perturbed_chunk<V>(p.q_logits, q_base, base, k0, n, vec_ok, so, inv, zc);
       } else {
 #pragma unroll
         for (int e = 0; e < V; ++e) zc[e] = z[c][e];
       }
-      load_chunk<V>(p.q_logits + base, k0, n, vec_ok, aq, neg_inf<acc_t>());
-      load_chunk<V>(p.p_logits + base, k0, n, vec_ok, ap, acc_t(0));
+      load_chunk<V>(p.q_logits + q_base, k0, n, vec_ok, aq, neg_inf<acc_t>());
+      load_chunk<V>(p.p_logits + p_base, k0, n, vec_ok, ap, acc_t(0));
 #pragma unroll
       for (int e = 0; e < V; ++e) y[e] = static_cast<acc_t>(static_cast<scalar_t>(zc[e] - lse));
       store_chunk<V>(p.y + base, k0, n, vec_ok, y);
@@ -109,6 +111,7 @@ struct RelaxedKlBackward : Stateless {
     int64_t rows, n;
     TauView<acc_type<scalar_t>> tq, tp;
     bool vec_ok;
+    int64_t grad_y_period, q_period, p_period;
   };
   static constexpr Ladder kLadder = Ladder::kLooped;
   static constexpr int kArrays = 1;
@@ -118,6 +121,8 @@ struct RelaxedKlBackward : Stateless {
                                              int lane, Reduce<G, acc_t>& red) {
     constexpr int V = vec_size<scalar_t>();
     const int64_t n = p.n, base = row * n;
+    const int64_t q_base = wrap(row, p.q_period) * n, p_base = wrap(row, p.p_period) * n;
+    const int64_t gy_base = wrap(row, p.grad_y_period) * n;
     const bool vec_ok = p.vec_ok;
     const acc_t tauq = p.tq.at(row), taup = p.tp.at(row), invq = acc_t(1) / tauq;
     const acc_t gq = p.grad_log_q ? ldg(p.grad_log_q + row) : acc_t(0);
@@ -126,8 +131,8 @@ struct RelaxedKlBackward : Stateless {
     auto chunk = [&](int64_t k0, acc_t(&y)[V], acc_t(&wq)[V], acc_t(&wp)[V], bool (&live)[V]) {
       acc_t aq[V], ap[V];
       load_chunk<V>(p.y + base, k0, n, vec_ok, y, neg_inf<acc_t>());
-      load_chunk<V>(p.q_logits + base, k0, n, vec_ok, aq, neg_inf<acc_t>());
-      load_chunk<V>(p.p_logits + base, k0, n, vec_ok, ap, acc_t(0));
+      load_chunk<V>(p.q_logits + q_base, k0, n, vec_ok, aq, neg_inf<acc_t>());
+      load_chunk<V>(p.p_logits + p_base, k0, n, vec_ok, ap, acc_t(0));
 #pragma unroll
       for (int e = 0; e < V; ++e) {
         live[e] = !ec::masked(aq[e]);
@@ -158,7 +163,7 @@ struct RelaxedKlBackward : Stateless {
       acc_t wq[V], wp[V], gy[V];
       chunk(k0, y, wq, wp, live);
       if (p.grad_y) {
-        load_chunk<V>(p.grad_y + base, k0, n, vec_ok, gy, acc_t(0));
+        load_chunk<V>(p.grad_y + gy_base, k0, n, vec_ok, gy, acc_t(0));
       } else {
 #pragma unroll
         for (int e = 0; e < V; ++e) gy[e] = 0;
@@ -232,7 +237,9 @@ cudaError_t relaxed_kl(const RelaxedKlArgs& a, const Launch& l) {
                                         tau_view<acc_t>(a.tq),
                                         tau_view<acc_t>(a.tp),
                                         l.philox,
-                                        rows_vectorizable<scalar_t>(a.n, {aq, ap, y})};
+                                        rows_vectorizable<scalar_t>(a.n, {aq, ap, y}),
+                                        a.q_period,
+                                        a.p_period};
     return launch_rows<RelaxedKl>(p, l);
   });
 }
@@ -260,7 +267,10 @@ cudaError_t relaxed_kl_backward(const RelaxedKlBackwardArgs& a, const Launch& l)
         a.n,
         tau_view<acc_t>(a.tq),
         tau_view<acc_t>(a.tp),
-        rows_vectorizable<scalar_t>(a.n, {gy, y, aq, ap, gaq, gap})};
+        rows_vectorizable<scalar_t>(a.n, {gy, y, aq, ap, gaq, gap}),
+        a.grad_y_period,
+        a.q_period,
+        a.p_period};
     return launch_rows<RelaxedKlBackward>(p, l);
   });
 }

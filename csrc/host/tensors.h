@@ -53,8 +53,9 @@ inline void* mptr(const at::Tensor& t) { return t.defined() ? t.mutable_data_ptr
 inline void* mptr(at::Tensor* t) { return t ? t->mutable_data_ptr() : nullptr; }
 
 // Whether the kernels of t's device read inputs with a period (kernel_args.h): row r of an input
-// broadcast over leading dims read at row r % period of its distinct rows, without a copy.
-inline bool reads_periodic(const at::Tensor& t) { return !t.is_cuda(); }
+// broadcast over leading dims read at row r % period of its distinct rows, without a copy. Both
+// devices' kernels do (CPU and CUDA: every op).
+inline bool reads_periodic(const at::Tensor& /*t*/) { return true; }
 
 // t without its leading broadcast dims: t[0, ..., 0] over the longest prefix of at most `max_dims`
 // dims that have stride 0 (or size 1); t itself when there is none. A view, nothing is copied.

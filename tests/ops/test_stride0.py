@@ -56,8 +56,7 @@ NAMESPACES = [
         marks=pytest.mark.skipif(not _ops.has_compiled("cpu"), reason="no compiled CPU kernels"),
     ),
     pytest.param((_ops.PYTHON_NAMESPACE, "cpu"), id="python"),
-    # The CUDA kernels still copy broadcast inputs (host/tensors.h reads_periodic): this checks
-    # that the copy path stays exact, and will check the in-place reads once they exist.
+    # The CUDA kernels read broadcast inputs in place too (host/tensors.h reads_periodic).
     pytest.param(
         (_ops.NAMESPACE, "cuda"),
         id="cuda",
@@ -82,15 +81,35 @@ def test_stride0_inputs_give_the_contiguous_result(namespace, name, dtype, dim, 
     check_stride0(ns, name, dtype, dim, mode, device)
 
 
-# ---- many rows: blocks whose period ends inside them (the compiled CPU kernels gather those) -------
-@pytest.mark.skipif(not _ops.has_compiled("cpu"), reason="no compiled CPU kernels")
+# The compiled kernels of each device.
+COMPILED_DEVICES = [
+    pytest.param(
+        "cpu",
+        marks=pytest.mark.skipif(not _ops.has_compiled("cpu"), reason="no compiled CPU kernels"),
+    ),
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(
+                not (torch.cuda.is_available() and _ops.has_compiled("cuda")),
+                reason="needs a CUDA device and the compiled CUDA kernels",
+            ),
+        ],
+    ),
+]
+
+
+# ---- many rows: blocks whose period ends inside them (the compiled CPU kernels gather those; on
+# CUDA, flat periods that are and are not a multiple of a vectorised chunk) ----------------------
+@pytest.mark.parametrize("device", COMPILED_DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("n", [1, 3, 16, 100, 1500])
-def test_periods_that_end_inside_a_block(n, dtype):
+def test_periods_that_end_inside_a_block(n, dtype, device):
     g = torch.Generator().manual_seed(n)
-    logits = torch.randn(7, n, generator=g).to(dtype)
-    tau = (torch.rand(7, generator=g) + 0.3).to(dtype)
-    value = torch.randn(5, 7, n, generator=g).to(dtype).log_softmax(-1)
+    logits = torch.randn(7, n, generator=g).to(dtype).to(device)
+    tau = (torch.rand(7, generator=g) + 0.3).to(dtype).to(device)
+    value = torch.randn(5, 7, n, generator=g).to(dtype).log_softmax(-1).to(device)
     wide, wide_tau = logits.expand(5, 7, n), tau.expand(5, 7)
     ops = torch.ops.concrete_ext
     for fn in (
@@ -99,6 +118,8 @@ def test_periods_that_end_inside_a_block(n, dtype):
         lambda a, t: ops.exp_concrete_log_prob(value, a, t, -1),
         lambda a, t: ops.relaxed_kl_sample(a, t, a * 0.5, t, -1, 3, 1, None),
         lambda a, t: ops.categorical_sample(a, t, -1, 3, 1, None),
+        # k > 64: on CUDA the kernel writes every score and the host sorts them
+        lambda a, t: ops.gumbel_top_k(a, min(a.shape[-1], 70), -1, 3, 1, None),
         lambda a, t: ops.logit_binary_concrete_sample(a, a[..., :1] * 0 + 0.5, 3, 1, None),
         lambda a, t: ops.logit_binary_concrete_log_prob(
             value,
@@ -110,14 +131,14 @@ def test_periods_that_end_inside_a_block(n, dtype):
 
 
 # ---- no copy: a stride-0 input of a huge virtual size ------------------------------------------
-@pytest.mark.skipif(not _ops.has_compiled("cpu"), reason="no compiled CPU kernels")
-def test_broadcast_logits_are_not_copied():
+@pytest.mark.parametrize("device", COMPILED_DEVICES)
+def test_broadcast_logits_are_not_copied(device):
     # 10^6 x 1024 fp32 logits would be 4 GiB copied out; the log-density reads 1024 of them for a
     # value of one row broadcast the same way, and the result is 10^6 floats.
     big = (10**6, 1024)
-    logits = torch.randn(1, 1024).log_softmax(-1).expand(big)
-    value = torch.randn(1, 1024).log_softmax(-1).expand(big)
-    tau = torch.tensor([0.7]).expand(10**6)
+    logits = torch.randn(1, 1024).log_softmax(-1).to(device).expand(big)
+    value = torch.randn(1, 1024).log_softmax(-1).to(device).expand(big)
+    tau = torch.tensor([0.7], device=device).expand(10**6)
     lp = F.exp_concrete_log_prob(value, logits, tau)
     assert lp.shape == (10**6,)
     assert torch.equal(lp, lp[:1].expand(10**6))
