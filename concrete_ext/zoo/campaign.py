@@ -141,6 +141,12 @@ def _train(plan: Plan, root: str, pair: str, estimator: str, target: int, progre
     run_dir = os.path.join(root, run_name(pair, estimator))
     config = _config(plan, root, pair, estimator, target)
     resume = os.path.isfile(os.path.join(run_dir, runs.CHECKPOINT))
+    # One process trains the six runs stage after stage, and each new model recompiles the step:
+    # past dynamo's recompile limit (8) the compile fails and the run falls back to eager (seen on
+    # 2026-12-08 at the 5th stage of one process). A fresh cache per stage costs one compile.
+    import torch
+
+    torch._dynamo.reset()
     trainer = Trainer(config, run_dir, resume=resume, progress=progress)
     print(
         f"[campaign] {run_name(pair, estimator)}: training from step {trainer.step} to "
