@@ -359,10 +359,16 @@ def test_compiled_run_resumes_exactly(tmp_path, small):
 
 
 # ---- the 10^6-step campaign, on a tiny plan ----------------------------------------------------
-def test_campaign_continues_what_is_left(tmp_path, capsys):
+def test_campaign_continues_what_is_left(tmp_path, capsys, monkeypatch):
     """Sweeps, stages round-robin, interim and final evaluations; a stopped campaign continues,
     and a finished one does nothing more."""
     from concrete_ext.zoo import campaign
+
+    # Each stage starts with a fresh compile cache: one process trains many models, and past
+    # dynamo's recompile limit the compiled step would fall back to eager.
+    resets = []
+    real_reset = torch._dynamo.reset
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: (resets.append(1), real_reset())[1])
 
     plan = campaign.Plan(
         pairs={"s": "392V-6H-392V", "d": "8H-784V"},
@@ -418,6 +424,7 @@ def test_campaign_continues_what_is_left(tmp_path, capsys):
         line.split(":")[0].split()[-1] for line in err.splitlines() if "training from step" in line
     ]
     assert order == ["s_concrete", "s_nvil", "d_concrete", "d_nvil"] * 2, order
+    assert len(resets) == len(order)
     assert (
         err.index("s_concrete: training from step 0")
         < err.index("s_concrete: interim")
